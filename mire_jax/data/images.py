@@ -1,0 +1,93 @@
+"""CLIP image preprocessing on the host (numpy + Pillow), the same as transformers' PIL CLIPImageProcessor.
+
+Steps: convert to RGB, resize so that the SHORTER side equals `size` (the longer side is
+`int(size * long / short)`, truncated) with bicubic resampling, centre crop `size` x `size`
+(offsets `(dim - size) // 2`), scale by 1/255, subtract the CLIP mean and divide by the CLIP std.
+Output is NHWC-ready float32 [size, size, 3] (the model's pixel layout).
+"""
+from __future__ import annotations
+
+import io
+import os
+
+import numpy as np
+from PIL import Image
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+_MEAN = np.asarray(CLIP_MEAN, np.float32)
+_STD = np.asarray(CLIP_STD, np.float32)
+
+
+class ImageError(ValueError):
+    """An image could not be read or decoded."""
+
+
+def decode_image(data: bytes, *, source: str = "<bytes>") -> Image.Image:
+    """Decode encoded image bytes (JPEG, PNG, ...) to an RGB PIL image.
+
+    Args:
+      data: the encoded file contents.
+      source: what to call the image in the error message (a path or a record id).
+
+    Raises:
+      ImageError: empty or undecodable data.
+    """
+    if not data:
+        raise ImageError(f"empty image data ({source})")
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()  # force the full decode here so that truncated files fail now, not later
+        return image.convert("RGB")
+    except Exception as e:  # PIL raises several unrelated types for bad files
+        raise ImageError(f"cannot decode image ({source}): {type(e).__name__}: {e}") from e
+
+
+def read_image_file(path: str | os.PathLike) -> bytes:
+    """The raw bytes of an image file; `ImageError` if missing or unreadable."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise ImageError(f"cannot read image file {os.fspath(path)}: {e.strerror or e}") from e
+
+
+def resize_shorter_side(image: Image.Image, size: int) -> Image.Image:
+    """Bicubic resize so that the shorter side is `size` (aspect kept, longer side truncated to int)."""
+    width, height = image.size
+    if width <= height:
+        new_w, new_h = size, int(size * height / width)
+    else:
+        new_w, new_h = int(size * width / height), size
+    if (new_w, new_h) == (width, height):
+        return image
+    return image.resize((new_w, new_h), resample=Image.Resampling.BICUBIC)
+
+
+def center_crop(array: np.ndarray, size: int) -> np.ndarray:
+    """Centre crop of an HWC array to `size` x `size` (the input is at least that big after the resize)."""
+    height, width = array.shape[:2]
+    if height < size or width < size:
+        raise ValueError(f"cannot crop {size}x{size} from an image of {height}x{width}")
+    top, left = (height - size) // 2, (width - size) // 2
+    return array[top: top + size, left: left + size]
+
+
+def normalize(array: np.ndarray) -> np.ndarray:
+    """uint8 HWC -> float32 HWC: x / 255, then (x - CLIP mean) / CLIP std."""
+    scaled = (array.astype(np.float64) * (1.0 / 255.0)).astype(np.float32)
+    return (scaled - _MEAN) / _STD
+
+
+def clip_preprocess(image: Image.Image, size: int = 224) -> np.ndarray:
+    """One PIL image -> CLIP-normalised float32 [size, size, 3]."""
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    resized = np.asarray(resize_shorter_side(image, size))
+    return normalize(center_crop(resized, size))
+
+
+def preprocess_bytes(data: bytes, size: int = 224, *, source: str = "<bytes>") -> np.ndarray:
+    """Encoded image bytes -> CLIP-normalised float32 [size, size, 3]; `ImageError` names `source` on failure."""
+    return clip_preprocess(decode_image(data, source=source), size)
