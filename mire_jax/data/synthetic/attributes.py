@@ -1,0 +1,191 @@
+"""Visual attribute vocabularies and the split of attribute combinations.
+
+An entity's appearance is one value of each of four attributes (shape, colour, pattern, background).
+The zero-shot split uses combinations never rendered for training, while every single value is seen in
+training, so a retriever must compose what it learned rather than recall a seen picture.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from typing import Sequence
+
+import numpy as np
+
+# Word -> RGB. Foreground colours and backgrounds use disjoint words so that a passage names each
+# attribute unambiguously; backgrounds are chosen to contrast with every foreground colour.
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 35, 35),
+    "blue": (40, 75, 225),
+    "yellow": (240, 215, 30),
+    "green": (40, 170, 60),
+    "purple": (140, 50, 190),
+    "orange": (245, 130, 20),
+    "pink": (245, 120, 185),
+    "cyan": (30, 200, 215),
+}
+BACKGROUNDS: dict[str, tuple[int, int, int]] = {
+    "white": (242, 242, 242),
+    "black": (22, 22, 22),
+    "grey": (128, 128, 128),
+    "brown": (112, 78, 46),
+}
+SHAPES: tuple[str, ...] = ("circle", "triangle", "square", "star", "hexagon", "cross", "diamond", "crescent")
+PATTERNS: tuple[str, ...] = ("plain", "striped", "dotted", "checkered", "ringed")
+
+# How a pattern reads when it follows the shape noun ("a red triangle with stripes").
+PATTERN_PHRASES: dict[str, str] = {
+    "plain": "no decoration",
+    "striped": "stripes",
+    "dotted": "dots",
+    "checkered": "a checkered pattern",
+    "ringed": "rings",
+}
+
+
+def indefinite_article(phrase: str) -> str:
+    """ "a" or "an" for the word that starts `phrase` (by its first letter, enough for this vocabulary)."""
+    return "an" if phrase[:1].lower() in "aeiou" else "a"
+
+
+@dataclasses.dataclass(frozen=True)
+class Appearance:
+    """One combination of visual attributes."""
+
+    shape: str
+    colour: str
+    pattern: str
+    background: str
+
+    def words(self) -> tuple[str, str, str, str]:
+        """The four attribute words, in (colour, pattern, shape, background) reading order."""
+        return (self.colour, self.pattern, self.shape, self.background)
+
+    def phrase(self) -> str:
+        """Canonical description, e.g. "a red striped triangle on a grey background"."""
+        if self.pattern == "plain":
+            look = f"plain {self.colour} {self.shape}"
+        else:
+            look = f"{self.colour} {self.pattern} {self.shape}"
+        background = f"{indefinite_article(self.background)} {self.background} background"
+        return f"{indefinite_article(look)} {look} on {background}"
+
+    def as_dict(self) -> dict[str, str]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class AttributeSpace:
+    """The attribute values in use (a prefix of each vocabulary)."""
+
+    shapes: tuple[str, ...]
+    colours: tuple[str, ...]
+    patterns: tuple[str, ...]
+    backgrounds: tuple[str, ...]
+
+    @classmethod
+    def create(cls, n_shapes: int, n_colours: int, n_patterns: int, n_backgrounds: int) -> "AttributeSpace":
+        """Takes the first n values of each vocabulary.
+
+        Raises:
+            ValueError: if a count is below 2 or above the vocabulary size (naming the attribute).
+        """
+        wanted = {
+            "shapes": (n_shapes, SHAPES),
+            "colours": (n_colours, tuple(COLOURS)),
+            "patterns": (n_patterns, PATTERNS),
+            "backgrounds": (n_backgrounds, tuple(BACKGROUNDS)),
+        }
+        values = {}
+        for name, (count, vocabulary) in wanted.items():
+            if not 2 <= count <= len(vocabulary):
+                raise ValueError(f"n_{name}={count} must be between 2 and {len(vocabulary)} ({', '.join(vocabulary)})")
+            values[name] = tuple(vocabulary[:count])
+        return cls(**values)
+
+    def all_combinations(self) -> list[Appearance]:
+        """Every combination, in a fixed (lexicographic by vocabulary order) order."""
+        return [
+            Appearance(shape=s, colour=c, pattern=p, background=b)
+            for s, c, p, b in itertools.product(self.shapes, self.colours, self.patterns, self.backgrounds)
+        ]
+
+    def all_words(self) -> frozenset[str]:
+        """Every attribute word in use."""
+        return frozenset(self.shapes + self.colours + self.patterns + self.backgrounds)
+
+    def as_dict(self) -> dict[str, list[str]]:
+        return {name: list(values) for name, values in dataclasses.asdict(self).items()}
+
+
+ALL_ATTRIBUTE_WORDS: frozenset[str] = frozenset(SHAPES) | frozenset(COLOURS) | frozenset(PATTERNS) | frozenset(
+    BACKGROUNDS
+)
+
+
+def split_combinations(
+    space: AttributeSpace, n_train: int, n_heldout: int, rng: np.random.Generator
+) -> tuple[list[Appearance], list[Appearance]]:
+    """Draws disjoint training and held-out combinations.
+
+    The held-out combinations are drawn first; the training ones then come from the rest, starting with
+    combinations that cover attribute values not yet seen, so that every value of every attribute occurs in
+    training. Unused combinations (neither set) exist when the space is larger than the two sets.
+
+    Args:
+        space: the attribute values in use.
+        n_train: number of training combinations (one per training entity).
+        n_heldout: number of held-out combinations (zero-shot entities and distractors).
+        rng: source of randomness.
+
+    Returns:
+        (train, heldout), each a list of distinct combinations in a random order.
+
+    Raises:
+        ValueError: if the space is too small or training cannot cover every attribute value.
+    """
+    combos = space.all_combinations()
+    if n_train + n_heldout > len(combos):
+        raise ValueError(
+            f"{n_train} training + {n_heldout} held-out entities need more than the {len(combos)} attribute "
+            "combinations available: raise n_shapes/n_colours/n_patterns/n_backgrounds or lower the entity counts"
+        )
+    order = rng.permutation(len(combos))
+    heldout = [combos[i] for i in order[:n_heldout]]
+    rest = [combos[i] for i in order[n_heldout:]]
+
+    train: list[Appearance] = []
+    missing = {
+        "shape": set(space.shapes),
+        "colour": set(space.colours),
+        "pattern": set(space.patterns),
+        "background": set(space.backgrounds),
+    }
+    remaining: list[Appearance] = []
+    for appearance in rest:  # greedy cover in random order: take a combination if it adds an unseen value
+        fields = appearance.as_dict()
+        if len(train) < n_train and any(fields[name] in missing[name] for name in missing):
+            train.append(appearance)
+            for name in missing:
+                missing[name].discard(fields[name])
+        else:
+            remaining.append(appearance)
+    if any(missing.values()) or len(train) > n_train:
+        uncovered = sorted(f"{name}={value}" for name, values in missing.items() for value in values)
+        raise ValueError(
+            f"n_train_entities={n_train} is too small to show every attribute value in training "
+            f"(uncovered: {', '.join(uncovered)})"
+        )
+    train.extend(remaining[: n_train - len(train)])
+    train = [train[i] for i in rng.permutation(len(train))]
+    return train, heldout
+
+
+def coverage(appearances: Sequence[Appearance]) -> dict[str, set[str]]:
+    """The set of values of each attribute that occur in `appearances`."""
+    seen: dict[str, set[str]] = {"shape": set(), "colour": set(), "pattern": set(), "background": set()}
+    for appearance in appearances:
+        for name, value in appearance.as_dict().items():
+            seen[name].add(value)
+    return seen
