@@ -1,0 +1,79 @@
+"""CLIP preprocessing against a direct PIL/numpy computation and transformers' PIL CLIP processor."""
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mire_jax.data import images
+
+MEAN = np.array([0.48145466, 0.4578275, 0.40821073])
+STD = np.array([0.26862954, 0.26130258, 0.27577711])
+
+
+def _random_image(height, width, seed=0, mode="RGB"):
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).convert(mode)
+
+
+def _direct(image: Image.Image, size: int) -> np.ndarray:
+    """Written out independently: shorter side -> size (bicubic), centre crop, /255, CLIP mean/std."""
+    image = image.convert("RGB")
+    w, h = image.size
+    scale = size / min(w, h)
+    new = (size, int(h * size / w)) if w <= h else (int(w * size / h), size)
+    assert min(new) == size and abs(max(new) - max(w, h) * scale) < 1
+    x = np.asarray(image.resize(new, Image.BICUBIC), dtype=np.float64)
+    top, left = (x.shape[0] - size) // 2, (x.shape[1] - size) // 2
+    x = x[top:top + size, left:left + size] / 255.0
+    return (x - MEAN) / STD
+
+
+@pytest.mark.parametrize("shape", [(300, 451), (640, 480), (32, 32), (225, 223), (97, 701)])
+def test_matches_direct_computation(shape):
+    image = _random_image(*shape, seed=shape[0])
+    out = images.clip_preprocess(image, 224)
+    assert out.shape == (224, 224, 3) and out.dtype == np.float32
+    np.testing.assert_allclose(out, _direct(image, 224), atol=2e-6)
+
+
+def test_other_size_and_modes():
+    for mode in ("L", "RGBA", "P"):
+        image = _random_image(50, 70, seed=3, mode=mode)
+        out = images.clip_preprocess(image, 32)
+        assert out.shape == (32, 32, 3)
+        np.testing.assert_allclose(out, _direct(image, 32), atol=2e-6)
+
+
+def test_matches_transformers_clip_processor():
+    pil_clip = pytest.importorskip("transformers.models.clip.image_processing_pil_clip")
+    processor = pil_clip.CLIPImageProcessorPil(
+        size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224}, resample=3,
+        image_mean=list(MEAN), image_std=list(STD))
+    for shape in [(300, 451), (480, 640), (64, 64)]:
+        image = _random_image(*shape, seed=7)
+        ref = processor(image, return_tensors="np")["pixel_values"][0].transpose(1, 2, 0)
+        np.testing.assert_allclose(images.clip_preprocess(image, 224), ref, atol=1e-6)
+
+
+def test_bytes_roundtrip_and_errors(fixtures_dir):
+    path = fixtures_dir / "vid2r/images/coco/train2017/000000000139.jpg"
+    data = images.read_image_file(path)
+    out = images.preprocess_bytes(data, 32, source=str(path))
+    np.testing.assert_allclose(out, _direct(Image.open(path), 32), atol=2e-6)
+
+    with pytest.raises(images.ImageError, match="empty image data.*rec-1"):
+        images.decode_image(b"", source="rec-1")
+    with pytest.raises(images.ImageError, match="cannot decode image .*truncated.jpg"):
+        images.decode_image(data[: len(data) // 2], source="truncated.jpg")
+    with pytest.raises(images.ImageError, match="cannot decode"):
+        images.decode_image(b"not an image at all", source="x")
+    with pytest.raises(images.ImageError, match="no_such.jpg"):
+        images.read_image_file(fixtures_dir / "no_such.jpg")
+
+
+def test_png_bytes():
+    image = _random_image(40, 30, seed=5)
+    buf = io.BytesIO()
+    image.save(buf, "PNG")
+    np.testing.assert_allclose(images.preprocess_bytes(buf.getvalue(), 24), _direct(image, 24), atol=2e-6)
