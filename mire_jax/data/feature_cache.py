@@ -1,0 +1,244 @@
+"""An on-disk store of frozen vision-tower features ([1+S, v] per image), keyed by image id.
+
+Layout of a cache folder:
+  meta.json                    feature shape, dtype, free-form metadata (e.g. which tower produced it)
+  shard-<writer>-<seq>.npy     [n, 1+S, v] features of n images (float16 or float32)
+  shard-<writer>-<seq>.ids.json  the n image ids of that shard, row order
+  index.json                   {"shards": [...], "ids": {image_id: [shard number, row]}} (a convenience:
+                               readers rebuild it from the .ids.json files when it is missing or stale)
+
+Every file is written to a temporary name and renamed into place, and a shard counts as written only once
+its `.ids.json` exists (written after its `.npy`): a crash leaves at most an orphan `.npy` that is ignored
+and later overwritten. A rerun opens the same folder, sees the ids already stored and skips them. Several
+writers (one per host) may fill one folder at once when each uses its own `writer_id`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import re
+import tempfile
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+FORMAT = "mire-vision-features/1"
+_SHARD_IDS = re.compile(r"^shard-(?P<writer>[A-Za-z0-9_]+)-(?P<seq>\d+)\.ids\.json$")
+DTYPES = ("float16", "float32")
+
+
+class FeatureCacheError(ValueError):
+    """The cache folder is inconsistent with what was asked of it."""
+
+
+def _atomic_write(path: pathlib.Path, write) -> None:
+    """Write through `write(file)` into a temp file in the same folder, fsync, then rename onto `path`."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _write_json(path: pathlib.Path, obj: Any) -> None:
+    _atomic_write(path, lambda f: f.write(json.dumps(obj).encode("utf-8")))
+
+
+def _committed_shards(directory: pathlib.Path) -> list[str]:
+    """Base names (without extension) of the shards whose ids file exists, sorted."""
+    names = []
+    for p in directory.iterdir():
+        m = _SHARD_IDS.match(p.name)
+        if m:
+            names.append(p.name[: -len(".ids.json")])
+    return sorted(names)
+
+
+def _read_meta(directory: pathlib.Path) -> dict | None:
+    path = directory / "meta.json"
+    if not path.exists():
+        return None
+    with open(path, encoding="utf-8") as f:
+        meta = json.load(f)
+    if meta.get("format") != FORMAT:
+        raise FeatureCacheError(f"{path}: not a vision-feature cache of format {FORMAT} (got {meta.get('format')})")
+    return meta
+
+
+def _build_index(directory: pathlib.Path, shards: Sequence[str]) -> dict[str, tuple[int, int]]:
+    index: dict[str, tuple[int, int]] = {}
+    for s, name in enumerate(shards):
+        with open(directory / f"{name}.ids.json", encoding="utf-8") as f:
+            ids = json.load(f)
+        for row, image_id in enumerate(ids):
+            index.setdefault(image_id, (s, row))  # a duplicate (two writers raced) resolves to its first copy
+    return index
+
+
+class FeatureCacheWriter:
+    """Appends features to a cache folder in shards of `shard_size` images; resumable.
+
+    Args:
+      directory: the cache folder (created if needed).
+      feature_shape: the shape of one image's features, e.g. (1 + S, v).
+      dtype: "float16" (half the disk, the default) or "float32".
+      shard_size: images per shard file.
+      writer_id: distinguishes concurrent writers (e.g. f"p{jax.process_index():05d}"); letters, digits, "_".
+      metadata: stored in meta.json on creation (e.g. the tower config and checkpoint).
+
+    Raises:
+      FeatureCacheError: the folder holds a cache of another shape or dtype.
+    """
+
+    def __init__(self, directory: str | os.PathLike, *, feature_shape: Sequence[int], dtype: str = "float16",
+                 shard_size: int = 1024, writer_id: str = "p00000", metadata: dict | None = None):
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+        if not re.fullmatch(r"[A-Za-z0-9_]+", writer_id):
+            raise ValueError(f"writer_id must be letters, digits or '_', got {writer_id!r}")
+        if shard_size < 1:
+            raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+        self.directory = pathlib.Path(os.fspath(directory))
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.feature_shape = tuple(int(d) for d in feature_shape)
+        self.dtype = np.dtype(dtype)
+        self.shard_size = shard_size
+        self.writer_id = writer_id
+        meta = _read_meta(self.directory)
+        if meta is None:
+            _write_json(self.directory / "meta.json", {"format": FORMAT, "feature_shape": list(self.feature_shape),
+                                                       "dtype": dtype, "metadata": metadata or {}})
+        elif tuple(meta["feature_shape"]) != self.feature_shape or meta["dtype"] != dtype:
+            raise FeatureCacheError(
+                f"{self.directory}: holds features of shape {tuple(meta['feature_shape'])} {meta['dtype']}, "
+                f"asked to write {self.feature_shape} {dtype}; use another folder or the same settings")
+        shards = _committed_shards(self.directory)
+        self._cached: set[str] = set(_build_index(self.directory, shards))
+        own = [m for m in (_SHARD_IDS.match(f"{n}.ids.json") for n in shards) if m["writer"] == writer_id]
+        self._next_seq = max((int(m["seq"]) for m in own), default=-1) + 1
+        self._pending_ids: list[str] = []
+        self._pending: list[np.ndarray] = []
+        self.num_written = 0
+
+    @property
+    def cached_ids(self) -> frozenset[str]:
+        """Ids stored in the folder (by any writer, as of opening) or written/buffered since."""
+        return frozenset(self._cached)
+
+    def __contains__(self, image_id: str) -> bool:
+        return image_id in self._cached
+
+    def add(self, ids: Sequence[str], features: np.ndarray) -> None:
+        """Buffer the features of `ids` ([n, *feature_shape]); ids already cached are ignored."""
+        features = np.asarray(features)
+        if features.shape != (len(ids), *self.feature_shape):
+            raise ValueError(f"features of shape {features.shape} for {len(ids)} ids; expected "
+                             f"{(len(ids), *self.feature_shape)}")
+        for image_id, feats in zip(ids, features):
+            if image_id in self._cached:
+                continue
+            self._cached.add(image_id)
+            self._pending_ids.append(image_id)
+            self._pending.append(feats.astype(self.dtype))
+            if len(self._pending_ids) >= self.shard_size:
+                self.flush()
+
+    def flush(self) -> None:
+        """Write the buffered features as one shard (nothing when the buffer is empty)."""
+        if not self._pending_ids:
+            return
+        name = f"shard-{self.writer_id}-{self._next_seq:06d}"
+        array = np.stack(self._pending)
+        _atomic_write(self.directory / f"{name}.npy", lambda f: np.save(f, array, allow_pickle=False))
+        _write_json(self.directory / f"{name}.ids.json", self._pending_ids)  # the commit point of the shard
+        self.num_written += len(self._pending_ids)
+        self._next_seq += 1
+        self._pending_ids, self._pending = [], []
+
+    def close(self, write_index: bool = True) -> None:
+        """Flush, then (by default) write index.json over every committed shard in the folder."""
+        self.flush()
+        if write_index:
+            write_index_file(self.directory)
+
+    def __enter__(self) -> "FeatureCacheWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        # On an error, keep what is complete (the finished shards) and leave the index as it was.
+        if exc_type is None:
+            self.close()
+        else:
+            self.flush()
+
+
+def write_index_file(directory: str | os.PathLike) -> None:
+    """(Re)write index.json from the committed shards of a cache folder."""
+    directory = pathlib.Path(os.fspath(directory))
+    shards = _committed_shards(directory)
+    index = _build_index(directory, shards)
+    _write_json(directory / "index.json", {"shards": shards, "ids": {k: list(v) for k, v in index.items()}})
+
+
+class FeatureCache:
+    """Read side: `cache[image_id]` -> features [1+S, v] (memory-mapped shards, opened lazily).
+
+    Safe to pickle into data-loader worker processes (open memory maps are not pickled).
+    """
+
+    def __init__(self, directory: str | os.PathLike):
+        self.directory = pathlib.Path(os.fspath(directory))
+        meta = _read_meta(self.directory) if self.directory.is_dir() else None
+        if meta is None:
+            raise FileNotFoundError(f"no vision-feature cache in {self.directory} (meta.json missing); "
+                                    "create it with train/cache_vision.py")
+        self.feature_shape = tuple(meta["feature_shape"])
+        self.dtype = np.dtype(meta["dtype"])
+        self.metadata = meta.get("metadata", {})
+        self._shards = _committed_shards(self.directory)
+        self._index = self._load_index()
+        self._arrays: dict[int, np.ndarray] = {}
+
+    def _load_index(self) -> dict[str, tuple[int, int]]:
+        path = self.directory / "index.json"
+        if path.exists():
+            with open(path, encoding="utf-8") as f:
+                stored = json.load(f)
+            if stored.get("shards") == self._shards:
+                return {k: (v[0], v[1]) for k, v in stored["ids"].items()}
+        return _build_index(self.directory, self._shards)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __contains__(self, image_id: str) -> bool:
+        return image_id in self._index
+
+    def ids(self) -> Iterable[str]:
+        return self._index.keys()
+
+    def _shard(self, s: int) -> np.ndarray:
+        array = self._arrays.get(s)
+        if array is None:
+            array = np.load(self.directory / f"{self._shards[s]}.npy", mmap_mode="r")
+            self._arrays[s] = array
+        return array
+
+    def __getitem__(self, image_id: str) -> np.ndarray:
+        try:
+            s, row = self._index[image_id]
+        except KeyError:
+            raise KeyError(f"image {image_id!r} is not in the vision-feature cache {self.directory}") from None
+        return self._shard(s)[row]
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_arrays"] = {}
+        return state
