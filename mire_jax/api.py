@@ -1,0 +1,60 @@
+"""The small functional API: config + params in, embeddings out. Every function is jitted (config static)."""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from mire_jax.config import MIReConfig
+from mire_jax.models.mire import MIRe
+from mire_jax.scoring import maxsim  # noqa: F401  (re-exported)
+
+
+@functools.lru_cache(maxsize=None)
+def model(config: MIReConfig) -> MIRe:
+    return MIRe(config)
+
+
+def init_params(config: MIReConfig, rng: jax.Array, batch: int = 1, query_len: int = 8) -> dict:
+    """Random parameters for every part (float32); towers ~N(0, 0.02), the pooling head as PyTorch initialises it."""
+    ids = jnp.zeros((batch, query_len), jnp.int32)
+    size = config.vision.image_size
+    pixels = jnp.zeros((batch, size, size, config.vision.num_channels), jnp.float32)
+    return jax.jit(model(config).init)(rng, ids, jnp.ones_like(ids), pixels)["params"]
+
+
+def _apply(config, params, method, *args, **kwargs):
+    return model(config).apply({"params": params}, *args, method=method, **kwargs)
+
+
+@functools.partial(jax.jit, static_argnums=0, static_argnames=("pretraining",))
+def encode_query(config: MIReConfig, params, input_ids, attention_mask, pixel_values=None, *,
+                 vision_features=None, pretraining: bool = False) -> jax.Array:
+    """Query embeddings [B, N, dim], L2-normalised per token.
+
+    pixel_values: NHWC float32, already CLIP-normalised; or `vision_features` [B, 1+S, v] from the vision cache;
+    neither: a text-only query (N = L). `pretraining`: visual tokens only (N = num_tokens + num_heads);
+    otherwise visual + text tokens (N = num_tokens + num_heads + L).
+    """
+    return _apply(config, params, MIRe.encode_query, input_ids, attention_mask, pixel_values, vision_features,
+                  pretraining)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def encode_doc(config: MIReConfig, params, input_ids, attention_mask, keep_mask):
+    """Passage embeddings: -> (D [B, L, dim] L2-normalised, zero where keep_mask is False; keep_mask)."""
+    keep_mask = keep_mask.astype(bool)
+    return _apply(config, params, MIRe.encode_doc, input_ids, attention_mask, keep_mask), keep_mask
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def encode_vision(config: MIReConfig, params, pixel_values) -> jax.Array:
+    """The frozen vision tower: NHWC pixels -> [B, 1+S, v] = [last-layer CLS ; penultimate-layer patches]."""
+    return _apply(config, params, MIRe.encode_vision, pixel_values)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def pooling_attention(config: MIReConfig, params, input_ids, attention_mask, vision_features) -> jax.Array:
+    """Attention of the pooling heads over the image patches: [B, num_heads, L, S]."""
+    return _apply(config, params, MIRe.pooling_attention, input_ids, attention_mask, vision_features)

@@ -1,0 +1,68 @@
+"""MIRe: BERT text tower + ColBERT projection, frozen CLIP vision tower, query-guided attentive pooling."""
+from __future__ import annotations
+
+import jax.numpy as jnp
+from flax import linen as nn
+
+from mire_jax.config import MIReConfig
+from mire_jax.models.bert import Bert
+from mire_jax.models.clip_vision import ClipVision
+from mire_jax.models.layers import l2_normalize
+from mire_jax.models.pooling import AttentivePooling
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+class MIRe(nn.Module):
+    """Methods are entry points for `apply(..., method=...)`; params: {bert, linear, vision, pooling}."""
+    cfg: MIReConfig
+
+    def setup(self):
+        c = self.cfg
+        if c.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {c.dtype!r}")
+        dtype = DTYPES[c.dtype]
+        self.bert = Bert(c.bert, dtype=dtype)
+        self.linear = nn.Dense(c.head.dim, use_bias=False, dtype=dtype, kernel_init=nn.initializers.normal(0.02))
+        self.vision = ClipVision(c.vision, dtype=dtype)
+        self.pooling = AttentivePooling(c.head, c.vision.hidden_size, dtype=dtype)
+
+    def __call__(self, input_ids, attention_mask, pixel_values):
+        """Touches every parameter (init); returns the full query embedding."""
+        self.bert(input_ids, attention_mask)
+        self.vision(pixel_values)
+        return self.encode_query(input_ids, attention_mask, pixel_values)
+
+    def text_tokens(self, input_ids, attention_mask):
+        """-> projected, NOT normalised token embeddings [B, L, dim], float32."""
+        hidden, _ = self.bert(input_ids, attention_mask)
+        return self.linear(hidden).astype(jnp.float32)
+
+    def encode_vision(self, pixel_values):
+        """NHWC pixels -> frozen-tower features [B, 1+S, v], float32."""
+        return self.vision(pixel_values)[0].astype(jnp.float32)
+
+    def visual_tokens(self, t, attention_mask, vision_features):
+        """-> ([E_g ; E_m] [B, n_g + h, dim], pooling attention [B, h, L, S])."""
+        g, m, attn = self.pooling(t, vision_features, attention_mask)
+        return jnp.concatenate([g, m], axis=1).astype(jnp.float32), attn
+
+    def encode_query(self, input_ids, attention_mask, pixel_values=None, vision_features=None, pretraining=False):
+        """-> [B, N, dim] L2-normalised. With an image N = n_g + h (+ L unless `pretraining`), without one N = L."""
+        t = self.text_tokens(input_ids, attention_mask) * attention_mask[..., None].astype(jnp.float32)
+        if pixel_values is None and vision_features is None:
+            return l2_normalize(t)
+        if vision_features is None:
+            vision_features = self.encode_vision(pixel_values)
+        visual, _ = self.visual_tokens(t, attention_mask, vision_features)
+        return l2_normalize(visual if pretraining else jnp.concatenate([visual, t], axis=1))
+
+    def pooling_attention(self, input_ids, attention_mask, vision_features):
+        """The pooling's attention over the patches [B, h, L, S] (for heatmaps)."""
+        t = self.text_tokens(input_ids, attention_mask) * attention_mask[..., None].astype(jnp.float32)
+        return self.visual_tokens(t, attention_mask, vision_features)[1]
+
+    def encode_doc(self, input_ids, attention_mask, keep_mask):
+        """keep_mask [B, L] bool (False on padding and punctuation) -> D [B, L, dim] L2-normalised."""
+        d = self.text_tokens(input_ids, attention_mask) * keep_mask[..., None].astype(jnp.float32)
+        return l2_normalize(d)

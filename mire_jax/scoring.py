@@ -1,0 +1,70 @@
+"""Late-interaction scoring: MaxSim (dense and blocked) and the in-batch contrastive loss.
+
+The loss is written as a per-device function with an axis name: under `shard_map`/`pmap` the passages of every
+device are gathered, so each query sees the whole global batch as negatives and the loss equals the
+single-device loss on the global batch.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+
+MASKED_SCORE = -9999.0  # the published code's fill for masked doc tokens
+
+
+def maxsim(q: jax.Array, d: jax.Array, d_mask: jax.Array) -> jax.Array:
+    """All-pairs late interaction: q [Bq, Nq, D], d [Bd, Ld, D], d_mask [Bd, Ld] -> [Bq, Bd] float32.
+
+    s(Q, D) = sum_i max_j <Q_i, D_j> over unmasked j; masked doc tokens score MASKED_SCORE.
+    """
+    s = jnp.einsum("qnd,pld->qpnl", q, d, preferred_element_type=jnp.float32)
+    s = jnp.where(d_mask[None, :, None, :].astype(bool), s, MASKED_SCORE)
+    return s.max(-1).sum(-1)
+
+
+def maxsim_blocked(q: jax.Array, d: jax.Array, d_mask: jax.Array, block: int) -> jax.Array:
+    """MaxSim of every query against every passage, computed `block` passages at a time.
+
+    Memory of the [Bq, block, Nq, Ld] similarity tensor is bounded by the block size, in the forward pass and, as
+    each block is rematerialised, in the backward pass. Bd must be a multiple of `block`.
+    """
+    bd = d.shape[0]
+    if block >= bd:
+        return maxsim(q, d, d_mask)
+    if bd % block:
+        raise ValueError(f"passage count {bd} is not a multiple of the MaxSim block {block}")
+    d_blocks = d.reshape(bd // block, block, *d.shape[1:])
+    m_blocks = d_mask.reshape(bd // block, block, d_mask.shape[1])
+
+    @jax.checkpoint
+    def one_block(db, mb):
+        return maxsim(q, db, mb)
+
+    scores = jax.lax.map(lambda xs: one_block(*xs), (d_blocks, m_blocks))  # [nblocks, Bq, block]
+    return jnp.moveaxis(scores, 0, 1).reshape(q.shape[0], bd)
+
+
+def in_batch_loss(q: jax.Array, d: jax.Array, d_mask: jax.Array, temperature: float, *,
+                  axis_name: Optional[str] = None, block: Optional[int] = None):
+    """Contrastive loss with in-batch negatives; returns (mean loss, accuracy) over THIS device's queries.
+
+    q [b, Nq, D], d [b, Ld, D], d_mask [b, Ld] are the local shards. With `axis_name`, the passages of all
+    devices along that axis are gathered (query i of device r has target r * b + i). Differentiate this local
+    loss and `pmean` the gradients: the transpose of the gather routes every query's gradient to the device
+    that owns the passage, so the mean of the per-device gradients is the gradient of the global-batch loss.
+    """
+    b = q.shape[0]
+    offset = 0
+    if axis_name is not None:
+        d = jax.lax.all_gather(d, axis_name, tiled=True)
+        d_mask = jax.lax.all_gather(d_mask, axis_name, tiled=True)
+        offset = jax.lax.axis_index(axis_name) * b
+    scores = maxsim_blocked(q, d, d_mask, block) if block else maxsim(q, d, d_mask)
+    logits = scores / temperature
+    target = offset + jnp.arange(b)
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    loss = -jnp.take_along_axis(logp, target[:, None], axis=-1)[:, 0]
+    acc = (jnp.argmax(logits, axis=-1) == target).astype(jnp.float32)
+    return loss.mean(), acc.mean()

@@ -1,0 +1,112 @@
+"""The project's PyTorch oracle of MIRe, written from the model's specification (test-only).
+
+Hugging Face `BertModel` and `CLIPVisionModel` for the towers plus the query-guided attentive pooling head, laid
+out so that `state_dict()` has the published checkpoint's keys (model.bert.*, model.linear.weight,
+vision_tower.vision_tower.*, query_fusion.*).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import BertConfig, BertModel, CLIPVisionConfig, CLIPVisionModel
+
+
+def tiny_hf_configs(vocab_size: int = 128):
+    bert = BertConfig(vocab_size=vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                      intermediate_size=128, max_position_embeddings=512)
+    vision = CLIPVisionConfig(hidden_size=48, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
+                              image_size=32, patch_size=8)
+    return bert, vision, dict(dim=16, num_tokens=4, num_heads=3)
+
+
+class PoolingHead(nn.Module):
+    def __init__(self, v_dim: int, dim: int, num_tokens: int, num_heads: int, residual: bool = False):
+        super().__init__()
+        self.dim, self.num_tokens, self.num_heads, self.residual = dim, num_tokens, num_heads, residual
+        wide = 2 * num_heads * dim
+        self.proj = nn.Sequential(nn.LayerNorm(v_dim, eps=1e-5), nn.Linear(v_dim, wide), nn.GELU())
+        self.k_state = nn.Linear(wide, num_heads * dim, bias=False)
+        self.v_state = nn.Linear(wide, num_heads * dim, bias=False)
+        self.o_proj = nn.Sequential(nn.LayerNorm(dim, eps=1e-5), nn.Linear(dim, dim))
+        self.split_mlp = nn.Sequential(nn.Linear(v_dim, num_tokens * dim // 2), nn.Tanh(),
+                                       nn.Linear(num_tokens * dim // 2, num_tokens * dim))
+
+    def global_tokens(self, feats):
+        return self.split_mlp(feats[:, 0]).reshape(feats.shape[0], self.num_tokens, self.dim)
+
+    def pooled_tokens(self, text, feats, text_mask):
+        b, s = feats.shape[0], feats.shape[1] - 1
+        x = self.proj(feats[:, 1:])
+        keys = self.k_state(x).reshape(b, s, self.num_heads, self.dim)
+        values = self.v_state(x).reshape(b, s, self.num_heads, self.dim)
+        logits = torch.einsum("bld,bshd->bhls", text, keys) / self.dim ** 0.5
+        rows = text_mask.bool()[:, None, :, None]
+        logits = torch.where(rows, logits, torch.full_like(logits, -9999.0))
+        out = torch.einsum("bhls,bshd->bhld", logits.softmax(-1), values)
+        if self.residual:
+            out = out + text[:, None]
+        # every row is summed (padded ones too), divided by the number of real rows
+        out = out.sum(2) / (rows.sum(2).float() + 1e-15)
+        return self.o_proj(out)
+
+
+class TextTower(nn.Module):
+    def __init__(self, bert_config, dim):
+        super().__init__()
+        self.bert = BertModel(bert_config)
+        self.linear = nn.Linear(bert_config.hidden_size, dim, bias=False)
+
+
+class VisionTower(nn.Module):
+    def __init__(self, vision_config):
+        super().__init__()
+        self.vision_tower = CLIPVisionModel(vision_config)
+
+    def forward(self, pixels_nchw):
+        hidden = self.vision_tower(pixel_values=pixels_nchw, output_hidden_states=True).hidden_states
+        return torch.cat([hidden[-1][:, :1], hidden[-2][:, 1:]], dim=1)
+
+
+def _normalize(x):
+    return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+class Oracle(nn.Module):
+    def __init__(self, bert_config, vision_config, head: dict):
+        super().__init__()
+        self.model = TextTower(bert_config, head["dim"])
+        self.vision_tower = VisionTower(vision_config)
+        self.query_fusion = PoolingHead(vision_config.hidden_size, head["dim"], head["num_tokens"],
+                                        head["num_heads"], head.get("residual", False))
+
+    def text(self, ids, mask):
+        return self.model.linear(self.model.bert(input_ids=ids, attention_mask=mask).last_hidden_state)
+
+    def encode_query(self, ids, mask, pixels_nhwc=None, feats=None, pretraining=False):
+        text = self.text(ids, mask) * mask[..., None].float()
+        if pixels_nhwc is None and feats is None:
+            return _normalize(text)
+        if feats is None:
+            feats = self.vision_tower(pixels_nhwc.permute(0, 3, 1, 2))
+        visual = [self.query_fusion.global_tokens(feats), self.query_fusion.pooled_tokens(text, feats, mask)]
+        return _normalize(torch.cat(visual if pretraining else visual + [text], dim=1))
+
+    def encode_doc(self, ids, mask, keep):
+        return _normalize(self.text(ids, mask) * keep[..., None].float())
+
+
+def maxsim(q, d, d_mask):
+    sim = torch.einsum("and,bld->abnl", q, d)
+    sim = torch.where(d_mask.bool()[None, :, None, :], sim, torch.full_like(sim, -9999.0))
+    return sim.amax(-1).sum(-1)
+
+
+@torch.no_grad()
+def randomise_(model: nn.Module, seed: int = 0, scale: float = 0.2) -> None:
+    """Every parameter random, LayerNorm scales and biases included (a swapped LayerNorm must not pass)."""
+    g = torch.Generator().manual_seed(seed)
+    for name, p in model.named_parameters():
+        noise = torch.randn(p.shape, generator=g) * scale
+        is_ln_scale = p.ndim == 1 and name.endswith("weight") and ("LayerNorm" in name or "norm" in name.lower()
+                                                                   or ".0.weight" in name)
+        p.copy_(noise + (1.0 if is_ln_scale else 0.0))
