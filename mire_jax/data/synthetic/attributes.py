@@ -31,7 +31,8 @@ BACKGROUNDS: dict[str, tuple[int, int, int]] = {
     "grey": (128, 128, 128),
     "brown": (112, 78, 46),
 }
-SHAPES: tuple[str, ...] = ("circle", "triangle", "square", "star", "hexagon", "cross", "diamond", "crescent")
+# Ordered so that the first ones differ most in outline (hexagon, closest to the circle, comes last).
+SHAPES: tuple[str, ...] = ("circle", "triangle", "square", "star", "cross", "crescent", "diamond", "hexagon")
 PATTERNS: tuple[str, ...] = ("plain", "striped", "dotted", "checkered", "ringed")
 
 # How a pattern reads when it follows the shape noun ("a red triangle with stripes").

@@ -71,6 +71,7 @@ class FactPools:
     """Shared invented people, towns and owners that entities' facts draw from."""
 
     people: tuple[str, ...]
+    birth_years: tuple[int, ...]  # of `people`; their works date from their working life
     towns: tuple[str, ...]
     regions: tuple[str, ...]
     owners: tuple[str, ...]
@@ -109,6 +110,7 @@ class NameMaker:
 def make_pools(rng: np.random.Generator, names: NameMaker, n_people: int, n_towns: int) -> FactPools:
     """Draws the shared people, towns, regions and owners."""
     people = tuple(f"{GIVEN_NAMES[rng.integers(len(GIVEN_NAMES))]} {names.word()}" for _ in range(n_people))
+    birth_years = tuple(int(year) for year in rng.integers(1490, 1880, size=n_people))
     towns = tuple(names.word(1, 2, _TOWN_ENDINGS[rng.integers(len(_TOWN_ENDINGS))]) for _ in range(n_towns))
     regions = tuple(names.word(2, 3) for _ in range(max(3, n_towns // 4)))
     owner_forms = ("the {town} Museum", "the Guild of {word}", "the {word} Society", "the {word} family")
@@ -116,17 +118,18 @@ def make_pools(rng: np.random.Generator, names: NameMaker, n_people: int, n_town
     for _ in range(n_towns):
         form = owner_forms[rng.integers(len(owner_forms))]
         owners.append(form.format(town=towns[rng.integers(n_towns)], word=names.word(2, 2)))
-    return FactPools(people=people, towns=towns, regions=regions, owners=tuple(owners))
+    return FactPools(people=people, birth_years=birth_years, towns=towns, regions=regions, owners=tuple(owners))
 
 
 def sample_facts(rng: np.random.Generator, names: NameMaker, pools: FactPools) -> Facts:
     """Draws the facts of one new entity (its name is unique)."""
     kind = KINDS[rng.integers(len(KINDS))]
-    year = int(rng.integers(1520, 1940))
+    designer = int(rng.integers(len(pools.people)))
+    year = pools.birth_years[designer] + int(rng.integers(20, 60))
     return Facts(
         name=f"{names.word()} {kind.capitalize()}",
         kind=kind,
-        designer=pools.people[rng.integers(len(pools.people))],
+        designer=pools.people[designer],
         year=year,
         town=pools.towns[rng.integers(len(pools.towns))],
         material=MATERIALS[rng.integers(len(MATERIALS))],
@@ -223,18 +226,18 @@ def text_pairs(facts: Facts, appearance: Appearance, text: str, rng: np.random.G
     return [candidates[i] for i in order]
 
 
-def person_article(person: str, pools: FactPools, known_for: list[str], rng: np.random.Generator) -> str:
-    """A knowledge-base article about a designer (R2P retrieves these for designer facts)."""
+def person_article(index: int, pools: FactPools, known_for: list[str], rng: np.random.Generator) -> str:
+    """A knowledge-base article about designer `pools.people[index]` (R2P retrieves these for designer facts)."""
+    person, born = pools.people[index], pools.birth_years[index]
     surname = person.split()[-1]
     town = _pick(rng, pools.towns)
-    born = int(rng.integers(1490, 1900))
     first = f"{person} was a designer and engraver born in {town} in {born}."
     if known_for:
         works = " and the ".join(known_for[:2])
         second = f"{surname} is best known for the {works}."
     else:
         second = f"{surname} taught at a workshop in {_pick(rng, pools.towns)} for many years."
-    third = f"{surname} died in {born + int(rng.integers(40, 80))}."
+    third = f"{surname} died in {born + int(rng.integers(62, 90))}."
     return " ".join((first, second, third))
 
 

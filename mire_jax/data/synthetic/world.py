@@ -133,9 +133,9 @@ def build_world(seed: int, sizes: SyntheticSizes) -> World:
 
     articles = []
     next_id = 200_000
-    for person in pools.people:
+    for index, person in enumerate(pools.people):
         known_for = [e.facts.name for e in entities if e.split == SPLIT_TRAIN and e.facts.designer == person]
-        articles.append(Article(f"Q{next_id}", person, text.person_article(person, pools, known_for, text_rng)))
+        articles.append(Article(f"Q{next_id}", person, text.person_article(index, pools, known_for, text_rng)))
         next_id += 1
     for town in pools.towns:
         articles.append(Article(f"Q{next_id}", town, text.town_article(town, pools, text_rng)))

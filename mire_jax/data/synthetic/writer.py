@@ -6,13 +6,17 @@ Layout under `out_dir` (all image paths in the files are relative to `out_dir/im
     images/{train,caption,zeroshot,seen}/*.png
     llava/synthetic_dialogues.json  LLaVA visual-instruction dialogues about training pictures (FORMATS.md (a))
     kb/Wiki6M_synthetic.jsonl       knowledge base like Wiki6M (FORMATS.md (b)): training entities + designers + towns
-    zeroshot/queries.jsonl          generic JSONL queries on unseen attribute combinations
-    zeroshot/corpus.jsonl           {"id", "text"}: the zero-shot entities' passages plus distractors
-    seen/queries.jsonl, seen/corpus.jsonl   the same on new pictures of training entities (a sanity split)
+    zeroshot/test.jsonl             generic JSONL queries on unseen attribute combinations
+    corpora/zeroshot.jsonl          {"id", "text"}: the zero-shot entities' passages plus distractors
     finetune/train.jsonl            generic JSONL queries on the training pictures (gold passage = KB article)
+    finetune/validation.jsonl       the same on new pictures of training entities (seen combinations)
+    corpora/seen.jsonl              {"id", "text"}: the training entities' passages (corpus of validation.jsonl)
     warmup/captions.jsonl           {"image", "caption"} for image-text warm-up of a vision tower
     warmup/text_pairs.jsonl         {"query", "positive"} for text-side warm-up
     meta/entities.jsonl, meta/images.jsonl   ground truth: attributes, facts, render parameters
+
+Each folder of query files holds only `<split>.jsonl` files, so it can serve as the manual dir of the
+`image_question_jsonl` dataset builder (with `image_root` = `out_dir/images`).
 """
 
 from __future__ import annotations
@@ -88,6 +92,14 @@ class _Output:
         buffer = io.BytesIO()
         Image.fromarray(pixels).save(buffer, format="PNG", compress_level=6)
         return self._write(relpath, buffer.getvalue())
+
+
+def _code_fingerprint() -> str:
+    """Digest of this package's source: an output made by other generator code is not reused."""
+    digest = hashlib.sha256()
+    for path in sorted(pathlib.Path(__file__).parent.glob("*.py")):
+        digest.update(path.name.encode("utf-8") + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def _images_digest(checksums: dict[str, str]) -> str:
@@ -197,12 +209,13 @@ def _write_all(root: pathlib.Path, seed: int, sizes: SyntheticSizes, progress: b
 
     out.json_array("dialogues", "llava/synthetic_dialogues.json", "llava_json", _dialogues(world, plan, sizes, seed))
     out.jsonl("knowledge_base", "kb/Wiki6M_synthetic.jsonl", "wiki6m_jsonl", _knowledge_base(world, order_rng))
-    out.jsonl("zeroshot_queries", "zeroshot/queries.jsonl", "generic_queries_jsonl",
+    out.jsonl("zeroshot_queries", "zeroshot/test.jsonl", "generic_queries_jsonl",
               _queries(world, plan["zeroshot"], rng_for(seed, STREAM_TEXT, _TEXT_ZEROSHOT), "zs"))
-    out.jsonl("zeroshot_corpus", "zeroshot/corpus.jsonl", "corpus_jsonl", _corpus(zeroshot_corpus_entities, order_rng))
-    out.jsonl("seen_queries", "seen/queries.jsonl", "generic_queries_jsonl",
+    out.jsonl("zeroshot_corpus", "corpora/zeroshot.jsonl", "corpus_jsonl",
+              _corpus(zeroshot_corpus_entities, order_rng))
+    out.jsonl("seen_queries", "finetune/validation.jsonl", "generic_queries_jsonl",
               _queries(world, plan["seen"], rng_for(seed, STREAM_TEXT, _TEXT_SEEN), "seen"))
-    out.jsonl("seen_corpus", "seen/corpus.jsonl", "corpus_jsonl", _corpus(train, order_rng))
+    out.jsonl("seen_corpus", "corpora/seen.jsonl", "corpus_jsonl", _corpus(train, order_rng))
     out.jsonl("finetune_queries", "finetune/train.jsonl", "generic_queries_jsonl",
               _queries(world, plan["train"], rng_for(seed, STREAM_TEXT, _TEXT_FINETUNE), "ft"))
 
@@ -222,6 +235,7 @@ def _write_all(root: pathlib.Path, seed: int, sizes: SyntheticSizes, progress: b
     manifest = {
         "generator": GENERATOR_NAME,
         "format_version": FORMAT_VERSION,
+        "code_fingerprint": _code_fingerprint(),
         "seed": seed,
         "sizes": dataclasses.asdict(sizes),
         "attributes": world.space.as_dict(),
@@ -232,6 +246,12 @@ def _write_all(root: pathlib.Path, seed: int, sizes: SyntheticSizes, progress: b
         "entities": {split: len(world.by_split(split)) for split in (SPLIT_TRAIN, SPLIT_ZEROSHOT, SPLIT_DISTRACTOR)},
         "kb_articles_without_picture": len(world.articles),
         "zeroshot_chance_recall_at_5": min(1.0, 5 / n_corpus),
+        # Which query file is evaluated against which corpus (gold: a query's document_id).
+        "evaluation": {
+            "zeroshot": {"queries": out.files["zeroshot_queries"]["path"],
+                         "corpus": out.files["zeroshot_corpus"]["path"]},
+            "seen": {"queries": out.files["seen_queries"]["path"], "corpus": out.files["seen_corpus"]["path"]},
+        },
         "files": out.files,
     }
     (root / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
@@ -279,8 +299,9 @@ def _is_current(root: pathlib.Path, seed: int, sizes: SyntheticSizes) -> bool:
         manifest = json.loads((root / "manifest.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    if (manifest.get("generator"), manifest.get("format_version"), manifest.get("seed"), manifest.get("sizes")) != (
-        GENERATOR_NAME, FORMAT_VERSION, seed, dataclasses.asdict(sizes)
+    identity = ("generator", "format_version", "code_fingerprint", "seed", "sizes")
+    if tuple(manifest.get(key) for key in identity) != (
+        GENERATOR_NAME, FORMAT_VERSION, _code_fingerprint(), seed, dataclasses.asdict(sizes)
     ):
         return False
     try:
