@@ -1,0 +1,340 @@
+"""The training input pipeline on grain: records -> fixed-shape numpy batches, resumable.
+
+  record indices   this process's share of a per-epoch permutation (seed + epoch), see `EpochShardIndices`
+  -> examples      read the record, check it, decode + CLIP-preprocess its image (or look its vision
+                   features up in the cache), in `read_threads` threads
+  -> batches       drop skipped records (counted), tokenise queries and passages per batch, stack
+  -> prefetch      optional worker processes (`worker_count`) and a thread prefetching ready batches
+
+A batch is a dict of numpy arrays: q_ids, q_mask [B, Lq] int32; d_ids, d_mask [B, Ld] int32; d_keep
+[B, Ld] bool; and pixels [B, H, W, 3] float32 (CLIP-normalised NHWC) or vision_features [B, 1+S, v]
+float32. The iterator's `get_state()` is a JSON-able dict; `set_state()` on a fresh iterator of the same
+pipeline resumes with exactly the batches that would have followed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import sys
+from typing import Any, Mapping, Sequence
+
+import grain
+import numpy as np
+
+from mire_jax.data import images
+from mire_jax.data.feature_cache import FeatureCache
+
+log = logging.getLogger(__name__)
+
+IMAGE_POLICIES = ("fail", "skip")
+_SKIPPED_KEY = "_num_skipped"
+
+
+class RecordError(ValueError):
+    """A record cannot be used (missing field, empty question); the message names the record."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    """How to turn records into batches.
+
+    Attributes:
+      batch_size: examples per batch on THIS process (the global batch is batch_size * process_count).
+      image_size: side of the square CLIP input (224 for ViT-B/32).
+      query_maxlen, doc_maxlen: fixed token lengths of queries and passages.
+      attend_to_mask_tokens: query [MASK] padding attends (published training behaviour).
+      use_instruction: query text = instruction + " " + question (M2KR's optional prompt).
+      seed: shuffling seed (every process must use the same one).
+      shuffle: permute the records each epoch (False: file order, e.g. for evaluation).
+      num_epochs: passes over the data; None repeats forever.
+      image_policy: "fail" (raise naming the record id and the image path) or "skip" (drop the record and
+        count it, see `BatchIterator.num_skipped`) for a missing or undecodable image.
+      image_root: where `image_id` paths are resolved when the records carry no image bytes.
+      vision_cache_dir: read cached vision features (by image id) instead of decoding pixels.
+      read_threads, read_buffer: threads reading and preprocessing records, and their element buffer.
+      worker_count, worker_buffer_size: worker processes (0 = none) and the batches each keeps ready.
+      batch_prefetch: ready batches a background thread keeps in the main process (0 = none).
+      with_record_ids: add "id" (a numpy str array) to each batch, for debugging and tests.
+    """
+    batch_size: int
+    image_size: int = 224
+    query_maxlen: int = 32
+    doc_maxlen: int = 220
+    attend_to_mask_tokens: bool = True
+    use_instruction: bool = False
+    seed: int = 0
+    shuffle: bool = True
+    num_epochs: int | None = None
+    image_policy: str = "fail"
+    image_root: str | None = None
+    vision_cache_dir: str | None = None
+    read_threads: int = 8
+    read_buffer: int = 64
+    worker_count: int = 0
+    worker_buffer_size: int = 2
+    batch_prefetch: int = 2
+    with_record_ids: bool = False
+
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.image_policy not in IMAGE_POLICIES:
+            raise ValueError(f"image_policy must be one of {IMAGE_POLICIES}, got {self.image_policy!r}")
+        if self.num_epochs is not None and self.num_epochs < 1:
+            raise ValueError(f"num_epochs must be >= 1 or None, got {self.num_epochs}")
+
+
+class EpochShardIndices(grain.MapDataset):
+    """Record indices of one process: epoch e uses permutation P_e of all N records (from `seed` and e),
+    and process p of n takes positions p, p + n, ... of it, N // n of them (the same count on every
+    process; the at most n - 1 left over change from epoch to epoch). Processes are disjoint within an
+    epoch and together cover n * (N // n) records of it."""
+
+    def __init__(self, num_records: int, *, seed: int, shuffle: bool, process_index: int, process_count: int,
+                 num_epochs: int | None):
+        super().__init__()
+        if not 0 <= process_index < process_count:
+            raise ValueError(f"process_index {process_index} not in [0, {process_count})")
+        if num_records < process_count:
+            raise ValueError(f"{num_records} records cannot be shared by {process_count} processes")
+        self._n, self._seed, self._shuffle = num_records, int(seed), shuffle
+        self._p, self._count = process_index, process_count
+        self._per_epoch = num_records // process_count
+        self._length = sys.maxsize if num_epochs is None else self._per_epoch * num_epochs
+
+    @property
+    def per_epoch(self) -> int:
+        return self._per_epoch
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __str__(self) -> str:
+        return f"EpochShardIndices(n={self._n}, process={self._p}/{self._count})"
+
+    def _epoch_seed(self, epoch: int) -> int:
+        # SeedSequence mixes (seed, epoch) with a fixed, documented algorithm: stable across numpy versions.
+        return int(np.random.SeedSequence([self._seed, epoch]).generate_state(1)[0])
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return self.slice(index)
+        if not 0 <= index < self._length:
+            raise IndexError(f"index {index} out of range for {self._length} elements")
+        epoch, k = divmod(index, self._per_epoch)
+        position = k * self._count + self._p
+        if not self._shuffle or self._n == 1:
+            return position
+        return int(grain.experimental.index_shuffle(position, max_index=self._n - 1,
+                                                    seed=self._epoch_seed(epoch), rounds=4))
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+class LoadExample:
+    """Record index -> checked example with pixels or vision features; None when skipped by the policy."""
+
+    def __init__(self, source, config: PipelineConfig):
+        self._source = source
+        self._cfg = config
+        self._cache = FeatureCache(config.vision_cache_dir) if config.vision_cache_dir else None
+
+    def _field(self, record: Mapping, key: str, index: int, record_id: str) -> str:
+        if key not in record or record[key] is None:
+            raise RecordError(f"record {index} (id {record_id!r}): missing required field {key!r}")
+        return _text(record[key])
+
+    def __call__(self, index: int) -> dict | None:
+        record = self._source[index]
+        record_id = _text(record["id"]) if record.get("id") is not None else "<no id>"
+        for key in ("id", "question", "document", "image_id"):
+            self._field(record, key, index, record_id)
+        question = _text(record["question"]).strip()
+        if not question:
+            raise RecordError(f"record {index} (id {record_id!r}): empty question")
+        document = _text(record["document"]).strip()
+        if not document:
+            raise RecordError(f"record {index} (id {record_id!r}): empty document")
+        if self._cfg.use_instruction and record.get("instruction"):
+            question = f"{_text(record['instruction']).strip()} {question}"
+        image_id = _text(record["image_id"])
+        example = {"id": record_id, "question": question, "document": document}
+        try:
+            if self._cache is not None:
+                example["vision_features"] = self._cached_features(image_id)
+            else:
+                example["pixels"] = self._pixels(record, image_id)
+        except images.ImageError as e:
+            if self._cfg.image_policy == "skip":
+                log.warning("skipping record %r (index %d): %s", record_id, index, e)
+                return None
+            raise images.ImageError(f"record {record_id!r} (index {index}): {e}") from e
+        return example
+
+    def _cached_features(self, image_id: str) -> np.ndarray:
+        if image_id not in self._cache:
+            raise images.ImageError(f"image {image_id!r} has no features in the vision cache "
+                                    f"{self._cache.directory}")
+        return np.asarray(self._cache[image_id], dtype=np.float32)
+
+    def _pixels(self, record: Mapping, image_id: str) -> np.ndarray:
+        data = record.get("image") or b""
+        if data:
+            where = f"image {image_id} (embedded)"
+        elif self._cfg.image_root:
+            path = os.path.join(self._cfg.image_root, image_id)
+            data, where = images.read_image_file(path), f"image {path}"
+        else:
+            raise images.ImageError(f"image {image_id}: no bytes in the record (missing when the dataset was "
+                                    "built?) and no image_root to read it from")
+        return images.preprocess_bytes(data, self._cfg.image_size, source=where)
+
+
+class Collate:
+    """Examples -> one batch: tokenise the texts (whole batch at once), stack the image arrays."""
+
+    def __init__(self, tokenizer, config: PipelineConfig):
+        self._tok = tokenizer
+        self._cfg = config
+
+    def __call__(self, examples: Sequence[dict]) -> dict[str, np.ndarray]:
+        q_ids, q_mask = self._tok.encode_queries([e["question"] for e in examples], max_len=self._cfg.query_maxlen,
+                                                 attend_to_mask_tokens=self._cfg.attend_to_mask_tokens)
+        d_ids, d_mask, d_keep = self._tok.encode_docs([e["document"] for e in examples], max_len=self._cfg.doc_maxlen)
+        batch = {"q_ids": q_ids.astype(np.int32), "q_mask": q_mask.astype(np.int32),
+                 "d_ids": d_ids.astype(np.int32), "d_mask": d_mask.astype(np.int32), "d_keep": d_keep.astype(bool)}
+        image_key = "vision_features" if "vision_features" in examples[0] else "pixels"
+        batch[image_key] = np.stack([e[image_key] for e in examples]).astype(np.float32)
+        if self._cfg.with_record_ids:
+            batch["id"] = np.array([e["id"] for e in examples])
+        batch[_SKIPPED_KEY] = np.asarray(sum(e.get(_SKIPPED_KEY, 0) for e in examples), np.int64)
+        return batch
+
+
+class _DropSkipped(grain.IterDataset):
+    """Drops the None elements (records skipped by the image policy) and stamps how many were dropped onto
+    the next kept element, so the count travels with the batches (also out of worker processes)."""
+
+    def __init__(self, parent: grain.IterDataset):
+        super().__init__(parent)
+
+    def __iter__(self) -> grain.DatasetIterator:
+        return _DropSkippedIterator(self._parent.__iter__())
+
+
+class _DropSkippedIterator(grain.DatasetIterator):
+
+    def __init__(self, parent: grain.DatasetIterator):
+        super().__init__(parent)
+        self._pending = 0
+
+    def __next__(self):
+        while True:
+            element = next(self._parent)
+            if element is not None:
+                element[_SKIPPED_KEY], self._pending = self._pending, 0
+                return element
+            self._pending += 1
+
+    def get_state(self) -> dict:
+        return {"parent": self._parent.get_state(), "pending_skipped": self._pending}
+
+    def set_state(self, state: dict) -> None:
+        self._parent.set_state(state["parent"])
+        self._pending = int(state["pending_skipped"])
+
+
+class BatchIterator:
+    """Iterator over batches with a saveable position and the count of records skipped so far.
+
+    `num_skipped` counts the records dropped by the "skip" image policy before the records of the batches
+    yielded so far (each skip is also logged with its reason). Skips after the last complete batch of a
+    finite run are not counted: those records would have fallen into the dropped remainder anyway.
+    """
+
+    def __init__(self, iterator: grain.DatasetIterator):
+        self._it = iterator
+        self.num_skipped = 0
+
+    def __iter__(self) -> "BatchIterator":
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        batch = next(self._it)
+        self.num_skipped += int(batch.pop(_SKIPPED_KEY))
+        return batch
+
+    def get_state(self) -> dict:
+        """A JSON-able position: restoring it replays exactly the batches that follow."""
+        return {"grain": self._it.get_state(), "num_skipped": self.num_skipped}
+
+    def set_state(self, state: dict) -> None:
+        self._it.set_state(state["grain"])
+        self.num_skipped = int(state["num_skipped"])
+
+    def close(self) -> None:
+        close = getattr(self._it, "close", None)
+        if close is not None:
+            close()
+
+
+def _ensure_absl_flags_parsed() -> None:
+    """grain's worker processes read absl flags; outside an absl app (tests, notebooks) nothing parsed them."""
+    from absl import flags
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
+
+
+class InputPipeline:
+    """Batches of (image + question, passage) pairs for one process; `iter(pipeline)` starts from the
+    beginning (use `BatchIterator.set_state` to resume)."""
+
+    def __init__(self, source, tokenizer, config: PipelineConfig, *, process_index: int | None = None,
+                 process_count: int | None = None):
+        if process_index is None or process_count is None:
+            import jax  # only the defaults need it
+            process_index = jax.process_index() if process_index is None else process_index
+            process_count = jax.process_count() if process_count is None else process_count
+        self.config = config
+        self.indices = EpochShardIndices(len(source), seed=config.seed, shuffle=config.shuffle,
+                                         process_index=process_index, process_count=process_count,
+                                         num_epochs=config.num_epochs)
+        self._load = LoadExample(source, config)
+        self._collate = Collate(tokenizer, config)
+
+    @property
+    def records_per_epoch(self) -> int:
+        """Records this process reads per epoch (before any skipping)."""
+        return self.indices.per_epoch
+
+    def dataset(self) -> grain.IterDataset:
+        cfg = self.config
+        ds = self.indices.map(self._load)
+        ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=cfg.read_threads, prefetch_buffer_size=cfg.read_buffer),
+                                allow_nones=True)
+        ds = _DropSkipped(ds)
+        ds = ds.batch(cfg.batch_size, drop_remainder=True, batch_fn=self._collate)
+        if cfg.worker_count > 0:
+            _ensure_absl_flags_parsed()
+            ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.worker_count,
+                                                             per_worker_buffer_size=cfg.worker_buffer_size))
+        if cfg.batch_prefetch > 0:
+            ds = grain.experimental.ThreadPrefetchIterDataset(ds, prefetch_buffer_size=cfg.batch_prefetch)
+        return ds
+
+    def __iter__(self) -> BatchIterator:
+        return BatchIterator(iter(self.dataset()))
+
+
+def make_pipeline(source, tokenizer, config: PipelineConfig, **kwargs) -> InputPipeline:
+    """The input pipeline over a random-access `source` (e.g. `builder.as_data_source()[split]`, or any
+    sequence of record dicts with id, question, document, image_id and image bytes) and a
+    `ColbertTokenizer`. `process_index` / `process_count` default to jax's."""
+    return InputPipeline(source, tokenizer, config, **kwargs)
+
+
+__all__ = ["BatchIterator", "Collate", "EpochShardIndices", "IMAGE_POLICIES", "InputPipeline", "LoadExample",
+           "PipelineConfig", "RecordError", "make_pipeline"]
