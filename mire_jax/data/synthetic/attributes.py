@@ -23,7 +23,7 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "purple": (140, 50, 190),
     "orange": (245, 130, 20),
     "pink": (245, 120, 185),
-    "cyan": (30, 200, 215),
+    "turquoise": (30, 200, 215),
 }
 BACKGROUNDS: dict[str, tuple[int, int, int]] = {
     "white": (242, 242, 242),
@@ -31,17 +31,18 @@ BACKGROUNDS: dict[str, tuple[int, int, int]] = {
     "grey": (128, 128, 128),
     "brown": (112, 78, 46),
 }
-# Ordered so that the first ones differ most in outline (hexagon, closest to the circle, comes last).
-SHAPES: tuple[str, ...] = ("circle", "triangle", "square", "star", "cross", "crescent", "diamond", "hexagon")
-PATTERNS: tuple[str, ...] = ("plain", "striped", "dotted", "checkered", "ringed")
+# Every word is one WordPiece of the bert-base-uncased vocabulary, so a late-interaction model sees one token
+# per attribute. Shapes are ordered so that the first six differ most in outline.
+SHAPES: tuple[str, ...] = ("circle", "triangle", "square", "star", "cross", "crescent", "diamond", "pentagon")
+PATTERNS: tuple[str, ...] = ("plain", "striped", "dotted", "checked", "banded")
 
 # How a pattern reads when it follows the shape noun ("a red triangle with stripes").
 PATTERN_PHRASES: dict[str, str] = {
     "plain": "no decoration",
     "striped": "stripes",
     "dotted": "dots",
-    "checkered": "a checkered pattern",
-    "ringed": "rings",
+    "checked": "a checked pattern",
+    "banded": "concentric bands",
 }
 
 

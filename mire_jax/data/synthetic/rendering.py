@@ -72,7 +72,7 @@ _POLYGONS: dict[str, np.ndarray] = {
     "triangle": _regular_polygon(3, 1.0, -90.0) + np.array([0.0, 0.12]),  # centred on its bounding box
     "square": np.array([[-0.78, -0.78], [0.78, -0.78], [0.78, 0.78], [-0.78, 0.78]]),
     "star": _star(5, 1.0, 0.42) + np.array([0.0, 0.05]),
-    "hexagon": _regular_polygon(6, 0.95, 0.0),
+    "pentagon": _regular_polygon(5, 0.95, -90.0) + np.array([0.0, 0.08]),
     "diamond": np.array([[0.0, -1.0], [0.62, 0.0], [0.0, 1.0], [-0.62, 0.0]]),
 }
 
@@ -124,10 +124,10 @@ def pattern_mask(pattern: str, u: np.ndarray, v: np.ndarray, phase: float) -> np
         du = (u / period + phase) % 1.0 - 0.5
         dv = (v / period + phase) % 1.0 - 0.5
         return du * du + dv * dv <= (radius / period) ** 2
-    if pattern == "checkered":
+    if pattern == "checked":
         period = 0.42
         return (np.floor(u / period + phase) + np.floor(v / period + phase)) % 2 == 1
-    if pattern == "ringed":
+    if pattern == "banded":  # concentric bands
         period = 0.3
         return np.floor(np.sqrt(u * u + v * v) / period + phase * 0.5) % 2 == 1
     raise ValueError(f"unknown pattern {pattern!r}")
