@@ -1,0 +1,74 @@
+"""Record readers for benchmark files; every error names the file and the record, line or row."""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Iterator, Mapping, Sequence
+
+
+class BenchmarkFormatError(ValueError):
+    """A benchmark file is malformed; the message names the file and the line, row or record."""
+
+
+def read_json(path: os.PathLike | str) -> Any:
+    """`json.load` with errors that name the file, line and column."""
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise BenchmarkFormatError(f"{path}: line {e.lineno} column {e.colno}: invalid JSON: {e.msg}") from e
+    except UnicodeDecodeError as e:
+        raise BenchmarkFormatError(f"{path}: not UTF-8 text ({e})") from e
+
+
+def read_json_array(path: os.PathLike | str) -> list[Any]:
+    """A file holding one JSON array (records are then named `record i`, 0-based)."""
+    data = read_json(path)
+    if not isinstance(data, list):
+        raise BenchmarkFormatError(f"{os.fspath(path)}: expected a JSON array, found {type(data).__name__}")
+    return data
+
+
+def iter_jsonl(path: os.PathLike | str, opener=open) -> Iterator[tuple[int, Any]]:
+    """Yield `(line number (1-based), parsed object)` of a JSON Lines file; a blank line is an error."""
+    path = os.fspath(path)
+    with opener(path, "rt", encoding="utf-8") as f:
+        line_no = 0
+        try:
+            for line_no, line in enumerate(f, start=1):
+                try:
+                    yield line_no, json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise BenchmarkFormatError(f"{path}: line {line_no}: invalid JSON: {e.msg}") from e
+        except UnicodeDecodeError as e:
+            raise BenchmarkFormatError(f"{path}: line {line_no + 1}: not UTF-8 text ({e})") from e
+
+
+def get_field(record: Any, name: str, where: str, types: type | tuple[type, ...] | None = None) -> Any:
+    """`record[name]`, with an error naming `where` when the record is not an object, lacks it, or has a bad type."""
+    if not isinstance(record, Mapping):
+        raise BenchmarkFormatError(f"{where}: expected a JSON object, found {type(record).__name__}")
+    if name not in record:
+        raise BenchmarkFormatError(f"{where}: missing field {name!r}")
+    value = record[name]
+    if types is not None and (not isinstance(value, types) or isinstance(value, bool) and bool not in _tuple(types)):
+        expected = " or ".join(t.__name__ for t in _tuple(types))
+        raise BenchmarkFormatError(f"{where}: field {name!r} should be {expected}, found {type(value).__name__}")
+    return value
+
+
+def _tuple(types: type | tuple[type, ...]) -> tuple[type, ...]:
+    return types if isinstance(types, tuple) else (types,)
+
+
+def str_list(values: Any, name: str, where: str) -> list[str]:
+    """A list of strings (ids are str()-ed); error naming `where` otherwise."""
+    if not isinstance(values, (list, tuple)):
+        raise BenchmarkFormatError(f"{where}: field {name!r} should be a list, found {type(values).__name__}")
+    return [str(v) for v in values]
+
+
+def dedupe(values: Sequence[str]) -> list[str]:
+    """Order-preserving deduplication."""
+    return list(dict.fromkeys(values))
