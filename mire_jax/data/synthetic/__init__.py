@@ -7,10 +7,12 @@ text-only retriever is at chance while one that reads the picture can find the p
 
     from mire_jax.data.synthetic import generate
     manifest = generate("runs/demo/data", seed=0)          # or: python -m mire_jax.data.synthetic --out DIR
+    bench = load_synthetic("runs/demo/data", "zeroshot")   # a mire_jax.data.benchmarks.Benchmark
 """
 
 from mire_jax.data.synthetic.attributes import Appearance, AttributeSpace
+from mire_jax.data.synthetic.benchmark import load_synthetic
 from mire_jax.data.synthetic.world import SyntheticSizes
 from mire_jax.data.synthetic.writer import generate, verify
 
-__all__ = ["Appearance", "AttributeSpace", "SyntheticSizes", "generate", "verify"]
+__all__ = ["Appearance", "AttributeSpace", "SyntheticSizes", "generate", "load_synthetic", "verify"]
