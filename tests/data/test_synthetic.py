@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import json
 import math
+import os
 import pathlib
 import re
 import subprocess
@@ -143,8 +144,14 @@ def test_cli_help_and_run(tmp_path, capsys):
     assert summary["entities"] == {"train": 30, "zeroshot": 5, "distractor": 5}
     assert verify(tmp_path / "cli")["seed"] == 2
     assert cli.main(["--out", str(tmp_path / "bad"), "--quiet", "--n-train-entities", "1000"]) == 2
+    empty = generate(tmp_path / "minimal", seed=0, progress=False, n_train_entities=8, views_per_train_entity=1,
+                     n_zeroshot_entities=1, n_distractors=0, n_seen_queries=0, n_extra_caption_images=0,
+                     text_pairs_per_entity=0, image_size=16)
+    assert empty["files"]["seen_queries"]["count"] == 0 and empty["images"]["count"] == 9
+    repo = pathlib.Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")]))}
     module = subprocess.run([sys.executable, "-m", "mire_jax.data.synthetic", "--help"], capture_output=True,
-                            text=True, check=False, cwd=pathlib.Path(__file__).parents[2])
+                            text=True, check=False, cwd=repo, env=env)
     assert module.returncode == 0 and "--out" in module.stdout
 
 
@@ -180,8 +187,10 @@ def test_split_combinations_checks_the_space():
                                "pattern": set(space.patterns), "background": set(space.backgrounds)}
     with pytest.raises(ValueError, match="combinations"):
         split_combinations(space, 30, 20, rng)
-    with pytest.raises(ValueError, match="uncovered"):
+    with pytest.raises(ValueError, match="at least 3"):
         split_combinations(space, 2, 20, rng)
+    smallest, _ = split_combinations(space, 3, 33, rng)  # the covering set alone, and every other one held out
+    assert coverage(smallest) == coverage(train)
 
 
 # ----------------------------------------------------------------------------- pictures

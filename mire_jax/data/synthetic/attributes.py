@@ -131,9 +131,10 @@ def split_combinations(
 ) -> tuple[list[Appearance], list[Appearance]]:
     """Draws disjoint training and held-out combinations.
 
-    The held-out combinations are drawn first; the training ones then come from the rest, starting with
-    combinations that cover attribute values not yet seen, so that every value of every attribute occurs in
-    training. Unused combinations (neither set) exist when the space is larger than the two sets.
+    First a covering set is drawn: as many combinations as the largest attribute has values, pairing the
+    values of each attribute in a random order, so every value of every attribute occurs in training. The
+    held-out combinations are then drawn from the rest, and the remaining training ones after them.
+    Unused combinations (neither set) exist when the space is larger than the two sets.
 
     Args:
         space: the attribute values in use.
@@ -145,7 +146,7 @@ def split_combinations(
         (train, heldout), each a list of distinct combinations in a random order.
 
     Raises:
-        ValueError: if the space is too small or training cannot cover every attribute value.
+        ValueError: if the space is too small or n_train is below the size of the covering set.
     """
     combos = space.all_combinations()
     if n_train + n_heldout > len(combos):
@@ -153,33 +154,24 @@ def split_combinations(
             f"{n_train} training + {n_heldout} held-out entities need more than the {len(combos)} attribute "
             "combinations available: raise n_shapes/n_colours/n_patterns/n_backgrounds or lower the entity counts"
         )
-    order = rng.permutation(len(combos))
-    heldout = [combos[i] for i in order[:n_heldout]]
-    rest = [combos[i] for i in order[n_heldout:]]
-
-    train: list[Appearance] = []
-    missing = {
-        "shape": set(space.shapes),
-        "colour": set(space.colours),
-        "pattern": set(space.patterns),
-        "background": set(space.backgrounds),
-    }
-    remaining: list[Appearance] = []
-    for appearance in rest:  # greedy cover in random order: take a combination if it adds an unseen value
-        fields = appearance.as_dict()
-        if len(train) < n_train and any(fields[name] in missing[name] for name in missing):
-            train.append(appearance)
-            for name in missing:
-                missing[name].discard(fields[name])
-        else:
-            remaining.append(appearance)
-    if any(missing.values()):
-        uncovered = sorted(f"{name}={value}" for name, values in missing.items() for value in values)
+    values = (space.shapes, space.colours, space.patterns, space.backgrounds)
+    n_cover = max(len(v) for v in values)
+    if n_train < n_cover:
         raise ValueError(
-            f"n_train_entities={n_train} is too small to show every attribute value in training "
-            f"(uncovered: {', '.join(uncovered)})"
+            f"n_train_entities={n_train} is too small to show every attribute value in training: it must be "
+            f"at least {n_cover}, the largest number of values of one attribute"
         )
-    train.extend(remaining[: n_train - len(train)])
+    orders = [rng.permutation(len(v)) for v in values]
+    # Row i takes each attribute's (i mod count)-th value in its random order; rows differ in the largest
+    # attribute, so the covering combinations are distinct.
+    cover = [
+        Appearance(*(v[order[i % len(v)]] for v, order in zip(values, orders)))
+        for i in range(n_cover)
+    ]
+    covered = set(cover)
+    rest = [combos[i] for i in rng.permutation(len(combos)) if combos[i] not in covered]
+    heldout = rest[:n_heldout]
+    train = cover + rest[n_heldout : n_heldout + n_train - n_cover]
     train = [train[i] for i in rng.permutation(len(train))]
     return train, heldout
 

@@ -131,8 +131,9 @@ def _plan_pictures(world: World, sizes: SyntheticSizes, seed: int) -> dict[str, 
         plan["zeroshot"].append(_Picture(f"zeroshot/zs{slot:06d}.png", "zeroshot", entity.appearance,
                                          entity.entity_id, (code["zeroshot"], slot)))
     seen_rng = rng_for(seed, STREAM_IMAGES, code["seen"])
-    seen_entities = np.concatenate([seen_rng.permutation(len(train))
-                                    for _ in range(-(-sizes.n_seen_queries // len(train)))])
+    # Every training entity once (in a random order) before any repeats.
+    rounds = -(-sizes.n_seen_queries // len(train))
+    seen_entities = [int(i) for _ in range(rounds) for i in seen_rng.permutation(len(train))]
     for slot in range(sizes.n_seen_queries):
         entity = train[seen_entities[slot]]
         plan["seen"].append(_Picture(f"seen/seen{slot:06d}.png", "seen", entity.appearance, entity.entity_id,
