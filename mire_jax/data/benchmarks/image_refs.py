@@ -72,8 +72,8 @@ def _line_offsets(lineidx_path: str) -> tuple[int, ...]:
             try:
                 offsets.append(int(line.strip()))
             except ValueError:
-                raise BenchmarkFormatError(f"{lineidx_path}: line {line_no}: expected a byte offset, found {line.strip()!r}") \
-                    from None
+                raise BenchmarkFormatError(
+                    f"{lineidx_path}: line {line_no}: expected a byte offset, found {line.strip()!r}") from None
     return tuple(offsets)
 
 
@@ -105,7 +105,8 @@ class WebQATsvImage(ImageRef):
         if not sep:
             raise BenchmarkFormatError(f"{where}: expected '<image_id>\\t<base64>', found no tab")
         if image_id.decode("ascii", "replace") != self.key:
-            raise BenchmarkFormatError(f"{where}: holds image {image_id.decode('ascii', 'replace')!r}, expected {self.key!r}")
+            found = image_id.decode("ascii", "replace")
+            raise BenchmarkFormatError(f"{where}: holds image {found!r}, expected {self.key!r}")
         try:
             return base64.b64decode(payload, validate=True)
         except binascii.Error as e:

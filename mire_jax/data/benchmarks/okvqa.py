@@ -45,6 +45,7 @@ _COCO_IMG_ID = re.compile(r"COCO_([a-z]+\d{4})_\d+")
 @dataclasses.dataclass(frozen=True)
 class RetrieverRecord:
     """One record of RA-VQA's retriever JSON (also ReMuQ's), after MIRe's parse_pairs cleanup."""
+    where: str
     qid: str
     question: str
     img_id: str
@@ -73,7 +74,7 @@ def parse_retriever_json(path: str) -> tuple[list[RetrieverRecord], int]:
             dropped += 1
             continue
         ctx_ids = [get_field(ctx, "id", f"{where}: ctxs[{i}]", (int, str)) for i, ctx in enumerate(ctxs)]
-        records.append(RetrieverRecord(qid=str(qid), question=question, img_id=str(img_id),
+        records.append(RetrieverRecord(where=where, qid=str(qid), question=question, img_id=str(img_id),
                                        answers=[str(a) for a in answers], ctx_ids=[str(c) for c in ctx_ids],
                                        ctx_ids_are_str=isinstance(ctx_ids[0], str)))
     return records, dropped

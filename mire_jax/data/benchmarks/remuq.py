@@ -20,6 +20,7 @@ from mire_jax.data.benchmarks.base import Benchmark, Query, collapse_by_id
 from mire_jax.data.benchmarks.corpus import MemoryCorpus, iter_kid_text_csv
 from mire_jax.data.benchmarks.image_refs import WebQATsvImage
 from mire_jax.data.benchmarks.okvqa import parse_retriever_json
+from mire_jax.data.benchmarks.readers import BenchmarkFormatError
 
 REMUQ_SPLITS = ("train", "test")
 REMUQ_CORPUS_FILE = "open_corpus_195837.csv"
@@ -42,6 +43,9 @@ def load_remuq(root: os.PathLike | str, split: str = "test", *, queries_file: os
     webqa_dir = pathlib.Path(webqa_dir) if webqa_dir else root / "webqa"
     tsv, lineidx = os.fspath(webqa_dir / "imgs.tsv"), os.fspath(webqa_dir / "imgs.lineidx")
     records, dropped = parse_retriever_json(queries_file)
+    for rec in records:
+        if not rec.img_id.isdigit():
+            raise BenchmarkFormatError(f"{rec.where}: img_id {rec.img_id!r} is not a WebQA image number")
     queries = [Query(qid=rec.qid, question=rec.question, image=WebQATsvImage(tsv, lineidx, rec.img_id),
                      answers=rec.answers, gold_pids=rec.ctx_ids[:1]) for rec in records]
     queries, duplicates = collapse_by_id(queries, key=lambda q: q.qid)
