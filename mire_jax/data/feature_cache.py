@@ -14,14 +14,19 @@ writers (one per host) may fill one folder at once when each uses its own `write
 """
 from __future__ import annotations
 
+import concurrent.futures
+import dataclasses
 import json
 import os
 import pathlib
 import re
 import tempfile
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
+import tqdm
+
+from mire_jax.data import images
 
 FORMAT = "mire-vision-features/1"
 _SHARD_IDS = re.compile(r"^shard-(?P<writer>[A-Za-z0-9_]+)-(?P<seq>\d+)\.ids\.json$")
@@ -242,3 +247,116 @@ class FeatureCache:
         state = dict(self.__dict__)
         state["_arrays"] = {}
         return state
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Filling a cache from dataset records (what train/cache_vision.py runs).
+
+@dataclasses.dataclass
+class FillReport:
+    """What `fill_from_sources` did on this process."""
+    num_images: int = 0          # distinct image ids in the sources
+    num_assigned: int = 0        # of those, the ones this process is responsible for
+    num_already_cached: int = 0  # assigned ids found in the cache at start (skipped)
+    num_written: int = 0         # features written by this run
+    skipped: list = dataclasses.field(default_factory=list)  # (image_id, reason) under the "skip" policy
+
+
+def _read_records(source, indices: Sequence[int]) -> list:
+    getitems = getattr(source, "__getitems__", None)
+    return list(getitems(list(indices))) if getitems is not None else [source[i] for i in indices]
+
+
+def unique_images(sources: Mapping[str, Any], *, read_threads: int = 8, chunk: int = 1024,
+                  progress: bool = True) -> dict[str, tuple[str, int]]:
+    """image_id -> (split, index of its first record) over every record of `sources` (split -> data source)."""
+    first: dict[str, tuple[str, int]] = {}
+    total = sum(len(s) for s in sources.values())
+    with tqdm.tqdm(total=total, desc="scanning records", unit="rec", disable=not progress) as bar, \
+            concurrent.futures.ThreadPoolExecutor(max(1, read_threads)) as pool:
+        for split, source in sources.items():
+            starts = range(0, len(source), chunk)
+            for start, records in zip(starts, pool.map(
+                    lambda s, src=source: _read_records(src, range(s, min(s + chunk, len(src)))), starts)):
+                for offset, record in enumerate(records):
+                    image_id = _as_str(record["image_id"])
+                    first.setdefault(image_id, (split, start + offset))
+                bar.update(len(records))
+    return first
+
+
+def _as_str(value) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def _load_pixels(source, index: int, image_id: str, image_size: int, image_root: str | None) -> np.ndarray:
+    record = source[index]
+    data = record.get("image") or b""
+    if data:
+        return images.preprocess_bytes(data, image_size, source=f"image {image_id} (embedded in record "
+                                                                 f"{_as_str(record.get('id'))!r})")
+    if image_root is None:
+        raise images.ImageError(f"image {image_id} (record {_as_str(record.get('id'))!r}): no bytes in the record "
+                                "and no image_root to read it from")
+    path = os.path.join(image_root, image_id)
+    return images.preprocess_bytes(images.read_image_file(path), image_size,
+                                   source=f"image {path} (record {_as_str(record.get('id'))!r})")
+
+
+def fill_from_sources(directory: str | os.PathLike, sources: Mapping[str, Any],
+                      encode_fn: Callable[[np.ndarray], Any], *, feature_shape: Sequence[int], image_size: int,
+                      dtype: str = "float16", shard_size: int = 1024, batch_size: int = 64,
+                      image_root: str | None = None, image_policy: str = "fail", process_index: int = 0,
+                      process_count: int = 1, read_threads: int = 8, metadata: dict | None = None,
+                      progress: bool = True) -> FillReport:
+    """Run `encode_fn` (pixels [B, S, S, 3] float32 -> features [B, *feature_shape]) once over every distinct
+    image of `sources` that the cache does not hold yet, and store the results.
+
+    Images are shared among processes by position in the sorted id list (process p takes p, p + n, ...),
+    so several hosts can fill one cache at once. Batches always have `batch_size` rows (the last one is
+    zero-padded, padding rows are dropped) so `encode_fn` compiles once. The next batch is read and
+    preprocessed in `read_threads` threads while the current one is encoded.
+
+    Args:
+      image_policy: "fail" raises on a missing/undecodable image (naming it and its record); "skip" leaves
+        it out of the cache (the training pipeline then applies its own policy to its records).
+    """
+    if image_policy not in ("fail", "skip"):
+        raise ValueError(f"image_policy must be 'fail' or 'skip', got {image_policy!r}")
+    report = FillReport()
+    first = unique_images(sources, read_threads=read_threads, progress=progress)
+    report.num_images = len(first)
+    assigned = sorted(first)[process_index::process_count]
+    report.num_assigned = len(assigned)
+    writer = FeatureCacheWriter(directory, feature_shape=feature_shape, dtype=dtype, shard_size=shard_size,
+                                writer_id=f"p{process_index:05d}", metadata=metadata)
+    todo = [i for i in assigned if i not in writer]
+    report.num_already_cached = len(assigned) - len(todo)
+    chunks = [todo[s: s + batch_size] for s in range(0, len(todo), batch_size)]
+
+    def load(image_id: str):
+        split, index = first[image_id]
+        try:
+            return _load_pixels(sources[split], index, image_id, image_size, image_root)
+        except images.ImageError as e:
+            if image_policy == "fail":
+                raise
+            return e
+
+    with concurrent.futures.ThreadPoolExecutor(max(1, read_threads)) as pool, \
+            tqdm.tqdm(total=len(todo), desc="caching vision features", unit="img", disable=not progress) as bar:
+        pending = [pool.submit(load, i) for i in chunks[0]] if chunks else []
+        for k, ids in enumerate(chunks):
+            loaded = [f.result() for f in pending]
+            pending = [pool.submit(load, i) for i in chunks[k + 1]] if k + 1 < len(chunks) else []
+            good = [(i, x) for i, x in zip(ids, loaded) if not isinstance(x, Exception)]
+            report.skipped += [(i, str(x)) for i, x in zip(ids, loaded) if isinstance(x, Exception)]
+            if good:
+                pixels = np.zeros((batch_size, image_size, image_size, 3), np.float32)
+                pixels[: len(good)] = np.stack([x for _, x in good])
+                features = np.asarray(encode_fn(pixels))[: len(good)]
+                writer.add([i for i, _ in good], features)
+            bar.update(len(ids))
+    writer.close(write_index=process_index == 0)
+    report.num_written = writer.num_written
+    return report
