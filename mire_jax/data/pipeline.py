@@ -3,13 +3,14 @@
   record indices   this process's share of a per-epoch permutation (seed + epoch), see `EpochShardIndices`
   -> examples      read the record, check it, decode + CLIP-preprocess its image (or look its vision
                    features up in the cache), in `read_threads` threads
+                   (optionally in `worker_count` processes; the output does not depend on their number)
   -> batches       drop skipped records (counted), tokenise queries and passages per batch, stack
-  -> prefetch      optional worker processes (`worker_count`) and a thread prefetching ready batches
+  -> prefetch      a thread keeps `batch_prefetch` ready batches
 
 A batch is a dict of numpy arrays: q_ids, q_mask [B, Lq] int32; d_ids, d_mask [B, Ld] int32; d_keep
 [B, Ld] bool; and pixels [B, H, W, 3] float32 (CLIP-normalised NHWC) or vision_features [B, 1+S, v]
 float32. The iterator's `get_state()` is a JSON-able dict; `set_state()` on a fresh iterator of the same
-pipeline resumes with exactly the batches that would have followed.
+pipeline (same config, including worker_count) resumes with exactly the batches that would have followed.
 """
 from __future__ import annotations
 
@@ -135,7 +136,7 @@ def _text(value: Any) -> str:
 
 
 class LoadExample:
-    """Record index -> checked example with pixels or vision features; None when skipped by the policy."""
+    """Record index -> checked example with pixels or vision features; a skip marker under the "skip" policy."""
 
     def __init__(self, source, config: PipelineConfig):
         self._source = source
@@ -147,7 +148,7 @@ class LoadExample:
             raise RecordError(f"record {index} (id {record_id!r}): missing required field {key!r}")
         return _text(record[key])
 
-    def __call__(self, index: int) -> dict | None:
+    def __call__(self, index: int) -> dict:
         record = self._source[index]
         record_id = _text(record["id"]) if record.get("id") is not None else "<no id>"
         for key in ("id", "question", "document", "image_id"):
@@ -170,7 +171,7 @@ class LoadExample:
         except images.ImageError as e:
             if self._cfg.image_policy == "skip":
                 log.warning("skipping record %r (index %d): %s", record_id, index, e)
-                return None
+                return {_SKIPPED_KEY: True}
             raise images.ImageError(f"record {record_id!r} (index {index}): {e}") from e
         return example
 
@@ -215,8 +216,8 @@ class Collate:
 
 
 class _DropSkipped(grain.IterDataset):
-    """Drops the None elements (records skipped by the image policy) and stamps how many were dropped onto
-    the next kept element, so the count travels with the batches (also out of worker processes)."""
+    """Drops the markers of records skipped by the image policy and stamps how many were dropped onto the
+    next kept example, so that the count travels with the batches."""
 
     def __init__(self, parent: grain.IterDataset):
         super().__init__(parent)
@@ -234,7 +235,7 @@ class _DropSkippedIterator(grain.DatasetIterator):
     def __next__(self):
         while True:
             element = next(self._parent)
-            if element is not None:
+            if _SKIPPED_KEY not in element:
                 element[_SKIPPED_KEY], self._pending = self._pending, 0
                 return element
             self._pending += 1
@@ -313,14 +314,15 @@ class InputPipeline:
     def dataset(self) -> grain.IterDataset:
         cfg = self.config
         ds = self.indices.map(self._load)
-        ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=cfg.read_threads, prefetch_buffer_size=cfg.read_buffer),
-                                allow_nones=True)
-        ds = _DropSkipped(ds)
-        ds = ds.batch(cfg.batch_size, drop_remainder=True, batch_fn=self._collate)
+        ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=cfg.read_threads, prefetch_buffer_size=cfg.read_buffer))
         if cfg.worker_count > 0:
+            # Workers read and preprocess interleaved slices of the examples and grain merges them back in
+            # order; skipping and batching come after, so the batches do not depend on the worker count.
             _ensure_absl_flags_parsed()
             ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.worker_count,
                                                              per_worker_buffer_size=cfg.worker_buffer_size))
+        ds = _DropSkipped(ds)
+        ds = ds.batch(cfg.batch_size, drop_remainder=True, batch_fn=self._collate)
         if cfg.batch_prefetch > 0:
             ds = grain.experimental.ThreadPrefetchIterDataset(ds, prefetch_buffer_size=cfg.batch_prefetch)
         return ds

@@ -130,7 +130,7 @@ def test_state_save_restore(fixtures_dir, tokenizer, workers, prefetch):
     cfg = _cfg(seed=11, worker_count=workers, batch_prefetch=prefetch, image_policy="skip")
     pipe = make_pipeline(records, tokenizer, cfg, process_index=0, process_count=1)
     it = iter(pipe)
-    _take(it, 3)
+    first = _take(it, 3)
     state = json.loads(json.dumps(it.get_state()))
     skipped_then = it.num_skipped
     following = _take(it, 6)
@@ -148,6 +148,10 @@ def test_state_save_restore(fixtures_dir, tokenizer, workers, prefetch):
     # The skipped record never shows up; 9 batches of 2 over 6 good records per epoch = 3 epochs.
     assert all("r2" not in ids for ids in _ids(following))
     assert resumed.num_skipped == it.num_skipped == 3
+    if workers:  # worker processes change nothing in the batches
+        plain = iter(make_pipeline(records, tokenizer, _cfg(seed=11, image_policy="skip"), process_index=0,
+                                   process_count=1))
+        assert _ids(_take(plain, 9)) == _ids(first + following)
 
 
 def test_missing_and_corrupt_images(fixtures_dir, tokenizer, tmp_path):
