@@ -11,6 +11,9 @@ Every file is written to a temporary name and renamed into place, and a shard co
 its `.ids.json` exists (written after its `.npy`): a crash leaves at most an orphan `.npy` that is ignored
 and later overwritten. A rerun opens the same folder, sees the ids already stored and skips them. Several
 writers (one per host) may fill one folder at once when each uses its own `writer_id`.
+
+`fill_from_sources` runs a vision tower over every distinct image of dataset records into a cache
+(the library side of train/cache_vision.py).
 """
 from __future__ import annotations
 

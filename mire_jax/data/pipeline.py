@@ -143,22 +143,18 @@ class LoadExample:
         self._cfg = config
         self._cache = FeatureCache(config.vision_cache_dir) if config.vision_cache_dir else None
 
-    def _field(self, record: Mapping, key: str, index: int, record_id: str) -> str:
-        if key not in record or record[key] is None:
-            raise RecordError(f"record {index} (id {record_id!r}): missing required field {key!r}")
-        return _text(record[key])
-
     def __call__(self, index: int) -> dict:
         record = self._source[index]
         record_id = _text(record["id"]) if record.get("id") is not None else "<no id>"
+        name = f"record {index} (id {record_id!r})"
         for key in ("id", "question", "document", "image_id"):
-            self._field(record, key, index, record_id)
-        question = _text(record["question"]).strip()
+            if record.get(key) is None:
+                raise RecordError(f"{name}: missing required field {key!r}")
+        question, document = _text(record["question"]).strip(), _text(record["document"]).strip()
         if not question:
-            raise RecordError(f"record {index} (id {record_id!r}): empty question")
-        document = _text(record["document"]).strip()
+            raise RecordError(f"{name}: empty question")
         if not document:
-            raise RecordError(f"record {index} (id {record_id!r}): empty document")
+            raise RecordError(f"{name}: empty document")
         if self._cfg.use_instruction and record.get("instruction"):
             question = f"{_text(record['instruction']).strip()} {question}"
         image_id = _text(record["image_id"])

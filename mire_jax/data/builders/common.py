@@ -73,6 +73,8 @@ def pair_features() -> tfds.features.FeaturesDict:
 
 def manual_dir_of(dl_manager, builder_name: str, required: Sequence[str], instructions: str) -> pathlib.Path:
     """The manual dir, checked to exist; raises `ManualFilesMissingError` listing `required` otherwise."""
+    # Not `dl_manager.manual_dir`: it raises a bare AssertionError for a missing or empty folder, and the
+    # user needs the list of files to put there.
     manual = pathlib.Path(os.fspath(dl_manager._manual_dir))  # pylint: disable=protected-access
     if not manual.is_dir():
         raise ManualFilesMissingError(builder_name, manual, [str(manual / r) for r in required], instructions)
