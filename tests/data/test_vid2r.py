@@ -168,12 +168,14 @@ def test_rule_bad_questions(question):
 
 
 def test_rule_case_and_question_lead():
-    assert _keep("THE MAN IS RIDING A BICYCLE DOWN THE STREET.")["document"] == "The man is riding a bicycle down the street."
+    shouted = _keep("THE MAN IS RIDING A BICYCLE DOWN THE STREET.")
+    assert shouted["document"] == "The man is riding a bicycle down the street."
     kept = _keep("the man is riding a bicycle.", FilterConfig(lowercase=False, capitalize_first=False, min_chars=10))
     assert kept["document"] == "the man is riding a bicycle."
     question = "On the table, what food is there?"
     out = _keep("on the table, there is a bowl of fresh fruit and bread.", question=question)
-    assert out["document"] == ", there is a bowl of fresh fruit and bread."  # published: the lead matches after capitalising
+    # Published: the (cased) lead only matches at the start, once the response is capitalised.
+    assert out["document"] == ", there is a bowl of fresh fruit and bread."
     out = _keep("on the table, there is a bowl of fresh fruit and bread.", FilterConfig(remove_question_lead=False),
                 question=question)
     assert out["document"] == "On the table, there is a bowl of fresh fruit and bread."
@@ -269,7 +271,8 @@ def test_converted_negatives_mode():
     texts = {"p": "P one. P two. P three."}
     keep = conversion.convert_records(records, [["p"], ["p"]], texts)
     assert keep[0]["negs"][0]["document"] == "R two."
-    conv = conversion.convert_records(records, [["p"], ["p"]], texts, conversion.ConversionConfig(negatives="converted"))
+    converted = conversion.ConversionConfig(negatives="converted")
+    conv = conversion.convert_records(records, [["p"], ["p"]], texts, converted)
     assert conv[0]["negs"][0]["document"] == "P one. P two R two." and conv[0]["negs"][0]["answer"] == "R two."
 
 
@@ -283,6 +286,11 @@ def test_knowledge_base_formats_and_errors(tmp_path):
     csv_path = tmp_path / "corpus.csv"
     csv_path.write_text('kid,text\n5,"Hello, world"\n9," padded "\n')
     assert list(KnowledgeBase(csv_path)) == [("5", "Hello, world"), ("9", "padded")]
+    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow as pa
+    pq.write_table(pa.table({"passage_id": ["p0", "p1"], "passage_content": ["First.", "Second."]}),
+                   tmp_path / "passages.parquet")
+    assert list(KnowledgeBase(tmp_path / "passages.parquet")) == [("p0", "First."), ("p1", "Second.")]
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"wikidata_id": "Q1", "wikipedia_content": "x"}\n{"wikidata_id": "Q2"}\n')
     with pytest.raises(KnowledgeBaseError, match=f"{bad}: line 2: missing field 'wikipedia_content'"):

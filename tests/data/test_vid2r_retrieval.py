@@ -120,3 +120,24 @@ def test_pipeline_with_a_model_folder(minilm, tmp_path, capsys):
     capsys.readouterr()
     assert cli.main(argv) == 0
     assert capsys.readouterr().out.count("up to date") == len(pipeline.STAGES)
+
+
+def test_plain_exact_search_fallback_matches_the_index_code_and_fixed_hits():
+    from mire_jax.data.vid2r import retrieval
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(3, 20, 50)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    embeddings = rng.normal(size=(offsets[-1], 16)).astype(np.float16)
+    q = rng.normal(size=(4, 8, 16)).astype(np.float32)
+    q_mask = np.arange(8)[None, :] < np.array([8, 6, 3, 1])[:, None]
+    ids, scores = retrieval._plain_exact_search(embeddings, offsets, q, q_mask, 5, block=16)
+    brute = np.array([[sum((embeddings[offsets[p]:offsets[p + 1]].astype(np.float32) @ q[b, t]).max()
+                           for t in range(8) if q_mask[b, t]) for p in range(50)] for b in range(4)])
+    np.testing.assert_array_equal(ids, np.argsort(-brute, axis=1, kind="stable")[:, :5])
+    np.testing.assert_allclose(scores, np.sort(brute, axis=1)[:, ::-1][:, :5], rtol=1e-5, atol=1e-5)
+    ids2, scores2 = retrieval._exact_search(embeddings, offsets, q, q_mask, 5)
+    np.testing.assert_array_equal(ids, ids2)
+    fixed = retrieval.FixedHitsRetriever({"a response": ["p1", "p2", "p3", "p4"]})
+    assert fixed.search(["a response"], 3) == [["p1", "p2", "p3"]]
+    with pytest.raises(KeyError, match="another"):
+        fixed.search(["another"], 3)

@@ -17,7 +17,7 @@ import csv
 import gzip
 import json
 import os
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from tqdm.auto import tqdm
 
@@ -137,8 +137,11 @@ class KnowledgeBase:
                 yield f"{path}: row {row}", data[self.id_field][i] if self.id_field else None, text
                 row += 1
 
-    def texts_for(self, pids: Iterable[str], progress: bool = True) -> dict[str, str]:
+    def texts_for(self, pids: Iterable[str], progress: bool = True,
+                  transform: Callable[[str], str] | None = None) -> dict[str, str]:
         """`{pid: text}` for the wanted ids, in one streaming pass (a repeated id keeps its first text).
+
+        `transform` is applied to each text found before it is kept (e.g. a cut, to save memory).
 
         Raises:
             KeyError: naming (some of) the ids that are not in the knowledge base.
@@ -148,7 +151,7 @@ class KnowledgeBase:
         if wanted:
             for pid, text in self.iter_passages(progress, desc="looking up hit passages"):
                 if pid in wanted and pid not in found:
-                    found[pid] = text
+                    found[pid] = transform(text) if transform else text
                     if len(found) == len(wanted):
                         break
         missing = wanted.difference(found)

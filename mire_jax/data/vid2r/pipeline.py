@@ -20,7 +20,7 @@ import shutil
 from typing import Callable, Sequence
 
 from mire_jax.data.vid2r import stages
-from mire_jax.data.vid2r.conversion import ConversionConfig, convert_records
+from mire_jax.data.vid2r.conversion import ConversionConfig, convert_records, cut_passage
 from mire_jax.data.vid2r.dialogues import SplitCounts, Triple, read_triples
 from mire_jax.data.vid2r.filtering import DROP_REASONS, FilterConfig, filter_triples
 from mire_jax.data.vid2r.knowledge_base import KnowledgeBase
@@ -135,7 +135,7 @@ class Vid2rPipeline:
         if marker is not None:
             counts = marker.get("summary") or {}
         else:
-            triples = (Triple.from_json(d) for d in stages.read_jsonl(self.markers.path("triples.jsonl")))
+            triples = (Triple.from_json(d) for d in stages.iter_jsonl(self.markers.path("triples.jsonl")))
             records, counts = filter_triples(triples, o.filter, extractor, seed=o.seed, unique_ids=o.unique_ids,
                                              save_negative=o.save_negative, progress=o.progress)
             counts = {"noun_extractor": extractor_name, **counts}
@@ -269,7 +269,10 @@ class Vid2rPipeline:
             records = _read_json(self.markers.path("vid2r_wo_conversion.json"))
             hits = [row["pids"] for row in stages.read_jsonl(self.markers.path("hits.jsonl"))]
             needed = {p for pids in hits for p in pids[:o.conversion.k]}
-            texts = kb.texts_for(needed, progress=o.progress)
+            # Only the cut of each hit is kept in memory (cutting is idempotent, compose cuts again).
+            c = o.conversion
+            texts = kb.texts_for(needed, progress=o.progress,
+                                 transform=lambda t: cut_passage(t, c.sentences, c.cut))
             converted = convert_records(records, hits, texts, o.conversion)
             stages.write_json(self.out_path, converted)
             short = sum(len(h) < o.conversion.k for h in hits)

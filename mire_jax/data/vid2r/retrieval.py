@@ -228,6 +228,8 @@ class MireTextRetriever:
             manifest = json.load(f)
         if not manifest.get("complete"):
             raise ValueError(f"{index_dir}: the index is incomplete (rerun build_index)")
+        if not manifest.get("num_passages"):
+            raise ValueError(f"{index_dir}: the knowledge base had no passages")
         embs, lengths, pids = [], [], []
         for shard in range(manifest["num_shards"]):
             with np.load(os.path.join(index_dir, f"shard_{shard:06d}.npz")) as z:
@@ -257,6 +259,7 @@ class _SearchBackend:
         self.progress = progress
         self.offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         self.embeddings = embeddings
+        self.mode = mode
         self.index = None
         if mode in ("index", "auto"):
             try:
@@ -278,12 +281,47 @@ class _SearchBackend:
         k_eff = min(k, len(self.pids))
         if k_eff == 0 or len(q) == 0:
             return [[] for _ in range(len(q))], [[] for _ in range(len(q))]
+        ids = None
         if self.index is not None:
-            ids, scores = self.index.search(q, q_mask, k_eff)
-        else:
-            from mire_jax.index.exact import exact_search
-            ids, scores = exact_search(self.embeddings, self.offsets, q, q_mask, k_eff, progress=False)
+            try:
+                ids, scores = self.index.search(q, q_mask, k_eff)
+            except Exception as e:  # noqa: BLE001  (see __init__)
+                if self.mode == "index":
+                    raise
+                warnings.warn(f"LateInteractionIndex.search failed ({e!r}); using exact search")
+                self.index = None
+        if ids is None:
+            ids, scores = _exact_search(self.embeddings, self.offsets, q, q_mask, k_eff)
         ids, scores = np.asarray(ids), np.asarray(scores)
         pid_lists = [[self.pids[int(i)] for i in row if i >= 0] for row in ids]
         score_lists = [[float(s) for i, s in zip(row_i, row_s) if i >= 0] for row_i, row_s in zip(ids, scores)]
         return pid_lists, score_lists
+
+
+def _exact_search(embeddings, offsets, q, q_mask, k):
+    """The evaluation code's exact MaxSim search (`mire_jax.index.exact`), or a plain blocked one without it."""
+    try:
+        from mire_jax.index.exact import exact_search
+    except ImportError:
+        return _plain_exact_search(embeddings, offsets, q, q_mask, k)
+    return exact_search(embeddings, offsets, q, q_mask, k, progress=False)
+
+
+def _plain_exact_search(embeddings, offsets, q, q_mask, k, block: int = 256):
+    from mire_jax.scoring import maxsim
+    q = jnp.asarray(q * q_mask[..., None], jnp.float32)
+    lengths = np.diff(offsets)
+    all_scores = []
+    for start in range(0, len(lengths), block):
+        stop = min(start + block, len(lengths))
+        width = int(lengths[start:stop].max())
+        d = np.zeros((stop - start, width, embeddings.shape[1]), np.float32)
+        mask = np.zeros((stop - start, width), bool)
+        for row, p in enumerate(range(start, stop)):
+            n = lengths[p]
+            d[row, :n] = embeddings[offsets[p]:offsets[p + 1]]
+            mask[row, :n] = True
+        all_scores.append(np.asarray(maxsim(q, jnp.asarray(d), jnp.asarray(mask))))
+    scores = np.concatenate(all_scores, axis=1)
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return order, np.take_along_axis(scores, order, axis=1)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 
 def fingerprint(*parts: Any) -> str:
@@ -53,17 +53,21 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[Any]) -> None:
     atomic_write(path, write)
 
 
-def read_jsonl(path: str | os.PathLike) -> list:
+def iter_jsonl(path: str | os.PathLike) -> Iterator[Any]:
+    """Stream the objects of a JSON Lines file (blank lines skipped); errors name the file and line."""
     path = os.fspath(path)
     with open(path, encoding="utf-8") as f:
-        out = []
         for line_no, line in enumerate(f, start=1):
             if line.strip():
                 try:
-                    out.append(json.loads(line))
+                    yield json.loads(line)
                 except json.JSONDecodeError as e:
                     raise ValueError(f"{path}: line {line_no}: invalid JSON: {e.msg}") from e
-        return out
+
+
+def read_jsonl(path: str | os.PathLike) -> list:
+    """All objects of a JSON Lines file."""
+    return list(iter_jsonl(path))
 
 
 class StageMarkers:
