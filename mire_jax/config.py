@@ -26,6 +26,8 @@ class BertConfig:
     type_vocab_size: int = 2
     layer_norm_eps: float = 1e-12
     hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1           # active only in training (`deterministic=False`)
+    attention_probs_dropout_prob: float = 0.1
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "BertConfig":

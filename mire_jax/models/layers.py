@@ -45,12 +45,20 @@ def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
     return x / jnp.sqrt(jnp.maximum(sq, eps * eps))
 
 
-def multi_head_attention(q, k, v, mask):
+def multi_head_attention(q, k, v, mask, dropout_rng=None, dropout_rate: float = 0.0):
     """q [B, T, N, H], k/v [B, S, N, H], mask [B, S] (True = attend) -> [B, T, N, H].
 
     `implementation=None` lets JAX pick the kernel the device has (cuDNN flash attention on GPU, XLA elsewhere).
+    Dropout on the attention probabilities (BERT in training) needs the probabilities, so it takes a plain path.
     """
-    return jax.nn.dot_product_attention(q, k, v, mask=mask[:, None, None, :].astype(bool), implementation=None)
+    mask = mask[:, None, None, :].astype(bool)
+    if dropout_rng is None or dropout_rate == 0.0:
+        return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=None)
+    logits = jnp.einsum("btnh,bsnh->bnts", q, k, preferred_element_type=jnp.float32) / math.sqrt(q.shape[-1])
+    probs = jax.nn.softmax(jnp.where(mask, logits, jnp.finfo(jnp.float32).min), axis=-1)
+    keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, probs.shape)
+    probs = jnp.where(keep, probs / (1.0 - dropout_rate), 0.0).astype(v.dtype)
+    return jnp.einsum("bnts,bsnh->btnh", probs, v)
 
 
 class SelfAttention(nn.Module):
@@ -58,13 +66,15 @@ class SelfAttention(nn.Module):
     num_heads: int
     dtype: jnp.dtype = jnp.float32
     kernel_init: Callable = nn.initializers.normal(0.02)
+    dropout_rate: float = 0.0
 
     @nn.compact
-    def __call__(self, x, mask):
+    def __call__(self, x, mask, deterministic: bool = True):
         width = x.shape[-1]
         head_dim = width // self.num_heads
         dense = lambda name: nn.Dense(width, dtype=self.dtype, kernel_init=self.kernel_init, name=name)
         split = lambda y: y.reshape(*y.shape[:2], self.num_heads, head_dim)
         q, k, v = (split(dense(n)(x)) for n in ("query", "key", "value"))
-        out = multi_head_attention(q, k, v, mask)
+        rng = None if deterministic or self.dropout_rate == 0.0 else self.make_rng("dropout")
+        out = multi_head_attention(q, k, v, mask, rng, self.dropout_rate)
         return dense("out")(out.reshape(*x.shape[:2], width))
