@@ -1,0 +1,66 @@
+"""Defaults shared by every training config; recipe files override what differs."""
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.phase = "pretrain"              # "pretrain" (pooling head trains) | "finetune" (+ BERT and projection)
+    c.total_steps = 1000
+    c.batch_size = 128                # GLOBAL batch (all devices, all hosts)
+    c.seed = 0
+    c.log_every = 10
+    c.checkpoint_every = 500
+    c.keep_checkpoints = 3
+    c.lr = 1e-4
+    c.warmup_steps = 300
+    c.weight_decay = 0.0
+    c.clip_norm = 0.0                 # 0: no clipping
+    c.accum_steps = 1
+    c.temperature = 0.3
+    c.maxsim_block = 0                # passages per MaxSim block in the loss (0: all at once)
+    c.dropout = True                  # BERT dropout while training, as the published code
+    c.parallel = "shard_map"          # "shard_map" | "pmap"
+    c.tokenizer = ""                  # vocab.txt or tokenizer folder ("" only with synthetic data)
+
+    c.model = ml_collections.ConfigDict()
+    c.model.dir = ""                  # a mire-jax model folder (python -m mire_jax.convert import-hf ...)
+    c.model.preset = "base"           # random init of this size when no dir (tests, smoke runs)
+    c.model.seed = 0
+    c.model.dtype = "float32"         # "bfloat16": bf16 matmuls, float32 params
+    c.model.residual = False          # the fusion ablation head
+
+    c.data = ml_collections.ConfigDict()
+    c.data.builder = "vid2r"          # vid2r | m2kr | image_question_jsonl
+    c.data.builder_config = ""        # e.g. "EVQA_data" for m2kr
+    c.data.data_dir = ""              # tfds data dir ("" = WORKDIR/tfds)
+    c.data.manual_dir = ""            # downloaded files; the dataset is built from them on first use
+    c.data.split = "train"
+    c.data.splits = ("train",)        # for train/cache_vision.py
+    c.data.image_root = ""
+    c.data.image_policy = "fail"      # "fail" | "skip" a missing or corrupt image
+    c.data.vision_cache_dir = ""      # train from cached vision features (train/cache_vision.py)
+    c.data.query_maxlen = 32
+    c.data.doc_maxlen = 220
+    c.data.attend_to_mask_tokens = True
+    c.data.use_instruction = False
+    c.data.read_threads = 8
+    c.data.worker_count = 0
+    c.data.synthetic = ml_collections.ConfigDict()
+    c.data.synthetic.enabled = False  # generate the demo benchmark and train on its queries
+    c.data.synthetic.dir = ""
+    c.data.synthetic.seed = 0
+    c.data.synthetic.queries = "finetune"
+    c.data.synthetic.sizes = ml_collections.ConfigDict()
+
+    c.vision_cache = ml_collections.ConfigDict()
+    c.vision_cache.dtype = "float16"
+    c.vision_cache.shard_size = 1024
+    c.vision_cache.batch_size = 64
+    c.vision_cache.read_threads = 8
+
+    c.distributed = ml_collections.ConfigDict()
+    c.distributed.coordinator = ""    # host:port of process 0 (or MIRE_COORDINATOR)
+    c.distributed.num_processes = 0
+    c.distributed.process_id = -1
+    c.distributed.auto = False        # let JAX detect the cluster (TPU pods, SLURM)
+    return c

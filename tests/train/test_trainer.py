@@ -1,0 +1,118 @@
+"""The training loop on the tiny config: exact resume, kill -9, SIGTERM, NaN, bad config, logs."""
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "configs"))
+import tiny  # noqa: E402
+
+from mire_jax.trainer import TrainingDiverged, train  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def synthetic_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("synthetic"))
+
+
+def _config(synthetic_dir, **overrides):
+    cfg = tiny.get_config()
+    cfg.data.synthetic.dir = synthetic_dir
+    cfg.log_every = 1
+    cfg.batch_size = 8
+    for key, value in overrides.items():
+        node = cfg
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return cfg
+
+
+def _metrics(workdir):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_resume_gives_bit_identical_losses(synthetic_dir, tmp_path):
+    whole, halves = str(tmp_path / "whole"), str(tmp_path / "halves")
+    train(_config(synthetic_dir, total_steps=6, checkpoint_every=3), whole)
+    train(_config(synthetic_dir, total_steps=3, checkpoint_every=3), halves)
+    train(_config(synthetic_dir, total_steps=6, checkpoint_every=3), halves)  # the same command, resumed
+    a, b = _metrics(whole), _metrics(halves)
+    assert [r["step"] for r in b] == list(range(1, 7))
+    assert [(r["loss"], r["accuracy"], r["grad_norm"]) for r in a] == \
+           [(r["loss"], r["accuracy"], r["grad_norm"]) for r in b]
+    for key in ("step", "loss", "accuracy", "lr", "samples_per_s"):
+        assert key in a[0]
+    assert list((tmp_path / "whole" / "tensorboard").glob("events.out.tfevents.*"))
+    assert (tmp_path / "whole" / "model" / "params.safetensors").exists()
+    sys.path.insert(0, str(ROOT / "train"))
+    from plot import plot
+    assert os.path.getsize(plot(whole)) > 1000
+
+
+def test_nan_loss_stops_with_the_step_number(synthetic_dir, tmp_path):
+    with pytest.raises(TrainingDiverged, match=r"at step \d+"):
+        train(_config(synthetic_dir, total_steps=8, lr=1e30, warmup_steps=0), str(tmp_path / "nan"))
+    # nothing written after the divergence: no checkpoint holds non-finite params
+    assert not list((tmp_path / "nan" / "checkpoints").glob("[0-9]*"))
+
+
+def _launch(workdir, synthetic_dir, *overrides):
+    cmd = [sys.executable, str(ROOT / "train" / "train.py"), "--config", str(ROOT / "configs" / "tiny.py"),
+           "--workdir", workdir, f"--config.data.synthetic.dir={synthetic_dir}", "--config.log_every=1",
+           "--config.batch_size=8", *overrides]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
+
+
+def _wait_for_step(workdir, step, proc, timeout=300):
+    path = os.path.join(workdir, "metrics.jsonl")
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        if os.path.exists(path) and sum(1 for _ in open(path)) >= step:
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"no step {step} in {timeout}s")
+
+
+def test_kill_9_loses_at_most_the_steps_since_the_last_checkpoint(synthetic_dir, tmp_path):
+    workdir = str(tmp_path / "killed")
+    proc = _launch(workdir, synthetic_dir, "--config.total_steps=400", "--config.checkpoint_every=4")
+    _wait_for_step(workdir, 10, proc)
+    proc.kill()
+    proc.wait()
+    killed_at = len(_metrics(workdir))
+    from mire_jax.checkpoint import Checkpointer
+    latest = Checkpointer(os.path.join(workdir, "checkpoints")).latest_step()
+    # saves are asynchronous: the newest committed step is at most one interval (plus the save in flight) old
+    assert latest is not None and killed_at - 2 * 4 - 1 <= latest <= killed_at
+    proc = _launch(workdir, synthetic_dir, f"--config.total_steps={latest + 2}", "--config.checkpoint_every=4")
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-2000:]
+    assert [r["step"] for r in _metrics(workdir)] == list(range(1, latest + 3))
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_0(synthetic_dir, tmp_path):
+    workdir = str(tmp_path / "term")
+    proc = _launch(workdir, synthetic_dir, "--config.total_steps=400", "--config.checkpoint_every=1000")
+    _wait_for_step(workdir, 3, proc)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-2000:]
+    steps = sorted(int(p.name) for p in (tmp_path / "term" / "checkpoints").iterdir() if p.name.isdigit())
+    assert steps and steps[-1] >= 3
+
+
+def test_unknown_config_key_is_refused_by_name(synthetic_dir, tmp_path):
+    proc = _launch(str(tmp_path / "bad"), synthetic_dir, "--config.no_such_key=1")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and "no_such_key" in err
