@@ -1,0 +1,287 @@
+"""On-disk shards of an encoded corpus: writer (atomic, resumable) and verified reader.
+
+Layout of a shard directory `out/`:
+
+    out/shard_000000/embeddings.npy   float16 [tokens, dim]: every passage's kept tokens, in passage order
+    out/shard_000000/lengths.npy      int32 [passages]: kept tokens per passage
+    out/shard_000000/ids.json         [passages] passage ids (strings)
+    out/shard_000000/shard.json       counts, sha256 of the three files above, the encoding settings
+    out/manifest.json                 every shard's counts and checksums, totals; written once all exist
+
+Shard g holds passages g*shard_size ... (g+1)*shard_size - 1 of the input, so the concatenation of all
+shards in index order is the input order, whichever process wrote each shard. A shard is written in a
+hidden temporary directory and renamed into place when complete: a directory named `shard_*` is always
+finished, and an interrupted run leaves only a temporary directory that the next run removes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pathlib
+import re
+import shutil
+import uuid
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+
+FORMAT = "mire-jax-shards"
+VERSION = 1
+MANIFEST = "manifest.json"
+SHARD_META = "shard.json"
+EMBEDDINGS = "embeddings.npy"
+LENGTHS = "lengths.npy"
+IDS = "ids.json"
+DATA_FILES = (EMBEDDINGS, LENGTHS, IDS)
+_SHARD_RE = re.compile(r"^shard_(\d{6})$")
+_TMP_PREFIX = ".tmp-"
+
+
+class ShardError(ValueError):
+    """A shard or manifest is missing, inconsistent or altered; the message names the file."""
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def shard_name(index: int) -> str:
+    """Directory name of global shard `index`."""
+    return f"shard_{index:06d}"
+
+
+def _write_json_atomic(path: pathlib.Path, obj: Any) -> None:
+    tmp = path.with_name(f"{_TMP_PREFIX}{path.name}-{uuid.uuid4().hex}")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _read_json(path: pathlib.Path) -> Any:
+    if not path.exists():
+        raise ShardError(f"{path}: missing")
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise ShardError(f"{path}: not valid JSON ({e})") from e
+
+
+def write_shard(out_dir: str | os.PathLike, index: int, embeddings: np.ndarray, lengths: Sequence[int],
+                ids: Sequence[str], settings: Mapping[str, Any] | None = None) -> dict:
+    """Write one finished shard atomically (temporary directory, then rename).
+
+    Args:
+        out_dir: the shard directory (created if needed).
+        index: global shard index.
+        embeddings: [tokens, dim] kept-token embeddings of the shard's passages, concatenated in order.
+        lengths: [passages] kept tokens per passage; must sum to `tokens`.
+        ids: [passages] passage ids.
+        settings: JSON-able description of how the embeddings were made (model, lengths, input); kept in
+            shard.json so that a resumed run with other settings is refused.
+
+    Returns:
+        The shard's metadata (the content of shard.json).
+    """
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    embeddings = np.ascontiguousarray(embeddings, dtype=np.float16)
+    lengths = np.asarray(lengths, dtype=np.int32)
+    ids = [str(i) for i in ids]
+    if embeddings.ndim != 2:
+        raise ValueError(f"shard {index}: embeddings must be [tokens, dim], got shape {embeddings.shape}")
+    if len(lengths) != len(ids):
+        raise ValueError(f"shard {index}: {len(lengths)} lengths but {len(ids)} ids")
+    if int(lengths.sum()) != embeddings.shape[0]:
+        raise ValueError(f"shard {index}: lengths sum to {int(lengths.sum())} but there are "
+                         f"{embeddings.shape[0]} token rows")
+    name = shard_name(index)
+    tmp = out / f"{_TMP_PREFIX}{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    np.save(tmp / EMBEDDINGS, embeddings)
+    np.save(tmp / LENGTHS, lengths)
+    with open(tmp / IDS, "w") as f:
+        json.dump(ids, f)
+    meta = {
+        "name": name, "index": index, "num_passages": len(ids), "num_tokens": int(embeddings.shape[0]),
+        "dim": int(embeddings.shape[1]), "dtype": "float16",
+        "files": {fn: {"sha256": sha256_file(tmp / fn), "bytes": (tmp / fn).stat().st_size}
+                  for fn in DATA_FILES},
+        "settings": dict(settings or {}),
+    }
+    _write_json_atomic(tmp / SHARD_META, meta)
+    final = out / name
+    try:
+        os.rename(tmp, final)
+    except OSError:
+        # Another writer finished the same shard first; theirs stands.
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (final / SHARD_META).exists():
+            raise
+    return meta
+
+
+def finished_shard(out_dir: str | os.PathLike, index: int,
+                   settings: Mapping[str, Any] | None = None) -> dict | None:
+    """The metadata of shard `index` if it is finished, else None.
+
+    Raises:
+        ShardError: the shard exists but was made with other settings than `settings`.
+    """
+    path = pathlib.Path(out_dir) / shard_name(index) / SHARD_META
+    if not path.exists():
+        return None
+    meta = _read_json(path)
+    if settings is not None and meta.get("settings") != json.loads(json.dumps(dict(settings))):
+        raise ShardError(f"{path}: made with settings {meta.get('settings')}, not {dict(settings)}; "
+                         "use another output directory or remove the old shards")
+    return meta
+
+
+def remove_stale_temporaries(out_dir: str | os.PathLike, indices: Sequence[int] | None = None) -> list[str]:
+    """Delete temporary directories left by interrupted writes of shards `indices` (None: all shards).
+
+    Only pass the shards this process owns when other processes may be writing into the same directory.
+    Returns the names removed.
+    """
+    out = pathlib.Path(out_dir)
+    wanted = None if indices is None else {shard_name(i) for i in indices}
+    removed = []
+    for child in out.iterdir() if out.exists() else []:
+        if not (child.name.startswith(_TMP_PREFIX) and child.is_dir()):
+            continue
+        name = child.name[len(_TMP_PREFIX):].split("-")[0]
+        if wanted is None or name in wanted:
+            shutil.rmtree(child, ignore_errors=True)
+            removed.append(child.name)
+    return removed
+
+
+def list_shards(out_dir: str | os.PathLike) -> list[int]:
+    """Indices of the finished shards present, sorted."""
+    out = pathlib.Path(out_dir)
+    found = []
+    for child in out.iterdir() if out.exists() else []:
+        match = _SHARD_RE.match(child.name)
+        if match and (child / SHARD_META).exists():
+            found.append(int(match.group(1)))
+    return sorted(found)
+
+
+def write_manifest(out_dir: str | os.PathLike, num_shards: int | None = None,
+                   extra: Mapping[str, Any] | None = None) -> dict:
+    """Collect every shard's metadata into manifest.json (atomically).
+
+    Args:
+        out_dir: the shard directory.
+        num_shards: the expected number of shards; None takes 0..max found and still requires no gap.
+        extra: more JSON-able fields for the manifest (e.g. the input file).
+
+    Raises:
+        ShardError: a shard is missing (named) or shards disagree on the embedding size.
+    """
+    out = pathlib.Path(out_dir)
+    present = list_shards(out)
+    expected = num_shards if num_shards is not None else (present[-1] + 1 if present else 0)
+    missing = sorted(set(range(expected)) - set(present))
+    if missing:
+        raise ShardError(f"{out / shard_name(missing[0])}: missing ({len(missing)} shard(s) not finished)")
+    shards = [_read_json(out / shard_name(i) / SHARD_META) for i in range(expected)]
+    dims = {s["dim"] for s in shards}
+    if len(dims) > 1:
+        raise ShardError(f"{out}: shards disagree on the embedding size {sorted(dims)}")
+    manifest = {
+        "format": FORMAT, "version": VERSION, "dtype": "float16",
+        "dim": dims.pop() if dims else None,
+        "num_shards": expected,
+        "num_passages": sum(s["num_passages"] for s in shards),
+        "num_tokens": sum(s["num_tokens"] for s in shards),
+        "shards": [{k: s[k] for k in ("name", "num_passages", "num_tokens", "files")} for s in shards],
+        **dict(extra or {}),
+    }
+    _write_json_atomic(out / MANIFEST, manifest)
+    return manifest
+
+
+def read_manifest(out_dir: str | os.PathLike) -> dict:
+    """The manifest of a finished shard directory.
+
+    Raises:
+        ShardError: manifest.json is missing or not of this format.
+    """
+    path = pathlib.Path(out_dir) / MANIFEST
+    manifest = _read_json(path)
+    if manifest.get("format") != FORMAT:
+        raise ShardError(f"{path}: not a {FORMAT} manifest")
+    return manifest
+
+
+def _check_file(path: pathlib.Path, expected: Mapping[str, Any], verify: bool) -> None:
+    if not path.exists():
+        raise ShardError(f"{path}: missing")
+    size = path.stat().st_size
+    if size != expected["bytes"]:
+        raise ShardError(f"{path}: {size} bytes, the manifest says {expected['bytes']} (altered)")
+    if verify and sha256_file(path) != expected["sha256"]:
+        raise ShardError(f"{path}: sha256 differs from the manifest (altered)")
+
+
+def read_shard(out_dir: str | os.PathLike, entry: Mapping[str, Any], verify: bool = True,
+               mmap: bool = False) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """One shard's (embeddings [tokens, dim] float16, lengths [passages] int32, ids) after checking it.
+
+    Args:
+        out_dir: the shard directory.
+        entry: the shard's manifest entry.
+        verify: compare sha256 checksums (sizes and counts are always checked).
+        mmap: memory-map the embeddings instead of reading them.
+    """
+    folder = pathlib.Path(out_dir) / entry["name"]
+    for fn in DATA_FILES:
+        _check_file(folder / fn, entry["files"][fn], verify)
+    embeddings = np.load(folder / EMBEDDINGS, mmap_mode="r" if mmap else None)
+    lengths = np.load(folder / LENGTHS)
+    with open(folder / IDS) as f:
+        ids = json.load(f)
+    if (embeddings.shape[0] != entry["num_tokens"] or len(lengths) != entry["num_passages"]
+            or len(ids) != entry["num_passages"] or int(lengths.sum()) != entry["num_tokens"]):
+        raise ShardError(f"{folder}: counts disagree with the manifest")
+    return embeddings, lengths, ids
+
+
+def iter_shards(out_dir: str | os.PathLike, verify: bool = True,
+                mmap: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray, list[str]]]:
+    """Every shard's (embeddings, lengths, ids), in corpus order, each checked against the manifest."""
+    manifest = read_manifest(out_dir)
+    for entry in manifest["shards"]:
+        yield read_shard(out_dir, entry, verify=verify, mmap=mmap)
+
+
+def read_corpus(out_dir: str | os.PathLike, verify: bool = True,
+                progress: bool = False) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """The whole encoded corpus: (embeddings [total_tokens, dim] float16, lengths [N] int32, ids [N])."""
+    from tqdm.auto import tqdm
+
+    manifest = read_manifest(out_dir)
+    embeddings = np.empty((manifest["num_tokens"], manifest["dim"] or 0), np.float16)
+    lengths, ids, row = [], [], 0
+    for entry in tqdm(manifest["shards"], desc="reading shards", unit="shard", disable=not progress):
+        emb, lens, pids = read_shard(out_dir, entry, verify=verify, mmap=True)
+        embeddings[row:row + emb.shape[0]] = emb
+        row += emb.shape[0]
+        lengths.append(lens)
+        ids.extend(pids)
+    if row != manifest["num_tokens"]:
+        raise ShardError(f"{pathlib.Path(out_dir) / MANIFEST}: num_tokens {manifest['num_tokens']} but the "
+                         f"shards hold {row}")
+    lengths_arr = np.concatenate(lengths) if lengths else np.zeros(0, np.int32)
+    return embeddings, lengths_arr.astype(np.int32), ids

@@ -1,0 +1,161 @@
+"""Generated token embeddings with the structure of real ColBERT ones, for tests and benchmarks.
+
+Real late-interaction token embeddings are clustered: every occurrence of a word lands near that word's
+direction, shifted a little by its context (the passage's topic and the passage itself). Frequent words
+(stop words, in real text) occur in nearly every passage; content words come from a topic. Random
+isotropic vectors have none of this structure, so an approximate index tuned on them is tuned for the
+wrong problem. This module draws such a corpus and queries built from a source passage, so that the
+exact ranking is meaningful (the source passage and passages of its topic score highest).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class SyntheticSpec:
+    """Sizes and noise levels of a generated corpus.
+
+    Attributes:
+        num_passages: number of passages.
+        mean_length: mean number of kept tokens per passage (lengths vary +-50%).
+        dim: embedding size.
+        vocab_size: number of distinct "words" (cluster directions).
+        num_common: the first `num_common` words are frequent everywhere (stop-word-like).
+        num_topics: number of topics; each owns a random slice of the content vocabulary.
+        topic_vocab: content words per topic.
+        common_fraction: share of a passage's tokens that are common words.
+        context_noise: norm of the per-occurrence Gaussian noise added to a word direction.
+        topic_weight: weight of the topic direction mixed into every token of a passage.
+        passage_weight: weight of a per-passage direction mixed into its tokens.
+        query_tokens: tokens per query (Nq).
+        query_from_source: share of query tokens that repeat words of the source passage.
+    """
+
+    num_passages: int = 2000
+    mean_length: int = 64
+    dim: int = 128
+    vocab_size: int = 30000
+    num_common: int = 300
+    num_topics: int = 400
+    topic_vocab: int = 150
+    common_fraction: float = 0.35
+    context_noise: float = 0.55
+    topic_weight: float = 0.25
+    passage_weight: float = 0.25
+    query_tokens: int = 32
+    query_from_source: float = 0.5
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def _zipf_probs(n: int, exponent: float = 1.0) -> np.ndarray:
+    weights = 1.0 / np.arange(1, n + 1, dtype=np.float64) ** exponent
+    return weights / weights.sum()
+
+
+class SyntheticCorpus:
+    """A generated corpus: words, topics and passages, drawn once from a seed.
+
+    Args:
+        spec: sizes and noise levels.
+        seed: random seed; the same seed gives the same corpus and queries.
+    """
+
+    def __init__(self, spec: SyntheticSpec, seed: int = 0):
+        self.spec = spec
+        rng = np.random.default_rng(seed)
+        s = spec
+        self._words = _unit(rng.standard_normal((s.vocab_size, s.dim))).astype(np.float32)
+        self._topics = _unit(rng.standard_normal((s.num_topics, s.dim))).astype(np.float32)
+        content = np.arange(s.num_common, s.vocab_size)
+        self._topic_words = np.stack(
+            [rng.choice(content, size=s.topic_vocab, replace=False) for _ in range(s.num_topics)])
+        self._common_p = _zipf_probs(s.num_common)
+        self._topic_p = _zipf_probs(s.topic_vocab, 0.8)
+        low, high = max(4, s.mean_length // 2), max(5, s.mean_length * 3 // 2)
+        self.lengths = rng.integers(low, high + 1, size=s.num_passages).astype(np.int32)
+        self.passage_topic = rng.integers(0, s.num_topics, size=s.num_passages).astype(np.int32)
+        self._passage_seed = rng.integers(0, 2**63 - 1)
+        self._query_seed = rng.integers(0, 2**63 - 1)
+        self.offsets = np.concatenate([[0], np.cumsum(self.lengths, dtype=np.int64)])
+
+    @property
+    def num_tokens(self) -> int:
+        """Total kept tokens of the corpus."""
+        return int(self.offsets[-1])
+
+    def _passage_words(self, pid: int) -> np.ndarray:
+        rng = np.random.default_rng([self._passage_seed, pid])
+        n = int(self.lengths[pid])
+        n_common = int(round(n * self.spec.common_fraction))
+        common = rng.choice(self.spec.num_common, size=n_common, p=self._common_p)
+        topic = self._topic_words[self.passage_topic[pid]]
+        content = topic[rng.choice(self.spec.topic_vocab, size=n - n_common, p=self._topic_p)]
+        words = np.concatenate([common, content])
+        return words[rng.permutation(n)]
+
+    def _embed(self, words: np.ndarray, topic: int, passage_dir: np.ndarray,
+               rng: np.random.Generator) -> np.ndarray:
+        s = self.spec
+        noise = rng.standard_normal((len(words), s.dim)).astype(np.float32)
+        noise *= s.context_noise / np.sqrt(s.dim)
+        x = self._words[words] + noise
+        x += s.topic_weight * self._topics[topic] + s.passage_weight * passage_dir
+        return _unit(x)
+
+    def _passage_dir(self, pid: int) -> np.ndarray:
+        rng = np.random.default_rng([self._passage_seed, pid, 1])
+        return _unit(rng.standard_normal(self.spec.dim)).astype(np.float32)
+
+    def passage_embeddings(self, pid: int) -> np.ndarray:
+        """Embeddings [length, dim] float32 of passage `pid` (L2-normalised rows)."""
+        rng = np.random.default_rng([self._passage_seed, pid, 2])
+        return self._embed(self._passage_words(pid), int(self.passage_topic[pid]),
+                           self._passage_dir(pid), rng)
+
+    def embeddings(self, start: int = 0, stop: int | None = None,
+                   dtype=np.float16) -> np.ndarray:
+        """Concatenated embeddings [tokens, dim] of passages start..stop-1, in order."""
+        stop = self.spec.num_passages if stop is None else stop
+        out = np.empty((int(self.offsets[stop] - self.offsets[start]), self.spec.dim), dtype)
+        base = self.offsets[start]
+        for pid in range(start, stop):
+            out[self.offsets[pid] - base:self.offsets[pid + 1] - base] = self.passage_embeddings(pid)
+        return out
+
+    def queries(self, num_queries: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Queries made from random source passages.
+
+        Each query repeats some words of its source passage (fresh context noise), adds other words of
+        the source's topic and a few common words. The last few tokens of some queries are masked out,
+        like padding.
+
+        Returns:
+            (embeddings [B, Nq, dim] float32, mask [B, Nq] bool, source passage index [B] int32).
+        """
+        s = self.spec
+        rng = np.random.default_rng([self._query_seed, seed])
+        nq = s.query_tokens
+        sources = rng.integers(0, s.num_passages, size=num_queries).astype(np.int32)
+        embs = np.zeros((num_queries, nq, s.dim), np.float32)
+        mask = np.zeros((num_queries, nq), bool)
+        for b, pid in enumerate(sources):
+            n = int(rng.integers(nq * 3 // 4, nq + 1))
+            own = self._passage_words(int(pid))
+            n_src = int(round(n * s.query_from_source))
+            n_common = max(1, n // 8)
+            topic = self._topic_words[self.passage_topic[pid]]
+            words = np.concatenate([
+                rng.choice(own, size=n_src),
+                topic[rng.choice(s.topic_vocab, size=n - n_src - n_common, p=self._topic_p)],
+                rng.choice(s.num_common, size=n_common, p=self._common_p),
+            ])
+            embs[b, :n] = self._embed(words, int(self.passage_topic[pid]), self._passage_dir(int(pid)), rng)
+            mask[b, :n] = True
+        return embs, mask, sources
