@@ -53,7 +53,8 @@ class IndexConfig:
         mode: "scann", "exact", or "auto" (exact up to `exact_max_tokens` corpus tokens, else scann).
         exact_max_tokens: corpus size (tokens) up to which "auto" means exact search.
         num_leaves: ScaNN partitions (default ~1.6 sqrt(tokens), a power of two).
-        leaves_to_search: partitions probed per query token (default 3% of the leaves, at least 8).
+        leaves_to_search: partitions probed per query token (default 3% of the leaves, at least 8, and
+            on small corpora enough to hold 8x neighbors_per_token tokens).
         dims_per_block: dimensions per asymmetric-hashing block (4 bits per block, so dim/dims_per_block/2
             bytes per token).
         anisotropic_threshold: ScaNN's anisotropic quantisation threshold for dot products.
@@ -95,12 +96,13 @@ class IndexConfig:
         if leaves is None:
             leaves = 2 ** round(math.log2(max(1.6 * math.sqrt(max(num_tokens, 1)), 1)))
             leaves = int(min(max(leaves, 16), 65536, max(num_tokens // 64, 1)))
+        neighbors = self.neighbors_per_token or min(512, max(num_tokens, 1))
         probe = self.leaves_to_search
         if probe is None:
-            probe = max(8, math.ceil(0.03 * leaves))
+            # 3% of the partitions, and on small corpora enough of them to hold 8x the neighbours wanted.
+            probe = max(8, math.ceil(0.03 * leaves), math.ceil(8 * neighbors * leaves / max(num_tokens, 1)))
         probe = int(min(probe, leaves))
         sample = self.training_sample_size or min(num_tokens, 64 * leaves, 250_000)
-        neighbors = self.neighbors_per_token or min(512, max(num_tokens, 1))
         return dataclasses.replace(self, mode=mode, num_leaves=leaves, leaves_to_search=probe,
                                    training_sample_size=int(sample), neighbors_per_token=int(neighbors))
 

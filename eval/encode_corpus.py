@@ -1,0 +1,90 @@
+"""Encode a passage corpus into index shards (and optionally build the late-interaction index).
+
+    python eval/encode_corpus.py --passages passages.parquet --model MODEL_DIR --out shards/ \
+        [--index index/] [--doc-maxlen 384] [--batch-size 64] [--shard-size 10000]
+
+Input: JSON Lines (`{"id", "text"}` per line) or parquet (`passage_id`, `passage_content`), other field
+names via --id-field / --text-field. Model: a mire-jax model folder (`config.json` + `params.safetensors`,
+see `mire_jax.model_io`; `python -m mire_jax.convert` writes one from a published checkpoint). Every
+process (`jax.process_index()` of `jax.process_count()`, multi-host via MIRE_COORDINATOR /
+MIRE_NUM_PROCESSES / MIRE_PROCESS_ID) encodes its own shards, data-parallel over its local devices.
+Rerunning the same command resumes: finished shards are kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+
+def load_encoder(model_dir: str, tokenizer_path: str | None, doc_maxlen: int, batch_size: int):
+    """The model's passage encoder (an `EncodeFn`) from a mire-jax model folder and a WordPiece vocabulary."""
+    from mire_jax.index.encode import model_encode_fn
+    from mire_jax.model_io import load_model
+    from mire_jax.tokenizer import ColbertTokenizer
+
+    config, params = load_model(model_dir)
+    tokenizer_path = tokenizer_path or model_dir
+    folder = pathlib.Path(tokenizer_path)
+    if folder.is_dir() and not any((folder / n).exists() for n in ("tokenizer.json", "vocab.txt")):
+        raise FileNotFoundError(f"{folder}: no tokenizer.json or vocab.txt; pass --tokenizer")
+    tokenizer = ColbertTokenizer.from_pretrained(tokenizer_path)
+    return model_encode_fn(config, params, tokenizer, max_len=doc_maxlen, batch_size=batch_size)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description="Encode passages into late-interaction index shards.")
+    parser.add_argument("--passages", required=True, help=".jsonl or .parquet file of passages")
+    parser.add_argument("--model", "--checkpoint", dest="model", required=True, help="mire-jax model folder")
+    parser.add_argument("--tokenizer", default=None, help="tokenizer folder or vocab.txt (default: --model)")
+    parser.add_argument("--out", required=True, help="shard directory")
+    parser.add_argument("--index", default=None, help="also build the index from the shards and save it here")
+    parser.add_argument("--index-mode", default="auto", choices=("auto", "scann", "exact"))
+    parser.add_argument("--id-field", default=None, help="id field/column (id | passage_id)")
+    parser.add_argument("--text-field", default=None, help="text field/column (text | passage_content)")
+    parser.add_argument("--doc-maxlen", type=int, default=384)
+    parser.add_argument("--batch-size", type=int, default=64, help="passages per step (all local devices)")
+    parser.add_argument("--shard-size", type=int, default=10_000)
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+
+    import jax
+
+    from mire_jax.index import LateInteractionIndex
+    from mire_jax.index.encode import count_passages, encode_to_shards, iter_passages
+    from mire_jax.index.shards import write_manifest
+    from mire_jax.parallel import initialize_distributed
+
+    initialize_distributed()
+    process, processes = jax.process_index(), jax.process_count()
+    encode = load_encoder(args.model, args.tokenizer, args.doc_maxlen, args.batch_size)
+    settings = {"model": os.path.basename(os.path.normpath(args.model)), "doc_maxlen": args.doc_maxlen,
+                "passages": os.path.basename(args.passages), "id_field": args.id_field,
+                "text_field": args.text_field}
+    summary = encode_to_shards(
+        iter_passages(args.passages, args.id_field, args.text_field), args.out, encode,
+        shard_size=args.shard_size, batch_size=args.batch_size, process_index=process,
+        process_count=processes, settings=settings, total=count_passages(args.passages),
+        progress=not args.no_progress)
+    print(f"process {process}: wrote {len(summary.shards_written)} shard(s), kept "
+          f"{len(summary.shards_skipped)} finished one(s); {summary.num_shards} shard(s) in all")
+    if processes > 1:
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices("encode_corpus: all shards written")
+    if process != 0:
+        return
+    manifest = write_manifest(args.out, summary.num_shards, extra={"settings": settings})
+    print(f"{args.out}: {manifest['num_passages']} passages, {manifest['num_tokens']} tokens")
+    if args.index:
+        index = LateInteractionIndex.from_shards(args.out, {"mode": args.index_mode},
+                                                 progress=not args.no_progress)
+        index.save(args.index)
+        print(f"{args.index}: {index.config.mode} index saved")
+
+
+if __name__ == "__main__":
+    main()
