@@ -14,22 +14,46 @@ import jax.numpy as jnp
 MASKED_SCORE = -9999.0  # the published code's fill for masked doc tokens
 
 
+def _masked_scores(q, d, d_mask):
+    s = jnp.einsum("qnd,pld->qpnl", q, d, preferred_element_type=jnp.float32)
+    return jnp.where(d_mask[None, :, None, :].astype(bool), s, MASKED_SCORE)
+
+
+@jax.custom_vjp
 def maxsim(q: jax.Array, d: jax.Array, d_mask: jax.Array) -> jax.Array:
     """All-pairs late interaction: q [Bq, Nq, D], d [Bd, Ld, D], d_mask [Bd, Ld] -> [Bq, Bd] float32.
 
     s(Q, D) = sum_i max_j <Q_i, D_j> over unmasked j; masked doc tokens score MASKED_SCORE.
+    The backward pass routes each query token's gradient to the doc token it matched (as PyTorch's max does),
+    from the argmax indices alone: the [Bq, Bd, Nq, Ld] similarity tensor exists only inside the forward pass.
     """
-    s = jnp.einsum("qnd,pld->qpnl", q, d, preferred_element_type=jnp.float32)
-    s = jnp.where(d_mask[None, :, None, :].astype(bool), s, MASKED_SCORE)
-    return s.max(-1).sum(-1)
+    return _masked_scores(q, d, d_mask).max(-1).sum(-1)
+
+
+def _maxsim_fwd(q, d, d_mask):
+    s = _masked_scores(q, d, d_mask)
+    best = jnp.argmax(s, axis=-1)                                            # [Bq, Bd, Nq]
+    return s.max(-1).sum(-1), (q, d, d_mask, best)
+
+
+def _maxsim_bwd(residuals, g):
+    q, d, d_mask, best = residuals
+    docs = jnp.arange(d.shape[0])[None, :, None]
+    weight = g[:, :, None] * d_mask[docs, best].astype(g.dtype)             # masked matches carry no gradient
+    matched = d[docs, best]                                                  # [Bq, Bd, Nq, D]
+    grad_q = jnp.einsum("ipn,ipnk->ink", weight, matched.astype(g.dtype))
+    contrib = weight[..., None] * q[:, None].astype(g.dtype)                # [Bq, Bd, Nq, D]
+    grad_d = jnp.zeros(d.shape, g.dtype).at[jnp.broadcast_to(docs, best.shape), best].add(contrib)
+    return grad_q.astype(q.dtype), grad_d.astype(d.dtype), None
+
+
+maxsim.defvjp(_maxsim_fwd, _maxsim_bwd)
 
 
 def maxsim_blocked(q: jax.Array, d: jax.Array, d_mask: jax.Array, block: int) -> jax.Array:
-    """MaxSim of every query against every passage, computed `block` passages at a time.
-
-    Memory of the [Bq, block, Nq, Ld] similarity tensor is bounded by the block size, in the forward pass and, as
-    each block is rematerialised, in the backward pass. Bd must be a multiple of `block`.
-    """
+    """MaxSim of every query against every passage, computed `block` passages at a time, so the transient
+    [Bq, block, Nq, Ld] similarity tensor is bounded by the block size (the backward pass keeps only argmax
+    indices). Bd must be a multiple of `block`."""
     bd = d.shape[0]
     if block >= bd:
         return maxsim(q, d, d_mask)
@@ -37,12 +61,7 @@ def maxsim_blocked(q: jax.Array, d: jax.Array, d_mask: jax.Array, block: int) ->
         raise ValueError(f"passage count {bd} is not a multiple of the MaxSim block {block}")
     d_blocks = d.reshape(bd // block, block, *d.shape[1:])
     m_blocks = d_mask.reshape(bd // block, block, d_mask.shape[1])
-
-    @jax.checkpoint
-    def one_block(db, mb):
-        return maxsim(q, db, mb)
-
-    scores = jax.lax.map(lambda xs: one_block(*xs), (d_blocks, m_blocks))  # [nblocks, Bq, block]
+    scores = jax.lax.map(lambda xs: maxsim(q, *xs), (d_blocks, m_blocks))  # [nblocks, Bq, block]
     return jnp.moveaxis(scores, 0, 1).reshape(q.shape[0], bd)
 
 

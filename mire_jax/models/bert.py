@@ -5,7 +5,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from mire_jax.config import BertConfig
-from mire_jax.models.layers import SelfAttention, activation
+from mire_jax.models.layers import Dropout, SelfAttention, activation
 
 
 class BertLayer(nn.Module):
@@ -17,7 +17,7 @@ class BertLayer(nn.Module):
         c = self.cfg
         init = nn.initializers.normal(0.02)
         ln = lambda name: nn.LayerNorm(epsilon=c.layer_norm_eps, dtype=self.dtype, name=name)
-        drop = nn.Dropout(c.hidden_dropout_prob, deterministic=deterministic)
+        drop = lambda y: Dropout(c.hidden_dropout_prob)(y, deterministic)
         h = SelfAttention(c.num_attention_heads, dtype=self.dtype, dropout_rate=c.attention_probs_dropout_prob,
                           name="attention")(x, mask, deterministic)
         x = ln("attention_ln")(x + drop(h))
@@ -46,7 +46,7 @@ class Bert(nn.Module):
              + embed(c.max_position_embeddings, "position_embeddings")(positions)
              + embed(c.type_vocab_size, "token_type_embeddings")(jnp.zeros_like(input_ids)))
         x = nn.LayerNorm(epsilon=c.layer_norm_eps, dtype=self.dtype, name="embeddings_ln")(x)
-        x = nn.Dropout(c.hidden_dropout_prob, deterministic=deterministic)(x)
+        x = Dropout(c.hidden_dropout_prob)(x, deterministic)
         for i in range(c.num_hidden_layers):
             x = BertLayer(c, dtype=self.dtype, name=f"layer_{i}")(x, attention_mask, deterministic)
         pooled = jnp.tanh(nn.Dense(c.hidden_size, dtype=self.dtype, kernel_init=init, name="pooler")(x[:, 0]))

@@ -6,6 +6,7 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import linen as nn
 
 
@@ -45,6 +46,32 @@ def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
     return x / jnp.sqrt(jnp.maximum(sq, eps * eps))
 
 
+def dropout_keep_mask(rng: jax.Array, shape: tuple[int, ...], rate: float) -> tuple[jax.Array, float]:
+    """-> (keep mask, exact keep probability) from 16 random bits per element.
+
+    XLA's CPU random generator costs per 32-bit word it emits; drawing half as many words and splitting each
+    into two 16-bit draws is several times cheaper than `jax.random.bernoulli` (one float per element), with
+    the rate resolved to 1/65536 (the returned probability is the exact one, for unbiased rescaling).
+    """
+    size = int(np.prod(shape))
+    words = jax.random.bits(rng, ((size + 1) // 2,), jnp.uint32)
+    halves = jax.lax.bitcast_convert_type(words, jnp.uint16).reshape(-1)[:size].reshape(shape)
+    threshold = int(round(rate * 65536))
+    return halves >= threshold, 1.0 - threshold / 65536
+
+
+class Dropout(nn.Module):
+    """Inverted dropout with `dropout_keep_mask` (rng stream "dropout")."""
+    rate: float
+
+    @nn.compact
+    def __call__(self, x, deterministic: bool = True):
+        if deterministic or self.rate == 0.0:
+            return x
+        keep, p = dropout_keep_mask(self.make_rng("dropout"), x.shape, self.rate)
+        return jnp.where(keep, x / jnp.asarray(p, x.dtype), jnp.zeros_like(x))
+
+
 def multi_head_attention(q, k, v, mask, dropout_rng=None, dropout_rate: float = 0.0):
     """q [B, T, N, H], k/v [B, S, N, H], mask [B, S] (True = attend) -> [B, T, N, H].
 
@@ -56,8 +83,8 @@ def multi_head_attention(q, k, v, mask, dropout_rng=None, dropout_rate: float = 
         return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=None)
     logits = jnp.einsum("btnh,bsnh->bnts", q, k, preferred_element_type=jnp.float32) / math.sqrt(q.shape[-1])
     probs = jax.nn.softmax(jnp.where(mask, logits, jnp.finfo(jnp.float32).min), axis=-1)
-    keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, probs.shape)
-    probs = jnp.where(keep, probs / (1.0 - dropout_rate), 0.0).astype(v.dtype)
+    keep, p = dropout_keep_mask(dropout_rng, probs.shape, dropout_rate)
+    probs = jnp.where(keep, probs / p, 0.0).astype(v.dtype)
     return jnp.einsum("bnts,bsnh->btnh", probs, v)
 
 

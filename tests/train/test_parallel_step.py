@@ -110,4 +110,4 @@ def test_blocked_loss_and_gradients_equal_unblocked():
         g_blocked = jax.grad(loss, argnums=(0, 1))(q, d, block)
         g_full = jax.grad(loss, argnums=(0, 1))(q, d, None)
         for a, b in zip(g_blocked, g_full):
-            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)  # float32 summation order
