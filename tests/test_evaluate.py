@@ -69,3 +69,25 @@ def test_command_line(model_dir, tmp_path):
     results = json.loads((tmp_path / "okvqa_gs_test" / "results_mire.json").read_text())
     assert results["metrics"]["published"]["relevance"] == "whole_word_or_substring"
     assert "R@100" in results["metrics"]["published"] and "P@1" in out.stdout
+
+
+def test_attention_maps_command(model_dir, tmp_path):
+    image = FIXTURES / "aokvqa" / "images" / "coco" / "val2017" / "000000378284.jpg"
+    out = subprocess.run([sys.executable, str(ROOT / "eval" / "attention_maps.py"), "--checkpoint", str(model_dir),
+                          "--image", str(image), "--question", "What is on the table?", "--out",
+                          str(tmp_path / "att.png")], capture_output=True, text=True,
+                         env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert (tmp_path / "att.png").stat().st_size > 2000
+
+
+def test_patch_attention_rows_sum_to_one(model_dir):
+    from PIL import Image
+
+    from mire_jax.attention import patch_attention
+    from mire_jax.model_io import load_model
+    config, params = load_model(model_dir)
+    tok = ColbertTokenizer.from_pretrained(model_dir / "vocab.txt")
+    maps = patch_attention(config, params, tok, Image.new("RGB", (40, 50), (200, 10, 10)), "a red picture")
+    assert maps.shape == (config.head.num_heads, 4, 4)
+    np.testing.assert_allclose(maps.reshape(maps.shape[0], -1).sum(-1), 1.0, rtol=1e-5)

@@ -1,0 +1,43 @@
+r"""PNG heatmaps of the pooling's attention over the image for a query, per head and averaged over heads.
+
+    python eval/attention_maps.py --checkpoint runs/pretrain/model --image photo.jpg \
+        --question "Who designed this building?" --out attention.png [--tokenizer vocab.txt]
+"""
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True, help="model folder or training workdir")
+    p.add_argument("--image", required=True)
+    p.add_argument("--question", required=True)
+    p.add_argument("--out", required=True, help="PNG file to write")
+    p.add_argument("--tokenizer", default="", help="vocab.txt or tokenizer folder (default: the checkpoint's)")
+    p.add_argument("--query-maxlen", type=int, default=32)
+    a = p.parse_args(argv)
+
+    from PIL import Image
+
+    from mire_jax.attention import patch_attention, save_heatmaps
+    from mire_jax.model_io import load_model
+    from mire_jax.tokenizer import ColbertTokenizer
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+    from evaluate import resolve_checkpoint
+
+    model_dir = resolve_checkpoint(a.checkpoint)
+    config, params = load_model(model_dir)
+    tokenizer = ColbertTokenizer.from_pretrained(a.tokenizer or model_dir)
+    image = Image.open(a.image).convert("RGB")
+    maps = patch_attention(config, params, tokenizer, image, a.question, a.query_maxlen)
+    print(save_heatmaps(image, maps, a.question, a.out))
+
+
+if __name__ == "__main__":
+    main()
