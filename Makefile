@@ -2,35 +2,31 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP_RUN := $(VENV)/.installed-run
-STAMP_TEST := $(VENV)/.installed-test
 export PYTHONPATH := $(CURDIR)
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TF_CPP_MIN_LOG_LEVEL := 3
 
-.PHONY: demo test venv clean
+.PHONY: demo test clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-$(STAMP_RUN): requirements.txt | $(PY)
-	$(PY) -m pip install --quiet -r requirements.txt
+$(VENV)/.installed-demo: requirements.txt requirements-demo.txt | $(PY)
+	$(PY) -m pip install --quiet -r requirements-demo.txt
 	touch $@
 
-$(STAMP_TEST): requirements.txt requirements-test.txt | $(PY)
+$(VENV)/.installed-test: requirements.txt requirements-demo.txt requirements-test.txt | $(PY)
 	$(PY) -m pip install --quiet -r requirements-test.txt
-	touch $@ $(STAMP_RUN)
+	touch $@ $(VENV)/.installed-demo
 
-venv: $(STAMP_TEST)
-
-# pytest exits 5 when it collected nothing: that must fail, and it does (any non-zero status fails make).
-test: $(STAMP_TEST)
+# pytest's exit status 5 (no tests collected) is non-zero, so it fails the target like any other failure.
+test: $(VENV)/.installed-test
 	$(PY) -m pytest -q tests
 
-demo: $(STAMP_TEST)
-	$(PY) -m mire_jax.demo
+demo: $(VENV)/.installed-demo
+	$(PY) -m mire_jax.demo --out runs/demo
 
 clean:
 	rm -rf $(VENV) runs

@@ -4,11 +4,7 @@ AdamW 5e-5, batch 128, warm-up 200 then constant. The arg names the dataset:
     python train/train.py --config configs/mire_base_finetune.py:evqa --workdir runs/ft_evqa \
         --config.model.dir runs/pretrain/model
 """
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import base_config  # noqa: E402
+from mire_jax.train_config import base_config
 
 DATASETS = {  # builder, builder config, files, images, query/doc max lengths
     "evqa": ("m2kr", "EVQA_data", "data/m2kr", "data/evqa", 40, 400),

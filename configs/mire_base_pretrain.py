@@ -5,11 +5,7 @@ batch 128, linear warm-up 300 steps then constant, 5 epochs, from cached CLIP Vi
     python train/cache_vision.py --config configs/mire_base_pretrain.py
     python train/train.py --config configs/mire_base_pretrain.py --workdir runs/pretrain
 """
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import base_config  # noqa: E402
+from mire_jax.train_config import base_config
 
 VID2R_RECORDS = 1_170_000  # set to len(ViD2R.json) of your build; total_steps = 5 epochs of it
 

@@ -2,11 +2,7 @@
 
     python train/train.py --config configs/tiny.py --workdir /tmp/mire_tiny
 """
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import base_config  # noqa: E402
+from mire_jax.train_config import base_config
 
 
 def get_config():

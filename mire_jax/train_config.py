@@ -1,4 +1,4 @@
-"""Defaults shared by every training config; recipe files override what differs."""
+"""Defaults of every training config (configs/*.py override what differs); the schema train/train.py accepts."""
 import ml_collections
 
 
