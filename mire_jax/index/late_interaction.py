@@ -25,6 +25,8 @@ import pathlib
 import shutil
 from typing import Any, Sequence
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -39,6 +41,7 @@ EMBEDDINGS = "embeddings.npy"
 OFFSETS = "offsets.npy"
 IDS = "ids.json"
 SCANN_DIR = "scann"
+TOKEN_BUCKET = 4096  # rerank blocks are padded to a multiple of this many token rows
 
 
 class IndexFileError(ValueError):
@@ -149,6 +152,7 @@ class LateInteractionIndex:
         self.config = config
         self.searcher = searcher
         self._int_ids = all(isinstance(i, (int, np.integer)) for i in self.ids)
+        self._id_table = None
 
     # Construction ------------------------------------------------------------------------------------
 
@@ -287,12 +291,13 @@ class LateInteractionIndex:
             None, and -inf scores.
         """
         positions, scores = self.search_positions(query_embs, query_mask, k, progress)
-        if self._int_ids:
-            table = np.asarray(self.ids + [-1], np.int64)
-        else:
-            table = np.empty(len(self.ids) + 1, object)
-            table[:-1] = self.ids
-        return table[positions], scores
+        if self._id_table is None:  # position -> id, with the padding value last (position -1)
+            if self._int_ids:
+                self._id_table = np.asarray(self.ids + [-1], np.int64)
+            else:
+                self._id_table = np.empty(len(self.ids) + 1, object)
+                self._id_table[:-1] = self.ids
+        return self._id_table[positions], scores
 
     def search_positions(self, query_embs: np.ndarray, query_mask: np.ndarray, k: int = 100,
                          progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -326,40 +331,42 @@ class LateInteractionIndex:
     def candidates(self, q: np.ndarray, q_mask: np.ndarray, count: int) -> list[np.ndarray]:
         """The first stage: per query, up to `count` passage positions, best approximate score first."""
         cfg = self.config
-        num_passages = np.int64(len(self.ids))
-        rows = np.nonzero(q_mask.reshape(-1))[0]
-        tokens = q.reshape(-1, q.shape[-1])[rows]
-        owner = rows // q.shape[1]  # query of each searched token
-        if len(tokens) == 0:
-            return [np.zeros(0, np.int64) for _ in range(len(q))]
+        num_queries, nq = q_mask.shape
+        n = np.int64(len(self.ids))
+        rows = np.nonzero(q_mask.reshape(-1))[0]  # flat query-token rows b * nq + i that count
+        if len(rows) == 0:
+            return [np.zeros(0, np.int64) for _ in range(num_queries)]
         nn, sim = self.searcher.search_batched_parallel(
-            tokens, final_num_neighbors=cfg.neighbors_per_token, leaves_to_search=cfg.leaves_to_search)
+            q.reshape(-1, q.shape[-1])[rows], final_num_neighbors=cfg.neighbors_per_token,
+            leaves_to_search=cfg.leaves_to_search)
         nn, sim = np.asarray(nn, np.int64), np.asarray(sim, np.float32)
         valid = ~np.isnan(sim)  # ScaNN pads short result lists with NaN
         last = np.where(valid.any(1), np.where(valid, sim, np.inf).min(1), 0.0)
-        fill = np.minimum(last, cfg.fill_fraction * last)
-        # Best approximate score of each (query token, passage) pair among the retrieved tokens.
-        token_row = np.broadcast_to(np.arange(len(tokens))[:, None], nn.shape)[valid]
-        passage = np.searchsorted(self.offsets, nn[valid], side="right") - 1
-        score = sim[valid]
-        pair = token_row.astype(np.int64) * num_passages + passage
-        order = np.lexsort((-score, pair))
-        pair, score = pair[order], score[order]
-        first = np.ones(len(pair), bool)
-        first[1:] = pair[1:] != pair[:-1]
-        pair, score = pair[first], score[first]
-        token_row = pair // num_passages
-        gain = np.maximum(score - fill[token_row], 0.0)
-        # Per (query, passage): sum of the fills of the query's tokens plus the gains over them.
-        query_passage = owner[token_row].astype(np.int64) * num_passages + pair % num_passages
-        keys, inverse = np.unique(query_passage, return_inverse=True)
-        totals = np.bincount(inverse, weights=gain).astype(np.float32)
-        query_of_key = keys // num_passages
-        totals += np.bincount(owner, weights=fill, minlength=len(q)).astype(np.float32)[query_of_key]
-        ranked = np.lexsort((-totals, query_of_key))
-        bounds = np.searchsorted(query_of_key[ranked], np.arange(len(q) + 1))
-        return [keys[ranked[bounds[b]:min(bounds[b + 1], bounds[b] + count)]] % num_passages
-                for b in range(len(q))]
+        fill = np.zeros(num_queries * nq, np.float32)
+        fill[rows] = np.minimum(last, cfg.fill_fraction * last)
+        hit_row = np.broadcast_to(rows[:, None], nn.shape)[valid]
+        hit_passage = np.searchsorted(self.offsets, nn[valid], side="right") - 1
+        # One sort by (query, passage, query token): the best hit per query token, then the sum per passage.
+        key = ((hit_row // nq) * n + hit_passage) * nq + hit_row % nq
+        order = np.argsort(key)
+        key, score = key[order], sim[valid][order]
+        starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+        key = key[starts]
+        flat_row = (key // (n * nq)) * nq + key % nq
+        gain = np.maximum(np.maximum.reduceat(score, starts) - fill[flat_row], 0.0)
+        query_passage = key // nq
+        groups = np.flatnonzero(np.r_[True, query_passage[1:] != query_passage[:-1]])
+        query_passage = query_passage[groups]
+        query = query_passage // n
+        totals = np.add.reduceat(gain, groups) + fill.reshape(num_queries, nq).sum(1)[query]
+        bounds = np.searchsorted(query, np.arange(num_queries + 1))
+        out = []
+        for b in range(num_queries):
+            part = totals[bounds[b]:bounds[b + 1]]
+            top = np.argpartition(-part, count - 1)[:count] if len(part) > count else np.arange(len(part))
+            top = top[np.argsort(-part[top], kind="stable")]
+            out.append(query_passage[bounds[b] + top] % n)
+        return out
 
     def rerank(self, q: np.ndarray, q_mask: np.ndarray, candidates: Sequence[np.ndarray],
                k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -370,29 +377,38 @@ class LateInteractionIndex:
             if len(cand) == 0:
                 continue
             cand = np.sort(cand)  # ascending offsets: sequential reads
-            scores = exact_maxsim_flat(q[b][q_mask[b]], self.embeddings, self.offsets, cand)
+            scores = exact_maxsim_flat(q[b] * q_mask[b][:, None], self.embeddings, self.offsets, cand)
             top = np.argsort(-scores, kind="stable")[:k]
             ids_out[b, :len(top)] = cand[top]
             scores_out[b, :len(top)] = scores[top]
         return ids_out, scores_out
 
 
+@jax.jit
+def _token_scores(q: jax.Array, tokens: jax.Array) -> jax.Array:
+    """q [n, dim] float32 against stored tokens [T, dim] (float16): [n, T] float32 dot products."""
+    return jnp.dot(q, tokens.astype(jnp.float32).T)
+
+
 def exact_maxsim_flat(q: np.ndarray, embeddings: np.ndarray, offsets: np.ndarray,
                       passages: np.ndarray) -> np.ndarray:
-    """Exact MaxSim of one query's kept tokens q [n, dim] against the given passages -> [P] float32.
+    """Exact MaxSim of one query q [n, dim] (masked tokens zeroed) against the given passages -> [P] float32.
 
-    Passages without tokens score `exact.MASKED_SCORE` per query token, as in the exact search.
+    The passages' tokens are gathered into one flat block (padded to a multiple of TOKEN_BUCKET rows, so
+    few shapes are compiled) and scored in float32; passages without tokens score `exact.MASKED_SCORE`
+    per query token, as in the exact search.
     """
     starts, stops = offsets[passages], offsets[passages + 1]
     lengths = stops - starts
     nonempty = lengths > 0
     scores = np.full(len(passages), exact_lib.MASKED_SCORE * len(q), np.float32)
-    if not nonempty.any() or len(q) == 0:
-        return np.where(nonempty, 0.0, scores).astype(np.float32) if len(q) == 0 else scores
+    if not nonempty.any():
+        return scores
     starts, lengths = starts[nonempty], lengths[nonempty]
     seg = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    rows = np.arange(int(lengths.sum())) - np.repeat(seg - starts, lengths)
-    tokens = np.asarray(embeddings[rows], np.float32)
-    sim = q.astype(np.float32) @ tokens.T  # [n, tokens]
+    total = int(lengths.sum())
+    rows = np.zeros(-(-total // TOKEN_BUCKET) * TOKEN_BUCKET, np.int64)  # padding rows read row 0
+    rows[:total] = np.arange(total) - np.repeat(seg - starts, lengths)
+    sim = np.asarray(_token_scores(np.asarray(q, np.float32), np.asarray(embeddings[rows])))[:, :total]
     scores[nonempty] = np.maximum.reduceat(sim, seg, axis=1).sum(axis=0)
     return scores

