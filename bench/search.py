@@ -172,6 +172,8 @@ def _pylate(args, work: pathlib.Path, embeddings, offsets, query_file: pathlib.P
     corpus_file = work / "pylate_corpus.npz"
     np.savez(corpus_file, embeddings=np.asarray(embeddings), offsets=offsets)
     out = {"pylate_version": probe["version"]}
+    out |= {name: "not run (not in --pylate-indexes)" for name in ("plaid", "voyager")
+            if name not in args.pylate_indexes.split(",")}
     for name in args.pylate_indexes.split(","):  # one process each: a timeout loses only that index
         result, why = _run_child([python, __file__, "--pylate-worker", "--corpus", str(corpus_file),
                                   "--queries", str(query_file), "--pylate-indexes", name], args.pylate_timeout)
@@ -195,6 +197,7 @@ def main(argv=None) -> None:
     parser.add_argument("--pylate-python", default=None, help="python of a separate venv with pylate")
     parser.add_argument("--pylate-indexes", default="plaid,voyager")
     parser.add_argument("--pylate-timeout", type=int, default=1800, help="seconds per PyLate index")
+    parser.add_argument("--note", default=None, help="free text stored in the results")
     parser.add_argument("--search-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--pylate-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--index", help=argparse.SUPPRESS)
@@ -217,7 +220,7 @@ def main(argv=None) -> None:
     work.mkdir(parents=True, exist_ok=True)
     spec = SyntheticSpec(num_passages=num_passages, mean_length=64, dim=128)
     report = {"benchmark": "late-interaction search", "small": args.small, "spec": spec.__dict__,
-              "cpu_count": os.cpu_count(), "load_average_at_start": os.getloadavg()}
+              "cpu_count": os.cpu_count(), "load_average_at_start": os.getloadavg(), "note": args.note}
 
     t0 = time.perf_counter()
     corpus = SyntheticCorpus(spec, seed=0)
