@@ -33,6 +33,7 @@ class DemoPlan:
     vision_steps: int = 400
     pretrain_steps: int = 150
     batch_size: int = 32
+    warmup_batch_size: int = 64
     doc_maxlen: int = 128
     query_maxlen: int = 32
     eval_query_maxlen: int = 32
@@ -45,7 +46,7 @@ class DemoPlan:
     def quick(cls) -> "DemoPlan":
         return cls(sizes=dict(n_train_entities=24, views_per_train_entity=1, n_zeroshot_entities=12, n_distractors=12,
                               n_seen_queries=4, n_extra_caption_images=16, text_pairs_per_entity=1),
-                   text_steps=5, vision_steps=5, pretrain_steps=4, batch_size=8, doc_maxlen=64)
+                   text_steps=5, vision_steps=5, pretrain_steps=4, batch_size=8, warmup_batch_size=8, doc_maxlen=64)
 
 
 class Stopwatch:
@@ -99,11 +100,11 @@ def make_init_model(data_dir: str, out: str, plan: DemoPlan, seed: int, log_dir:
 
     f_text, log_text = logger("warmup_text")
     params = warmup_text_projection(config, params, tokenizer, os.path.join(data_dir, "warmup", "text_pairs.jsonl"),
-                                    steps=plan.text_steps, batch_size=64, lr=1e-3, seed=seed, log=log_text)
+                                    steps=plan.text_steps, batch_size=plan.warmup_batch_size, lr=1e-3, seed=seed, log=log_text)
     f_text.close()
     f_vis, log_vis = logger("warmup_vision")
     params = warmup_vision(config, params, tokenizer, os.path.join(data_dir, "warmup", "captions.jsonl"),
-                           os.path.join(data_dir, "images"), steps=plan.vision_steps, batch_size=64, lr=1e-3,
+                           os.path.join(data_dir, "images"), steps=plan.vision_steps, batch_size=plan.warmup_batch_size, lr=1e-3,
                            seed=seed, log=log_vis)
     f_vis.close()
     save_model(out, config, params)
