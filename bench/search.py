@@ -25,6 +25,7 @@ import gc
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -117,8 +118,8 @@ def _pylate_worker(args) -> None:
     from pylate import indexes, retrieve  # noqa: F401  (the import itself is part of the check)
 
     for name in args.pylate_indexes.split(","):
+        folder = tempfile.mkdtemp(prefix=f"pylate-{name}-")
         try:
-            folder = tempfile.mkdtemp(prefix=f"pylate-{name}-")
             t0 = time.perf_counter()
             if name == "plaid":
                 index = indexes.PLAID(index_folder=folder, index_name="bench", override=True)
@@ -140,6 +141,8 @@ def _pylate_worker(args) -> None:
                          "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
         except Exception as e:  # noqa: BLE001  (record why, keep the other index)
             out[name] = f"unavailable: {type(e).__name__}: {e}"
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
     print("RESULT " + json.dumps(out))
 
 
