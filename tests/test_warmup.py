@@ -137,6 +137,17 @@ def test_vision_warmup_learns_attributes_and_touches_only_vision(bench, model):
         assert warm_probe[attr] > warm_probe[f"{attr}_chance"] + 0.2, warm_probe
 
 
+def test_vision_warmup_is_deterministic_in_the_seed(bench, model):
+    config, params, tok = model
+    records = read_jsonl(bench / "warmup" / "captions.jsonl", ("image", "caption"))
+    captions = [(r["image"], r["caption"]) for r in records]
+    run = lambda seed: warmup_vision(config, params, tok, captions[:40], bench / "images", steps=3, batch_size=8,
+                                     lr=1e-3, seed=seed, progress=False)["vision"]
+    a, b, c = (jax.tree_util.tree_leaves(run(s)) for s in (0, 0, 1))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not all(np.array_equal(x, z) for x, z in zip(a, c))
+
+
 def test_bad_inputs_are_named(tmp_path, model):
     config, params, tok = model
     bad = tmp_path / "pairs.jsonl"

@@ -81,11 +81,14 @@ def _bert_hidden(config: MIReConfig, bert_params, ids, mask):
 
 def frozen_bert_hidden(config: MIReConfig, bert_params, ids: np.ndarray, mask: np.ndarray, *,
                        batch_size: int = 128, desc: str = "BERT", progress: bool = True) -> np.ndarray:
-    """Last hidden states [N, L, H] float32 of the (frozen) BERT tower, run in fixed-size batches.
+    """Last hidden states [N, L, H] float32 of the (frozen) BERT tower, run in equal batches of at most
+    `batch_size` rows.
 
-    The last batch is padded to `batch_size` so that one compiled program serves every batch.
+    The rows are split into as few batches as `batch_size` allows, all of one size (the last padded), so one
+    compiled program serves every batch and little padding is computed.
     """
     n = ids.shape[0]
+    batch_size = -(-n // -(-n // batch_size)) if n else 1
     out = np.zeros((n, ids.shape[1], config.bert.hidden_size), np.float32)
     for start in tqdm(range(0, n, batch_size), desc=desc, unit="batch", disable=not progress, leave=False):
         stop = min(start + batch_size, n)

@@ -5,9 +5,17 @@ patches). The embedding is a trainable linear map of the CLS plus one of the mea
 both the CLS and the patch features that MIRe's pooling head attends over. Text side: the frozen MiniLM/BERT
 tower's mean-pooled last hidden states of the caption (the sentence-transformers pooling), computed once per
 distinct caption, then a trainable linear map. Loss: symmetric InfoNCE with a learnable temperature (CLIP's
-log-parametrised logit scale, initialised to 1/0.07 and capped at 100). Batches never hold the same caption
-twice, so no in-batch negative is a duplicate of the positive. Only the tower's weights are returned; the
+log-parametrised logit scale, initialised to 1/0.07 and capped at 100); images are scored against every
+distinct caption, captions against the batch's images (see `contrastive_loss`). Batches never hold the same
+caption twice. Images get random quarter turns and mirror images. Only the tower's weights are returned; the
 two projections and the temperature are discarded.
+
+Measured on the demo benchmark (1200 caption images; linear probe trained on them, scored on the 250 held-out
+pictures; 2 shared CPU cores): colour and background are linearly readable even from a random tower, shape
+and pattern are what the warm-up adds. With 16 px patches (hidden 192, 4 layers, 300-400 steps of 64, lr 1e-3)
+shape went from 0.54 to 0.59-0.64 and pattern from 0.60 to 0.76-0.84 (chance 0.19 and 0.26). With 8 px
+patches the same steps cost 3-4x more and left shape at or below the random tower's, so small patches are the
+wrong trade for a CPU-sized warm-up. Colour and background reach 1.0 either way.
 """
 from __future__ import annotations
 
@@ -112,7 +120,7 @@ def contrastive_loss(config: MIReConfig, trainable: dict, pixels: jax.Array, cap
 
 
 def _decay_mask(tree):
-    """Weight decay on matrices only (not on biases, norms, embeddings of size 1, or the temperature)."""
+    """Weight decay on matrices only (not on biases, norms, the class embedding or the temperature)."""
     return jax.tree_util.tree_map(lambda x: x.ndim >= 2, tree)
 
 
