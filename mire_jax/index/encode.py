@@ -9,13 +9,13 @@ encodes only its own shards; finished shards are skipped when a run is repeated.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from mire_jax.data.jsonl import iter_json_objects
 from mire_jax.index import shards as shard_io
 
 EncodeFn = Callable[[Sequence[str]], tuple[np.ndarray, np.ndarray]]
@@ -28,17 +28,10 @@ def iter_jsonl_passages(path: str | os.PathLike, id_field: str = "id",
     Raises:
         ValueError: a line is not a JSON object with both fields (names the file and line).
     """
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{line_no}: not valid JSON ({e})") from e
-            if not isinstance(record, dict) or id_field not in record or text_field not in record:
-                raise ValueError(f"{path}:{line_no}: needs the fields {id_field!r} and {text_field!r}")
-            yield str(record[id_field]), str(record[text_field])
+    for line_no, record in iter_json_objects(path):
+        if id_field not in record or text_field not in record:
+            raise ValueError(f"{path}:{line_no}: needs the fields {id_field!r} and {text_field!r}")
+        yield str(record[id_field]), str(record[text_field])
 
 
 def iter_parquet_passages(path: str | os.PathLike, id_column: str = "passage_id",

@@ -3,7 +3,6 @@ sampling batches whose items never share a target (so no in-batch "negative" is 
 from __future__ import annotations
 
 import functools
-import json
 import os
 from typing import Iterator, Sequence
 
@@ -13,6 +12,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mire_jax.config import MIReConfig
+from mire_jax.data.jsonl import iter_json_objects
 from mire_jax.models.bert import Bert
 from mire_jax.models.mire import DTYPES
 
@@ -26,21 +26,12 @@ def read_jsonl(path: str | os.PathLike, fields: Sequence[str]) -> list[dict]:
     """
     path = os.fspath(path)
     records = []
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{line_no}: not valid JSON ({e.msg})") from e
-            if not isinstance(record, dict):
-                raise ValueError(f"{path}:{line_no}: expected a JSON object, got {type(record).__name__}")
-            for name in fields:
-                if not isinstance(record.get(name), str) or not record[name]:
-                    raise ValueError(f"{path}:{line_no}: field {name!r} must be a non-empty string, "
-                                     f"got {record.get(name)!r}")
-            records.append(record)
+    for line_no, record in iter_json_objects(path):
+        for name in fields:
+            if not isinstance(record.get(name), str) or not record[name]:
+                raise ValueError(f"{path}:{line_no}: field {name!r} must be a non-empty string, "
+                                 f"got {record.get(name)!r}")
+        records.append(record)
     if not records:
         raise ValueError(f"{path}: no records")
     return records
