@@ -5,7 +5,8 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from mire_jax.config import BertConfig
-from mire_jax.models.layers import Dropout, SelfAttention, activation
+from mire_jax.models.dropout import Dropout
+from mire_jax.models.layers import SelfAttention, activation
 
 
 class BertLayer(nn.Module):

@@ -6,8 +6,9 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import linen as nn
+
+from mire_jax.models.blocked_attention import blocked_attention, default_block_scores
 
 
 def quick_gelu(x):
@@ -46,46 +47,17 @@ def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
     return x / jnp.sqrt(jnp.maximum(sq, eps * eps))
 
 
-def dropout_keep_mask(rng: jax.Array, shape: tuple[int, ...], rate: float) -> tuple[jax.Array, float]:
-    """-> (keep mask, exact keep probability) from 16 random bits per element.
-
-    XLA's CPU random generator costs per 32-bit word it emits; drawing half as many words and splitting each
-    into two 16-bit draws is several times cheaper than `jax.random.bernoulli` (one float per element), with
-    the rate resolved to 1/65536 (the returned probability is the exact one, for unbiased rescaling).
-    """
-    size = int(np.prod(shape))
-    words = jax.random.bits(rng, ((size + 1) // 2,), jnp.uint32)
-    halves = jax.lax.bitcast_convert_type(words, jnp.uint16).reshape(-1)[:size].reshape(shape)
-    threshold = int(round(rate * 65536))
-    return halves >= threshold, 1.0 - threshold / 65536
-
-
-class Dropout(nn.Module):
-    """Inverted dropout with `dropout_keep_mask` (rng stream "dropout")."""
-    rate: float
-
-    @nn.compact
-    def __call__(self, x, deterministic: bool = True):
-        if deterministic or self.rate == 0.0:
-            return x
-        keep, p = dropout_keep_mask(self.make_rng("dropout"), x.shape, self.rate)
-        return jnp.where(keep, x / jnp.asarray(p, x.dtype), jnp.zeros_like(x))
-
-
 def multi_head_attention(q, k, v, mask, dropout_rng=None, dropout_rate: float = 0.0):
     """q [B, T, N, H], k/v [B, S, N, H], mask [B, S] (True = attend) -> [B, T, N, H].
 
-    `implementation=None` lets JAX pick the kernel the device has (cuDNN flash attention on GPU, XLA elsewhere).
-    Dropout on the attention probabilities (BERT in training) needs the probabilities, so it takes a plain path.
+    On GPU and TPU without dropout, `jax.nn.dot_product_attention` with `implementation=None` picks the kernel the
+    device has (cuDNN flash attention on GPU, XLA elsewhere). Dropout on the probabilities (BERT in training) and
+    every CPU call take the blocked attention, which is cache-sized on CPU.
     """
-    mask = mask[:, None, None, :].astype(bool)
-    if dropout_rng is None or dropout_rate == 0.0:
-        return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=None)
-    logits = jnp.einsum("btnh,bsnh->bnts", q, k, preferred_element_type=jnp.float32) / math.sqrt(q.shape[-1])
-    probs = jax.nn.softmax(jnp.where(mask, logits, jnp.finfo(jnp.float32).min), axis=-1)
-    keep, p = dropout_keep_mask(dropout_rng, probs.shape, dropout_rate)
-    probs = jnp.where(keep, probs / p, 0.0).astype(v.dtype)
-    return jnp.einsum("bnts,bsnh->btnh", probs, v)
+    dropping = dropout_rng is not None and dropout_rate > 0.0
+    if dropping or jax.default_backend() == "cpu":
+        return blocked_attention(q, k, v, mask, dropout_rng, dropout_rate, default_block_scores())
+    return jax.nn.dot_product_attention(q, k, v, mask=mask[:, None, None, :].astype(bool), implementation=None)
 
 
 class SelfAttention(nn.Module):
