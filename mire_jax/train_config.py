@@ -17,7 +17,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.clip_norm = 0.0                 # 0: no clipping
     c.accum_steps = 1
     c.temperature = 0.3
-    c.maxsim_block = 0                # passages per MaxSim block in the loss (0: all at once)
+    c.maxsim_block = 0                # passages per MaxSim block in the loss (0: automatic, cache-sized on CPU)
     c.dropout = True                  # BERT dropout while training, as the published code
     c.parallel = "shard_map"          # "shard_map" | "pmap"
     c.tokenizer = ""                  # vocab.txt or tokenizer folder ("" only with synthetic data)

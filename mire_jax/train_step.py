@@ -25,7 +25,7 @@ from mire_jax.scoring import in_batch_loss
 class StepConfig:
     phase: str = "pretrain"          # "pretrain": query = visual tokens, head trains; "finetune": + text tower
     temperature: float = 0.3
-    maxsim_block: int = 0            # passages per MaxSim block against the gathered batch (0: all at once)
+    maxsim_block: int = 0            # passages per MaxSim block against the gathered batch (0: automatic)
     accum_steps: int = 1             # micro-batches per update (negatives come from the micro-batch)
     dropout: bool = True             # BERT dropout in training, as the published (PyTorch train-mode) code
 
@@ -56,7 +56,7 @@ def _per_device_step(model_cfg: MIReConfig, step_cfg: StepConfig, tx, schedule: 
         d = net.apply(variables, batch["d_ids"], batch["d_mask"], keep, deterministic, method=MIRe.encode_doc,
                       rngs=rngs)
         return in_batch_loss(q, d, keep, step_cfg.temperature, axis_name=axis_name,
-                             block=step_cfg.maxsim_block or None)
+                             block=step_cfg.maxsim_block or "auto")
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
