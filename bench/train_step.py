@@ -14,6 +14,7 @@ import json
 import os
 import pathlib
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -72,7 +73,8 @@ def ours(size: str, mode: str, batch: int, q_len: int, d_len: int, steps: int, w
     return {"impl": "mire-jax", "device": str(jax.devices()[0].device_kind), "devices": n_dev, "jax": jax.__version__,
             "size": size, "mode": mode, "batch": batch, "query_len": q_len, "doc_len": d_len, "bf16": bf16,
             "step_s": round(dt, 5), "samples_per_s": round(batch / dt, 2),
-            "compile_and_warmup_s": round(compile_and_warmup, 2), "loss": round(float(metrics["loss"]), 4)}
+            "maxsim_block": "auto", "compile_and_warmup_s": round(compile_and_warmup, 2),
+            "loss": round(float(metrics["loss"]), 4)}
 
 
 def peer(path: pathlib.Path, size, mode, batch, q_len, d_len, steps, warmup, bf16, compile_) -> dict:
@@ -99,22 +101,33 @@ def main():
     p.add_argument("--bf16", action="store_true")
     p.add_argument("--peer", type=pathlib.Path, default=DEFAULT_PEER)
     p.add_argument("--peer-compile", action="store_true", help="also time the peer under torch.compile")
+    p.add_argument("--repeat", type=int, default=1, help="rounds, ours then the peer each time (the peer's "
+                   "speed varies with the machine's load: report the median)")
     p.add_argument("--out", type=pathlib.Path, default=None)
     a = p.parse_args()
 
     rows = []
-    for mode in (["pretrain", "finetune"] if a.mode == "both" else [a.mode]):
-        shape = (a.size, mode, a.batch, a.query_len, a.doc_len, a.steps, a.warmup, a.bf16)
-        mine = ours(*shape)
-        peers = [peer(a.peer, *shape, False)] + ([peer(a.peer, *shape, True)] if a.peer_compile else [])
-        for other in peers:
-            ratio = (mine["samples_per_s"] / other["samples_per_s"]) if "samples_per_s" in other else None
-            rows.append({"ours": mine, "peer": other, "speedup": round(ratio, 3) if ratio else None})
-            print(json.dumps(rows[-1]))
+    for round_ in range(a.repeat):
+        for mode in (["pretrain", "finetune"] if a.mode == "both" else [a.mode]):
+            shape = (a.size, mode, a.batch, a.query_len, a.doc_len, a.steps, a.warmup, a.bf16)
+            mine = ours(*shape)
+            peers = [peer(a.peer, *shape, False)] + ([peer(a.peer, *shape, True)] if a.peer_compile else [])
+            for other in peers:
+                ratio = (mine["samples_per_s"] / other["samples_per_s"]) if "samples_per_s" in other else None
+                rows.append({"round": round_, "ours": mine, "peer": other,
+                             "speedup": round(ratio, 3) if ratio else None})
+                print(json.dumps(rows[-1]))
+    summary = {}
+    for row in rows:
+        key = f"{row['ours']['mode']}{'_vs_compiled' if row['peer'].get('compile') else ''}"
+        summary.setdefault(key, []).append(row["speedup"])
+    summary = {k: {"speedups": v, "median": statistics.median(x for x in v if x is not None)
+                   if any(x is not None for x in v) else None} for k, v in summary.items()}
+    print(json.dumps({"median_speedup": {k: v["median"] for k, v in summary.items()}}))
     out = a.out or ROOT / "bench" / "results" / f"train_step_{a.size}_{mine['device'].replace(' ', '_').lower()}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"machine": platform.node() and platform.machine(), "cpus": os.cpu_count(),
-                               "results": rows}, indent=2) + "\n")
+                               "summary": summary, "results": rows}, indent=2) + "\n")
     print(f"wrote {out}")
 
 
