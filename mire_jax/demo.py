@@ -18,7 +18,6 @@ import os
 import shutil
 import time
 
-import numpy as np
 
 # A small ViT over the 64 px generated pictures: 4 x 4 patches of 16 px are enough for shape, colour, pattern and
 # background, and keep the warm-up and the pooling cheap on CPU.

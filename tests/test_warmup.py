@@ -152,7 +152,7 @@ def test_bad_inputs_are_named(tmp_path, model):
     config, params, tok = model
     bad = tmp_path / "pairs.jsonl"
     bad.write_text('{"query": "q", "positive": "p"}\n{"query": "q2"}\n')
-    with pytest.raises(ValueError, match=r"pairs\.jsonl:2: field 'positive'"):
+    with pytest.raises(ValueError, match=r"pairs\.jsonl: line 2: field 'positive'"):
         warmup_text_projection(config, params, tok, bad, steps=1, batch_size=2, lr=1e-3, seed=0, progress=False)
     with pytest.raises(ValueError, match="caption item 1"):
         warmup_vision(config, params, tok, [("a.png", "a red circle"), ("b.png",)], tmp_path, steps=1,

@@ -1,26 +1,40 @@
-"""Reading JSON Lines with errors that name the file and line."""
+"""Reading JSON Lines (plain or .gz) with errors that name the file and line."""
 from __future__ import annotations
 
+import gzip
 import json
 import os
-from typing import Iterator
+from typing import Any, Iterator
 
 
-def iter_json_objects(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
-    """(line number, record) for every non-blank line of a JSONL file.
+def open_text(path: str | os.PathLike):
+    """A UTF-8 text reader of the file, gunzipped when the name ends in .gz."""
+    path = os.fspath(path)
+    return gzip.open(path, "rt", encoding="utf-8") if path.endswith(".gz") else open(path, encoding="utf-8")
 
-    Raises:
-      ValueError: a line is not valid JSON or not a JSON object (the message names the file and line).
+
+def iter_json_lines(path: str | os.PathLike, *, error: type[Exception] = ValueError, objects_only: bool = True,
+                    skip_blank: bool = True) -> Iterator[tuple[int, str, Any]]:
+    """(line number, "PATH: line N", record) per line of a JSON Lines file.
+
+    Raises `error` naming the file and line for invalid JSON, text that is not UTF-8, a record that is not a
+    JSON object (with `objects_only`), or a blank line (without `skip_blank`).
     """
     path = os.fspath(path)
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as f:  # bytes, decoded per line, so a bad byte is reported on its own line
+        for line_no, raw in enumerate(f, start=1):
+            where = f"{path}: line {line_no}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise error(f"{where}: not UTF-8 text ({e})") from e
+            if skip_blank and not line.strip():
                 continue
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{line_no}: not valid JSON ({e.msg})") from e
-            if not isinstance(record, dict):
-                raise ValueError(f"{path}:{line_no}: expected a JSON object, got {type(record).__name__}")
-            yield line_no, record
+                raise error(f"{where}: invalid JSON: {e.msg}") from e
+            if objects_only and not isinstance(record, dict):
+                raise error(f"{where}: expected a JSON object, got {type(record).__name__}")
+            yield line_no, where, record

@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from mire_jax.data.jsonl import iter_json_objects
+from mire_jax.data.jsonl import iter_json_lines
 from mire_jax.index import shards as shard_io
 
 EncodeFn = Callable[[Sequence[str]], tuple[np.ndarray, np.ndarray]]
@@ -28,9 +28,9 @@ def iter_jsonl_passages(path: str | os.PathLike, id_field: str = "id",
     Raises:
         ValueError: a line is not a JSON object with both fields (names the file and line).
     """
-    for line_no, record in iter_json_objects(path):
+    for _, where, record in iter_json_lines(path):
         if id_field not in record or text_field not in record:
-            raise ValueError(f"{path}:{line_no}: needs the fields {id_field!r} and {text_field!r}")
+            raise ValueError(f"{where}: needs the fields {id_field!r} and {text_field!r}")
         yield str(record[id_field]), str(record[text_field])
 
 

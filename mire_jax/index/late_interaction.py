@@ -23,7 +23,7 @@ import math
 import os
 import pathlib
 import shutil
-from typing import Any, Sequence
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp

@@ -12,7 +12,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mire_jax.config import MIReConfig
-from mire_jax.data.jsonl import iter_json_objects
+from mire_jax.data.jsonl import iter_json_lines
 from mire_jax.models.bert import Bert
 from mire_jax.models.mire import DTYPES
 
@@ -26,10 +26,10 @@ def read_jsonl(path: str | os.PathLike, fields: Sequence[str]) -> list[dict]:
     """
     path = os.fspath(path)
     records = []
-    for line_no, record in iter_json_objects(path):
+    for _, where, record in iter_json_lines(path):
         for name in fields:
             if not isinstance(record.get(name), str) or not record[name]:
-                raise ValueError(f"{path}:{line_no}: field {name!r} must be a non-empty string, "
+                raise ValueError(f"{where}: field {name!r} must be a non-empty string, "
                                  f"got {record.get(name)!r}")
         records.append(record)
     if not records:

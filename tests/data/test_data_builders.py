@@ -73,7 +73,7 @@ def test_jsonl_bad_record_names_file_and_line(tmp_path, fixtures_dir):
     bad = json.loads(lines[1])
     del bad["document"]
     (manual / "train.jsonl").write_text("\n".join([lines[0], json.dumps(bad), lines[2]]) + "\n")
-    with pytest.raises(builders.RecordError, match=r"train\.jsonl line 2: missing required field 'document'"):
+    with pytest.raises(builders.RecordError, match=r"train\.jsonl: line 2: missing required field 'document'"):
         builders.prepare("image_question_jsonl", data_dir=tmp_path / "out", manual_dir=manual)
 
 

@@ -68,7 +68,7 @@ def tree_bytes(root: pathlib.Path) -> dict[str, bytes]:
 def test_same_seed_gives_identical_bytes_and_another_seed_does_not(tmp_path):
     first = generate(tmp_path / "a", seed=7, progress=False, **SMALL_SIZES)
     second = generate(tmp_path / "b", seed=7, progress=False, **SMALL_SIZES)
-    other = generate(tmp_path / "c", seed=8, progress=False, **SMALL_SIZES)
+    generate(tmp_path / "c", seed=8, progress=False, **SMALL_SIZES)
     a, b, c = tree_bytes(tmp_path / "a"), tree_bytes(tmp_path / "b"), tree_bytes(tmp_path / "c")
     assert first == second
     assert a.keys() == b.keys() and all(a[k] == b[k] for k in a)

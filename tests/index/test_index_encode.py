@@ -97,7 +97,7 @@ def test_readers_take_configurable_fields(tmp_path):
     assert enc.count_passages(jsonl) == 2
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": 1, "text": "a"}\n{"id": 2}\n')
-    with pytest.raises(ValueError, match="bad.jsonl:2: needs the fields"):
+    with pytest.raises(ValueError, match="bad.jsonl: line 2: needs the fields"):
         list(enc.iter_passages(bad))
     parquet = tmp_path / "p.parquet"
     pq.write_table(pa.table({"passage_id": ["a", "b", "c"], "passage_content": ["x", "y", "z"]}), parquet)

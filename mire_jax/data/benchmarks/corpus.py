@@ -13,7 +13,6 @@ from __future__ import annotations
 import abc
 import csv
 import gzip
-import json
 import os
 import re
 from typing import Iterable, Iterator
@@ -21,6 +20,7 @@ from typing import Iterable, Iterator
 from tqdm import tqdm
 
 from mire_jax.data.benchmarks.readers import BenchmarkFormatError, read_json
+from mire_jax.data.jsonl import iter_json_lines
 
 _INT_LITERAL = re.compile(r"\s*[+-]?\d+\s*")
 
@@ -147,12 +147,6 @@ class CsvCorpus(Corpus):
         return self._length
 
 
-def _open_text(path: str):
-    if path.endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
-
-
 class JsonlBlocksCorpus(Corpus):
     """OK-VQA Wiki-11M blocks: JSON lines `{"id": str, "text": str, ...}`, position = line order.
 
@@ -167,22 +161,14 @@ class JsonlBlocksCorpus(Corpus):
         self._length: int | None = None
 
     def _iter_lines(self) -> Iterator[tuple[int, str, str]]:
-        with _open_text(self.source) as f:
-            line_no = 0
-            try:
-                for line_no, line in enumerate(f, start=1):
-                    where = f"{self.source}: line {line_no}"
-                    try:
-                        record = json.loads(line)
-                    except json.JSONDecodeError as e:
-                        raise BenchmarkFormatError(f"{where}: invalid JSON: {e.msg}") from e
-                    if not isinstance(record, dict) or "id" not in record or "text" not in record:
-                        raise BenchmarkFormatError(f"{where}: expected an object with 'id' and 'text'")
-                    if not isinstance(record["text"], str):
-                        raise BenchmarkFormatError(f"{where}: field 'text' should be str")
-                    yield line_no, str(record["id"]), record["text"]
-            except UnicodeDecodeError as e:
-                raise BenchmarkFormatError(f"{self.source}: line {line_no + 1}: not UTF-8 text ({e})") from e
+        line_no = 0
+        lines = iter_json_lines(self.source, error=BenchmarkFormatError, objects_only=False, skip_blank=False)
+        for line_no, where, record in lines:
+            if not isinstance(record, dict) or "id" not in record or "text" not in record:
+                raise BenchmarkFormatError(f"{where}: expected an object with 'id' and 'text'")
+            if not isinstance(record["text"], str):
+                raise BenchmarkFormatError(f"{where}: field 'text' should be str")
+            yield line_no, str(record["id"]), record["text"]
         self._length = line_no
 
     def __iter__(self) -> Iterator[tuple[str, str]]:

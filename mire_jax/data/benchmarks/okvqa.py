@@ -30,7 +30,8 @@ from mire_jax import metrics
 from mire_jax.data.benchmarks.base import Benchmark, Query, collapse_by_id
 from mire_jax.data.benchmarks.corpus import CsvCorpus, JsonlBlocksCorpus
 from mire_jax.data.benchmarks.image_refs import ImageFile
-from mire_jax.data.benchmarks.readers import (BenchmarkFormatError, dedupe, get_field, iter_jsonl, read_json,
+from mire_jax.data.jsonl import iter_json_lines
+from mire_jax.data.benchmarks.readers import (BenchmarkFormatError, dedupe, get_field, read_json,
                                               read_json_array)
 
 GS_PASSAGES_DIR = pathlib.Path("RAVQA_v2_data", "okvqa", "pre-extracted_features", "passages")
@@ -166,8 +167,8 @@ def load_okvqa_wk11m(root: os.PathLike | str, split: str = "test", *, pairs_file
     answers_by_qid = _annotation_answers(os.fspath(annotations_file)) if annotations_file else None
 
     queries = []
-    for line_no, record in iter_jsonl(pairs_file):
-        where = f"{pairs_file}: line {line_no}"
+    for _, where, record in iter_json_lines(pairs_file, error=BenchmarkFormatError, objects_only=False,
+                                            skip_blank=False):
         raw_qid = get_field(record, "question_id", where, (int, str))
         try:
             qid = int(raw_qid)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 
 class BenchmarkFormatError(ValueError):
@@ -28,21 +28,6 @@ def read_json_array(path: os.PathLike | str) -> list[Any]:
     if not isinstance(data, list):
         raise BenchmarkFormatError(f"{os.fspath(path)}: expected a JSON array, found {type(data).__name__}")
     return data
-
-
-def iter_jsonl(path: os.PathLike | str, opener=open) -> Iterator[tuple[int, Any]]:
-    """Yield `(line number (1-based), parsed object)` of a JSON Lines file; a blank line is an error."""
-    path = os.fspath(path)
-    with opener(path, "rt", encoding="utf-8") as f:
-        line_no = 0
-        try:
-            for line_no, line in enumerate(f, start=1):
-                try:
-                    yield line_no, json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise BenchmarkFormatError(f"{path}: line {line_no}: invalid JSON: {e.msg}") from e
-        except UnicodeDecodeError as e:
-            raise BenchmarkFormatError(f"{path}: line {line_no + 1}: not UTF-8 text ({e})") from e
 
 
 def get_field(record: Any, name: str, where: str, types: type | tuple[type, ...] | None = None) -> Any:

@@ -6,13 +6,13 @@ Manual dir: `<split>.jsonl` files (e.g. train.jsonl, validation.jsonl), one reco
 """
 from __future__ import annotations
 
-import json
 import pathlib
 import re
 
 import tensorflow_datasets as tfds
 
 from mire_jax.data.builders import common
+from mire_jax.data.jsonl import iter_json_lines
 
 _SPLIT_NAME = re.compile(r"^[A-Za-z0-9_]+$")
 
@@ -48,26 +48,16 @@ class ImageQuestionJsonl(common.PairBuilderBase):
         return {f.stem: self._generate_examples(f, self._embedder(manual)) for f in files}
 
     def _generate_examples(self, path: pathlib.Path, embedder: common.ImageEmbedder):
-        with open(path, encoding="utf-8") as f:
-            for line_no, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                where = f"{path} line {line_no}"
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise common.RecordError(f"{where}: not valid JSON: {e}") from e
-                if not isinstance(record, dict):
-                    raise common.RecordError(f"{where}: expected a JSON object, got {type(record).__name__}")
-                image_id = common.normalize_image_id(common.require_str(record, "image", where))
-                answer = common.require_str(record, "answer", where, optional=True)
-                yield line_no, common.pair_example(
-                    id=common.require_str(record, "id", where),
-                    question=common.require_str(record, "question", where),
-                    image_id=image_id,
-                    image=embedder(image_id),
-                    document=common.require_str(record, "document", where),
-                    document_id=common.require_str(record, "document_id", where, optional=True),
-                    answers=[answer] if answer else [],
-                )
+        for line_no, where, record in iter_json_lines(path, error=common.RecordError):
+            image_id = common.normalize_image_id(common.require_str(record, "image", where))
+            answer = common.require_str(record, "answer", where, optional=True)
+            yield line_no, common.pair_example(
+                id=common.require_str(record, "id", where),
+                question=common.require_str(record, "question", where),
+                image_id=image_id,
+                image=embedder(image_id),
+                document=common.require_str(record, "document", where),
+                document_id=common.require_str(record, "document_id", where, optional=True),
+                answers=[answer] if answer else [],
+            )
         embedder.report(path.stem)

@@ -11,21 +11,16 @@ from mire_jax.data.benchmarks.base import Benchmark, Query
 from mire_jax.data.benchmarks.corpus import MemoryCorpus
 from mire_jax.data.benchmarks.image_refs import ImageFile
 from mire_jax.data.benchmarks.readers import BenchmarkFormatError
+from mire_jax.data.jsonl import iter_json_lines
 
 
 def _records(path: pathlib.Path, fields: tuple[str, ...]) -> list[dict]:
     records = []
-    with open(path, encoding="utf-8") as f:
-        for line_number, line in enumerate(f, start=1):
-            where = f"{path}: line {line_number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise BenchmarkFormatError(f"{where}: not valid JSON: {error}") from error
-            missing = [name for name in fields if not isinstance(record.get(name), str)]
-            if missing:
-                raise BenchmarkFormatError(f"{where}: missing or non-string field(s) {', '.join(missing)}")
-            records.append(record)
+    for _, where, record in iter_json_lines(path, error=BenchmarkFormatError):
+        missing = [name for name in fields if not isinstance(record.get(name), str)]
+        if missing:
+            raise BenchmarkFormatError(f"{where}: missing or non-string field(s) {', '.join(missing)}")
+        records.append(record)
     return records
 
 

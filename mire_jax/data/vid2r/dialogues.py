@@ -12,12 +12,13 @@ input files, as the published script does.
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import json
 import os
 from typing import Any, Iterator, Sequence
 
 from tqdm.auto import tqdm
+
+from mire_jax.data.jsonl import iter_json_lines, open_text
 
 IMAGE_TAG = "<image>"
 HUMAN, GPT = "human", "gpt"
@@ -70,12 +71,6 @@ class SplitCounts:
         return dataclasses.asdict(self)
 
 
-def _open_text(path: str):
-    if path.endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
-
-
 def _is_jsonl(path: str) -> bool:
     return path.removesuffix(".gz").endswith(".jsonl")
 
@@ -90,17 +85,10 @@ def iter_raw_records(path: str | os.PathLike) -> Iterator[tuple[str, Any]]:
     if not os.path.exists(path):
         raise FileNotFoundError(f"dialogue file not found: {path}")
     if _is_jsonl(path):
-        with _open_text(path) as f:
-            for line_no, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DialogueFormatError(f"{path}: line {line_no}: invalid JSON: {e.msg}") from e
-                yield f"{path}: line {line_no}", record
+        for _, where, record in iter_json_lines(path, error=DialogueFormatError, objects_only=False):
+            yield where, record
         return
-    with _open_text(path) as f:
+    with open_text(path) as f:
         try:
             data = json.load(f)
         except json.JSONDecodeError as e:

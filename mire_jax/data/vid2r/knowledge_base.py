@@ -14,12 +14,12 @@ conversion's ColBERT collection does. Texts are stripped (the published code ind
 from __future__ import annotations
 
 import csv
-import gzip
-import json
 import os
 from typing import Callable, Iterable, Iterator
 
 from tqdm.auto import tqdm
+
+from mire_jax.data.jsonl import iter_json_lines
 
 DEFAULT_FIELDS = {"jsonl": ("wikidata_id", "wikipedia_content"), "csv": ("kid", "text"),
                   "parquet": ("passage_id", "passage_content")}
@@ -96,18 +96,9 @@ class KnowledgeBase:
         return record[name]
 
     def _iter_jsonl(self, path: str):
-        opener = gzip.open if path.endswith(".gz") else open
-        with opener(path, "rt", encoding="utf-8") as f:
-            for line_no, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                where = f"{path}: line {line_no}"
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise KnowledgeBaseError(f"{where}: invalid JSON: {e.msg}") from e
-                pid = self._field(record, self.id_field, where) if self.id_field else None
-                yield where, pid, self._field(record, self.text_field, where)
+        for _, where, record in iter_json_lines(path, error=KnowledgeBaseError, objects_only=False):
+            pid = self._field(record, self.id_field, where) if self.id_field else None
+            yield where, pid, self._field(record, self.text_field, where)
 
     def _iter_csv(self, path: str):
         csv.field_size_limit(1 << 30)

@@ -12,6 +12,8 @@ import json
 import os
 from typing import Any, Callable, Iterable, Iterator
 
+from mire_jax.data.jsonl import iter_json_lines
+
 
 def fingerprint(*parts: Any) -> str:
     """A stable hash of JSON-serialisable parts (dict keys sorted)."""
@@ -55,14 +57,8 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[Any]) -> None:
 
 def iter_jsonl(path: str | os.PathLike) -> Iterator[Any]:
     """Stream the objects of a JSON Lines file (blank lines skipped); errors name the file and line."""
-    path = os.fspath(path)
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if line.strip():
-                try:
-                    yield json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}: line {line_no}: invalid JSON: {e.msg}") from e
+    for _, _, record in iter_json_lines(path, objects_only=False):
+        yield record
 
 
 def read_jsonl(path: str | os.PathLike) -> list:
