@@ -11,6 +11,8 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
+from mire_jax.blocks import block_budget, largest_divisor_block
+
 MASKED_SCORE = -9999.0  # the published code's fill for masked doc tokens
 
 
@@ -69,17 +71,14 @@ def maxsim_blocked(q: jax.Array, d: jax.Array, d_mask: jax.Array, block: int) ->
     return jnp.moveaxis(scores, 0, 1).reshape(q.shape[0], bd)
 
 
-CPU_BLOCK_SCORES = 1 << 20
 ACCELERATOR_BLOCK_SCORES = 1 << 28
 
 
 def auto_maxsim_block(num_queries: int, query_len: int, num_passages: int, passage_len: int) -> int:
     """Passages per MaxSim block: the largest divisor of `num_passages` whose [Bq, block, Nq, Ld] similarity
     block holds at most about a million scores on CPU (cache-sized) or 256M elsewhere (1 GiB in float32)."""
-    budget = CPU_BLOCK_SCORES if jax.default_backend() == "cpu" else ACCELERATOR_BLOCK_SCORES
     per_passage = num_queries * query_len * passage_len
-    fits = [b for b in range(1, num_passages + 1) if num_passages % b == 0 and b * per_passage <= budget]
-    return max(fits, default=1)
+    return largest_divisor_block(num_passages, per_passage, block_budget(ACCELERATOR_BLOCK_SCORES))
 
 
 def in_batch_loss(q: jax.Array, d: jax.Array, d_mask: jax.Array, temperature: float, *,

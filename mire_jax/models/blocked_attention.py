@@ -16,14 +16,13 @@ import math
 import jax
 import jax.numpy as jnp
 
+from mire_jax.blocks import block_budget, largest_divisor_block
 from mire_jax.models.dropout import dropout_keep_probability, keep_mask_at, key_words
-
-CPU_BLOCK_SCORES = 1 << 20
 
 
 def default_block_scores() -> int | None:
     """Scores per block: about a million on CPU (cache-sized); one block elsewhere (fused kernels do better)."""
-    return CPU_BLOCK_SCORES if jax.default_backend() == "cpu" else None
+    return block_budget(None)
 
 
 def blocked_attention(q, k, v, mask, dropout_rng=None, dropout_rate: float = 0.0, block_scores: int | None = None):
@@ -36,9 +35,7 @@ def blocked_attention(q, k, v, mask, dropout_rng=None, dropout_rate: float = 0.0
     b, t, n, h = q.shape
     s = k.shape[1]
     groups = b * n
-    per_group = t * s
-    limit = block_scores or groups * per_group
-    group_block = max(d for d in range(1, groups + 1) if groups % d == 0 and (d * per_group <= limit or d == 1))
+    group_block = largest_divisor_block(groups, t * s, block_scores)
     if dropout_rng is None or dropout_rate == 0.0:
         words, rate = jnp.zeros((2,), jnp.uint32), 0.0
     else:

@@ -180,3 +180,14 @@ def pair_example(*, id: str, question: str, image_id: str, image: bytes, documen
     """One record in the shared feature layout."""
     return {"id": id, "question": question, "instruction": instruction, "image_id": image_id, "image": image,
             "document": document, "document_id": document_id, "answers": list(answers), "negs": list(negs)}
+
+
+def example_from_vid2r_fields(record: dict, where: str, embedder: ImageEmbedder, **extra) -> dict:
+    """A record with ViD2R's field names (`id`, `question`, `image`, `document`, optional `answer`) -> one example;
+    `extra` sets further fields of `pair_example`. Errors name `where`."""
+    image_id = normalize_image_id(require_str(record, "image", where))
+    answer = require_str(record, "answer", where, optional=True)
+    return pair_example(id=require_str(record, "id", where), question=require_str(record, "question", where),
+                        image_id=image_id, image=embedder(image_id),
+                        document=require_str(record, "document", where).strip(),
+                        answers=[answer] if answer else [], **extra)

@@ -49,15 +49,6 @@ class ImageQuestionJsonl(common.PairBuilderBase):
 
     def _generate_examples(self, path: pathlib.Path, embedder: common.ImageEmbedder):
         for line_no, where, record in iter_json_lines(path, error=common.RecordError):
-            image_id = common.normalize_image_id(common.require_str(record, "image", where))
-            answer = common.require_str(record, "answer", where, optional=True)
-            yield line_no, common.pair_example(
-                id=common.require_str(record, "id", where),
-                question=common.require_str(record, "question", where),
-                image_id=image_id,
-                image=embedder(image_id),
-                document=common.require_str(record, "document", where),
-                document_id=common.require_str(record, "document_id", where, optional=True),
-                answers=[answer] if answer else [],
-            )
+            document_id = common.require_str(record, "document_id", where, optional=True)
+            yield line_no, common.example_from_vid2r_fields(record, where, embedder, document_id=document_id)
         embedder.report(path.stem)

@@ -53,17 +53,8 @@ class Vid2r(common.PairBuilderBase):
             where = f"{path} record {index}"
             if not isinstance(record, dict):
                 raise common.RecordError(f"{where}: expected an object, got {type(record).__name__}")
-            image_id = common.normalize_image_id(common.require_str(record, "image", where))
-            answer = common.require_str(record, "answer", where, optional=True)
-            yield index, common.pair_example(
-                id=common.require_str(record, "id", where),
-                question=common.require_str(record, "question", where),
-                image_id=image_id,
-                image=embedder(image_id),
-                document=common.require_str(record, "document", where).strip(),
-                answers=[answer] if answer else [],
-                negs=_negative_passages(record.get("negs") or [], where),
-            )
+            negs = _negative_passages(record.get("negs") or [], where)
+            yield index, common.example_from_vid2r_fields(record, where, embedder, negs=negs)
         embedder.report("train")
 
 
