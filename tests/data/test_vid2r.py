@@ -181,18 +181,20 @@ def test_rule_case_and_question_lead():
     assert out["document"] == "On the table, there is a bowl of fresh fruit and bread."
 
 
-def test_stale_values_reproduce_the_published_variables():
+def test_published_mode_reads_the_carried_over_variables():
     sequence = [_triple("12."), _triple("a response that never ends with a full stop")]
-    plain, stale = ResponseFilter(), ResponseFilter(FilterConfig(stale_values=True))
+    plain, published = ResponseFilter(), ResponseFilter(FilterConfig(published=True))
     assert [plain(t) is None for t in sequence] == [True, False]
-    assert [stale(t) is None for t in sequence] == [True, True]  # the 2nd sees ref = "12"
+    assert [published(t) is None for t in sequence] == [True, True]  # the 2nd sees ref = "12"
+    assert published.carry_over.ref == "12" and plain.carry_over is None
     extractor = lambda text: text.split()[-1:]  # noqa: E731
-    first = _triple("a cat", question="Which pet sleeps on the sofa?\nAnswer with a phrase.")
-    second = _triple("a dog", question="What animal is near the fence?")
-    f = ResponseFilter(FilterConfig(stale_values=True, min_chars=0), extractor)
-    assert [f(first)["document"], f(second)["document"]] == ["A cat (sofa?)", "A dog (sofa?)"]
-    f = ResponseFilter(FilterConfig(min_chars=0), extractor)
-    assert [f(first)["document"], f(second)["document"]] == ["A cat (sofa?)", "A dog (fence?)"]
+    first = _triple("an enormous sleepy tabby.", question="Which pet sleeps on the sofa?\nAnswer with a phrase.")
+    second = _triple("an enormous sleepy tabby.", question="What animal is near the fence?")
+    f = ResponseFilter(FilterConfig(published=True), extractor)
+    assert [f(first)["document"], f(second)["document"]] == ["An enormous sleepy tabby. (sofa?)"] * 2
+    f = ResponseFilter(FilterConfig(), extractor)
+    assert [f(first)["document"], f(second)["document"]] == ["An enormous sleepy tabby. (sofa?)",
+                                                             "An enormous sleepy tabby. (fence?)"]
 
 
 def test_unique_ids_follow_the_published_rule_and_are_deterministic_for_a_seed():

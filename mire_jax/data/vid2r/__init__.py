@@ -5,13 +5,13 @@ split (`dialogues`) -> filter (`filtering`, `nouns`) -> retrieve (`retrieval`, `
 """
 from mire_jax.data.vid2r.conversion import ConversionConfig, compose, convert_records, cut_passage
 from mire_jax.data.vid2r.dialogues import DialogueFormatError, SplitCounts, Triple, read_triples, split_record
-from mire_jax.data.vid2r.filtering import (FilterConfig, ResponseFilter, assign_unique_ids, attach_negatives,
-                                           filter_triples)
+from mire_jax.data.vid2r.filtering import (FilterConfig, PublishedCarryOver, PublishedScriptCrash, ResponseFilter,
+                                           assign_unique_ids, attach_negatives, filter_triples)
 from mire_jax.data.vid2r.knowledge_base import KnowledgeBase, KnowledgeBaseError
 from mire_jax.data.vid2r.nouns import heuristic_nouns, make_noun_extractor
 from mire_jax.data.vid2r.pipeline import PipelineOptions, Vid2rPipeline, run
 
 __all__ = ["ConversionConfig", "DialogueFormatError", "FilterConfig", "KnowledgeBase", "KnowledgeBaseError",
-           "PipelineOptions", "ResponseFilter", "SplitCounts", "Triple", "Vid2rPipeline", "assign_unique_ids",
-           "attach_negatives", "compose", "convert_records", "cut_passage", "filter_triples", "heuristic_nouns",
-           "make_noun_extractor", "read_triples", "run", "split_record"]
+           "PipelineOptions", "PublishedCarryOver", "PublishedScriptCrash", "ResponseFilter", "SplitCounts", "Triple",
+           "Vid2rPipeline", "assign_unique_ids", "attach_negatives", "compose", "convert_records", "cut_passage",
+           "filter_triples", "heuristic_nouns", "make_noun_extractor", "read_triples", "run", "split_record"]

@@ -3,6 +3,7 @@
 Stages (each resumable in --work-dir; a rerun skips what is up to date):
   split    LLaVA JSON / JSONL dialogues -> (image, question, response) turn pairs
   filter   clean and filter (the published rules; each one a flag) -> vid2r_wo_conversion.json, filter_counts.json
+           (--published: the published script's loop exactly, values left over from earlier turns included)
   index    encode the knowledge base with the text tower of --model (skipped with --hits)
   search   the top-k passages of each RESPONSE (checkpointed in chunks)
   compose  passage = cut(hit1) + response + cut(hit2) + cut(hit3) -> ViD2R.json (the vid2r builder's input)
@@ -59,8 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--no-capitalize", action="store_true", help="do not upper-case the first character")
     f.add_argument("--no-question-lead-removal", action="store_true",
                    help="do not delete the question's text before its first ', ' from the response")
-    f.add_argument("--stale-values", action="store_true",
-                   help="reproduce the published script's stale variables exactly (see filtering.py)")
+    f.add_argument("--published", action="store_true",
+                   help="reproduce runs/data_filtering.py exactly, including its reuse of `ref`/`phrase` left over "
+                        "from earlier turns; stops with an error naming the record where the script would crash; "
+                        "the other filter flags must keep their defaults. Exact noun hints need spaCy's "
+                        "en_core_web_sm (requirements-vid2r.txt): without it this warns and uses the heuristic, "
+                        "add --nouns spacy to refuse instead (see filtering.py)")
     f.add_argument("--seed", type=int, default=0, help="seed of the random suffixes of repeated ids")
     f.add_argument("--no-unique-ids", action="store_true", help="leave repeated ids as they are")
     f.add_argument("--save-negative", action="store_true",
@@ -107,7 +112,7 @@ def options_from_args(args: argparse.Namespace) -> PipelineOptions:
         unanswerable_markers=markers, drop_digit_responses=not args.no_digit_filter, boilerplate=args.boilerplate,
         noun_hint_max_words=args.noun_hint_max_words, min_chars=args.min_chars, bad_question_substrings=bad,
         capitalize_first=not args.no_capitalize, remove_question_lead=not args.no_question_lead_removal,
-        stale_values=args.stale_values)
+        published=args.published)
     conversion = ConversionConfig(k=args.k, sentences=args.sentences, cut=args.cut, style=args.style,
                                   dedupe_periods=not args.no_dedupe_periods, negatives=args.negatives)
     return PipelineOptions(

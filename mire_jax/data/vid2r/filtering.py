@@ -1,7 +1,7 @@
 """Cleaning and filtering of (image, question, response) triples into ViD2R's unconverted records.
 
-Defaults reproduce MIRe's published `runs/data_filtering.py` (FORMATS.md (a)); every rule is a field of
-`FilterConfig`. In order, for each triple:
+Defaults follow the rules of `filter_1st_stage` in MIRe's published `runs/data_filtering.py` (public repository
+yeongjoonJu/MIRe); every rule is a field of `FilterConfig`. In order, for each triple:
 
 1. skip text-only records and images whose path contains `VG_100K`;
 2. response := stripped and lower-cased; drop if empty (the published code would crash on it), if it contains
@@ -17,18 +17,24 @@ Defaults reproduce MIRe's published `runs/data_filtering.py` (FORMATS.md (a)); e
 8. ids that repeat within one image get a random `_<a-l><0-9>` suffix (`assign_unique_ids`, seeded here);
    optionally each record gets `negs`: copies of the other records of its image with a different question.
 
-Where MIRE.md's prose (the paper) and the published code differ, the code is the default:
+Where the paper's prose and the published code differ, the code is the default:
 - the paper strips boilerplate *openers* ("yes,", "certainly!", "in the image", "the image shows ...");
   the code deletes the patterns anywhere and without word boundaries, so "piano." loses "no." and
   "in the image" is cut from mid-sentence. `boilerplate="openers"` applies them only at the start.
 - the paper drops questions "about counting or colours"; the code tests substrings anywhere in the question
   and also drops VG region descriptions ("a short description for this region:").
 - the paper says nothing of lower-casing, the noun hint or the question-prefix deletion, which the code does.
-- the code reads two variables (`ref` in step 2, `phrase` in step 4) that it sets only on some branches, so
-  the digit test of a response without a final "." sees the previous such response, and the noun hint of a
-  question without a line break uses the previous multi-line question's first line. `stale_values=True`
-  reproduces that (where the code would hit an undefined name, the rule does not fire); the default uses the
-  current response and question, which is what the code means.
+
+Two modes (`FilterConfig.published`):
+- clean (default): each turn is judged on its own response and question, which is what the code means.
+- published: the published loop exactly. It reads two variables that it assigns only on some branches, so a
+  turn may see the value an earlier turn (of any earlier record) left (`PublishedCarryOver`): the digit test of
+  a response without a final "." reads the last response that had one, and the noun hint of a question
+  without a line break reads the first line of the last short response's multi-line question. Where the
+  script would crash instead (an empty response, or one of those variables read before any turn assigned it),
+  `PublishedScriptCrash` names the record. The other rules must keep their published defaults. Not
+  reproducible: the script's unseeded id suffixes, and its crash on a record whose `image` is null (skipped
+  here like a text-only record).
 """
 from __future__ import annotations
 
@@ -79,7 +85,8 @@ class FilterConfig:
         bad_question_substrings: drop a triple whose question contains one of these (case-sensitive).
         capitalize_first: upper-case the first character of the kept response.
         remove_question_lead: if the question has a comma, delete its text before the first ", " from the response.
-        stale_values: reproduce the published stale `ref`/`phrase` variables (see the module docstring).
+        published: reproduce the published loop exactly, stale values and crashes included (see the module
+            docstring); the other rules must then keep their defaults.
     """
 
     skip_text_only: bool = True
@@ -94,7 +101,7 @@ class FilterConfig:
     bad_question_substrings: tuple[str, ...] = BAD_QUESTION_SUBSTRINGS
     capitalize_first: bool = True
     remove_question_lead: bool = True
-    stale_values: bool = False
+    published: bool = False
 
     def __post_init__(self):
         if self.boilerplate not in BOILERPLATE_MODES:
@@ -107,23 +114,64 @@ class FilterConfig:
                 re.compile(pattern)
             except re.error as e:
                 raise ValueError(f"bad boilerplate pattern {pattern!r}: {e}") from e
+        changed = self.rules_changed_from_published()
+        if self.published and changed:
+            raise ValueError("published=True reproduces runs/data_filtering.py, whose rules are the defaults; it "
+                             f"cannot be combined with {', '.join(changed)}")
+
+    def rules_changed_from_published(self) -> list[str]:
+        """`name=value` of each rule that differs from the published script's."""
+        return [f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self)
+                if f.name != "published" and getattr(self, f.name) != f.default]
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
 
 
+class PublishedScriptCrash(ValueError):
+    """The published script would stop with an exception at this turn: published mode has no output to copy."""
+
+    def __init__(self, triple: Triple, what_the_script_raises: str):
+        super().__init__(
+            f"record {triple.record_id!r}, turn {triple.turn} (image {triple.image!r}): the published "
+            f"runs/data_filtering.py stops here with {what_the_script_raises}; published mode reproduces only "
+            f"runs the script completes (without --published / published=False the clean rules apply)")
+
+
+@dataclasses.dataclass
+class PublishedCarryOver:
+    """The two loop variables of the published filter that outlive the turn that assigned them.
+
+    In `filter_1st_stage` of `runs/data_filtering.py` (yeongjoonJu/MIRe), `ref` (the response without its final
+    ".") is assigned only when the response ends with "." but read by the digit test of every turn that gets
+    that far, and `phrase` (the question's first line) is assigned only when a short response's question has a
+    line break but fed to spaCy for every short response. Both are locals of one loop over all records, so a
+    turn reads what the last assigning turn left, in the same record or an earlier one (records skipped for
+    their image never reach the loop). None: never assigned yet, where the script raises UnboundLocalError.
+
+    Attributes:
+        ref: the last response that ended with ".", without that ".".
+        phrase: the first line of the last multi-line question of a short response.
+    """
+
+    ref: str | None = None
+    phrase: str | None = None
+
+
 class ResponseFilter:
     """Applies `FilterConfig` to triples one at a time, counting what each rule does.
 
-    Stateful only through the published stale variables (`stale_values=True`): feed triples in input order.
+    With `config.published` it carries `PublishedCarryOver` from turn to turn (`self.carry_over`; None in the
+    clean mode): feed the triples in input order, to one filter.
     """
 
     def __init__(self, config: FilterConfig = FilterConfig(), noun_extractor: NounExtractor = no_nouns):
         self.config = config
         self.noun_extractor = noun_extractor
         self.counts: collections.Counter = collections.Counter()
-        self._ref: str | None = None
-        self._phrase: str | None = None
+        self.carry_over = PublishedCarryOver() if config.published else None
+        if self.carry_over is not None:
+            self.counts.update({"published_stale_ref_reads": 0, "published_stale_phrase_reads": 0})
         if config.boilerplate == "openers":
             self._patterns = [re.compile(r"^\s*(?:" + p + ")") for p in config.boilerplate_patterns]
         else:
@@ -150,22 +198,35 @@ class ResponseFilter:
                     doc, changed = new, True
         return doc
 
-    def _is_digits(self, doc: str) -> bool:
+    def _digit_test_text(self, doc: str, triple: Triple) -> str:
+        """The text the digit test reads: this response without its final "." (published: see `ref`)."""
         if doc.endswith("."):
-            self._ref = doc[:-1]
-            ref = self._ref
-        else:
-            ref = self._ref if self.config.stale_values else doc
-        return ref is not None and ref.strip().isdigit()
-
-    def _noun_hint(self, doc: str, question: str) -> str:
-        if "\n" in question:
-            self._phrase = question.split("\n")[0]
-            phrase = self._phrase
-        else:
-            phrase = self._phrase if self.config.stale_values else question
-        if phrase is None:
+            if self.carry_over is not None:
+                self.carry_over.ref = doc[:-1]
+            return doc[:-1]
+        if self.carry_over is None:
             return doc
+        if self.carry_over.ref is None:
+            raise PublishedScriptCrash(triple, "UnboundLocalError: `ref` is read, but no earlier response ended "
+                                               "with '.' (the only branch that assigns it)")
+        self.counts["published_stale_ref_reads"] += 1
+        return self.carry_over.ref
+
+    def _noun_hint_phrase(self, question: str, triple: Triple) -> str:
+        """The text whose nouns a short response gets: the question's first line (published: see `phrase`)."""
+        if self.carry_over is None:
+            return question.split("\n")[0]
+        if "\n" in question:
+            self.carry_over.phrase = question.split("\n")[0]
+            return self.carry_over.phrase
+        if self.carry_over.phrase is None:
+            raise PublishedScriptCrash(triple, "UnboundLocalError: `phrase` is read for this short response, but "
+                                               "no earlier short response had a question with a line break (the "
+                                               "only branch that assigns it)")
+        self.counts["published_stale_phrase_reads"] += 1
+        return self.carry_over.phrase
+
+    def _add_noun_hint(self, doc: str, phrase: str) -> str:
         self.counts["noun_hint_candidates"] += 1
         nouns = self.noun_extractor(phrase)
         if nouns:
@@ -187,10 +248,13 @@ class ResponseFilter:
         if c.lowercase:
             doc = doc.lower()
         if not doc:
+            if c.published:
+                raise PublishedScriptCrash(triple, "IndexError: the response is empty, and the script reads its "
+                                                   "last character")
             return self._drop("dropped_empty_response")
         if any(m in doc for m in c.unanswerable_markers):
             return self._drop("dropped_unanswerable")
-        if c.drop_digit_responses and self._is_digits(doc):
+        if c.drop_digit_responses and self._digit_test_text(doc, triple).strip().isdigit():
             return self._drop("dropped_digits")
         cleaned = self._remove_boilerplate(doc)
         if cleaned != doc:
@@ -199,7 +263,7 @@ class ResponseFilter:
         if not doc.strip():
             return self._drop("dropped_empty_after_boilerplate")
         if c.noun_hint_max_words > 0 and len(doc.split()) <= c.noun_hint_max_words:
-            doc = self._noun_hint(doc, question)
+            doc = self._add_noun_hint(doc, self._noun_hint_phrase(question, triple))
         if len(doc) < c.min_chars:
             return self._drop("dropped_short")
         if any(s in question for s in c.bad_question_substrings):
@@ -273,7 +337,7 @@ def filter_triples(triples: Iterable[Triple], config: FilterConfig = FilterConfi
     """Filter triples into ViD2R's unconverted records (`vid2r_wo_conversion.json`).
 
     Args:
-        triples: in input order (the stale-value quirk and the id suffixes depend on it).
+        triples: in input order (the published carry-over and the id suffixes depend on it).
         config: the rules.
         noun_extractor: for the short-response hint (`nouns.make_noun_extractor`).
         seed: seeds the random id suffixes (the published script leaves them unseeded).
@@ -284,7 +348,11 @@ def filter_triples(triples: Iterable[Triple], config: FilterConfig = FilterConfi
     Returns:
         (records, counts): counts has one entry per rule (`DROP_REASONS`), "kept", "triples" and what the
         cleaning steps changed ("boilerplate_removed", "noun_hint_candidates", "noun_hints_added",
-        "question_lead_removed", "ids_renamed", "negatives").
+        "question_lead_removed", "ids_renamed", "negatives"); in published mode also how many turns read a
+        carried-over value ("published_stale_ref_reads", "published_stale_phrase_reads").
+
+    Raises:
+        PublishedScriptCrash: in published mode, at a turn where the published script would crash.
     """
     response_filter = ResponseFilter(config, noun_extractor)
     records = []

@@ -1,8 +1,9 @@
-"""Noun extractors for the short-response hint of the ViD2R filter (FORMATS.md (a) step 5).
+"""Noun extractors for the short-response hint of the ViD2R filter.
 
-The published filter appends ` (n1, n2, ...)` to responses of at most 4 words, with the NOUN and PROPN tokens
-that spaCy's `en_core_web_sm` finds in the question's first line. spaCy's model cannot always be installed,
-so the extractor is pluggable (`make_noun_extractor`):
+The published filter (`runs/data_filtering.py` of yeongjoonJu/MIRe) appends ` (n1, n2, ...)` to responses of at
+most 4 words, with the NOUN and PROPN tokens that spaCy's `en_core_web_sm` finds in the question's first line.
+spaCy's model is an optional extra (`requirements-vid2r.txt`: it is not on PyPI), so the extractor is pluggable
+(`make_noun_extractor`):
 
 * "spacy": spaCy with a named pipeline (default `en_core_web_sm`); exactly the published behaviour.
 * "heuristic": a dependency-free approximation (below). It differs from spaCy's tagger: it keeps content words
@@ -13,7 +14,8 @@ so the extractor is pluggable (`make_noun_extractor`):
   words and possessives more coarsely than spaCy. Nouns of the image itself ("image", "photo") are kept, as
   spaCy keeps them.
 * "none": never adds a hint (the step is skipped; the filter counts how often it would have run).
-* "auto" (default): spaCy when `spacy` and the model import, else the heuristic.
+* "auto" (default): spaCy when `spacy` and the model import, else the heuristic; `heuristic_notice` is the line
+  the pipeline prints and records when that fallback (or the heuristic by choice) was used.
 """
 from __future__ import annotations
 
@@ -67,15 +69,31 @@ def no_nouns(text: str) -> list[str]:
     return []
 
 
+INSTALL_OPTIONAL_EXTRA = "pip install -r requirements-vid2r.txt"
+# Components that do not change a token's `pos_` in the English pipelines; skipped for speed outside --published.
+_COMPONENTS_NOT_NEEDED_FOR_POS = ("parser", "ner", "lemmatizer")
+
+
 @functools.lru_cache(maxsize=4)
-def _spacy_pipeline(model: str):
-    import spacy  # optional dependency
-    return spacy.load(model, disable=["parser", "ner", "lemmatizer"])
+def _spacy_pipeline(model: str, full_pipeline: bool):
+    import spacy  # optional dependency: requirements-vid2r.txt
+    if full_pipeline:
+        return spacy.load(model)  # verbatim the published call
+    return spacy.load(model, disable=list(_COMPONENTS_NOT_NEEDED_FOR_POS))
 
 
-def spacy_nouns_extractor(model: str = "en_core_web_sm") -> NounExtractor:
-    """NOUN/PROPN tokens by spaCy's tagger, as the published filter (raises ImportError/OSError when absent)."""
-    nlp = _spacy_pipeline(model)
+def spacy_nouns_extractor(model: str = "en_core_web_sm", full_pipeline: bool = False) -> NounExtractor:
+    """NOUN/PROPN tokens by spaCy's tagger, in text order, as the published filter keeps them.
+
+    Args:
+        model: the spaCy pipeline to load.
+        full_pipeline: load every component, as the published script does, instead of skipping the parser,
+            NER and lemmatizer (which do not set `pos_`).
+
+    Raises:
+        ImportError, OSError: spaCy or the model cannot be loaded.
+    """
+    nlp = _spacy_pipeline(model, full_pipeline)
 
     def extract(text: str) -> list[str]:
         return [t.text for t in nlp(text) if t.pos_ in ("NOUN", "PROPN")]
@@ -86,14 +104,17 @@ def spacy_nouns_extractor(model: str = "en_core_web_sm") -> NounExtractor:
 
 def spacy_available(model: str = "en_core_web_sm") -> bool:
     try:
-        _spacy_pipeline(model)
+        _spacy_pipeline(model, False)
     except (ImportError, OSError):
         return False
     return True
 
 
-def make_noun_extractor(kind: str = "auto", spacy_model: str = "en_core_web_sm") -> tuple[NounExtractor, str]:
+def make_noun_extractor(kind: str = "auto", spacy_model: str = "en_core_web_sm",
+                        full_pipeline: bool = False) -> tuple[NounExtractor, str]:
     """-> (extractor, the name of what was chosen: "spacy:<model>", "heuristic" or "none").
+
+    `full_pipeline` is passed to `spacy_nouns_extractor`.
 
     Raises:
         ValueError: unknown kind, or kind "spacy" while spaCy or its model cannot be loaded.
@@ -104,10 +125,31 @@ def make_noun_extractor(kind: str = "auto", spacy_model: str = "en_core_web_sm")
         return heuristic_nouns, "heuristic"
     if kind in ("spacy", "auto"):
         try:
-            return spacy_nouns_extractor(spacy_model), f"spacy:{spacy_model}"
+            return spacy_nouns_extractor(spacy_model, full_pipeline), f"spacy:{spacy_model}"
         except (ImportError, OSError) as e:
             if kind == "spacy":
                 raise ValueError(f"noun extractor 'spacy' asked for, but spaCy model {spacy_model!r} cannot be "
-                                 f"loaded ({e}); use 'heuristic' or 'none'") from e
+                                 f"loaded ({e}); install it with `{INSTALL_OPTIONAL_EXTRA}`, or use 'heuristic' "
+                                 f"or 'none'") from e
             return heuristic_nouns, "heuristic"
     raise ValueError(f"unknown noun extractor {kind!r}: expected auto, spacy, heuristic or none")
+
+
+def heuristic_notice(extractor_name: str, requested: str, published: bool = False) -> str | None:
+    """The one line to print and record when the heuristic made the noun hints (None otherwise).
+
+    Args:
+        extractor_name: what `make_noun_extractor` chose.
+        requested: the kind that was asked for ("auto" falls back to the heuristic when spaCy is absent).
+        published: the filter reproduces the published script, whose output the heuristic cannot match.
+    """
+    if extractor_name != "heuristic":
+        return None
+    if published:
+        return ("WARNING: --published without spaCy's en_core_web_sm (not importable here): the noun hints of "
+                "short responses come from a heuristic, so this output CANNOT equal the released ViD2R; install "
+                f"the optional extra (`{INSTALL_OPTIONAL_EXTRA}`), or add --nouns spacy to refuse to run without it")
+    why = "chosen with --nouns heuristic" if requested == "heuristic" else "spaCy's en_core_web_sm is not importable"
+    return (f"note: the noun hints of short responses came from a heuristic ({why}), not from spaCy's "
+            f"en_core_web_sm as published, so they may differ from the released ViD2R; for spaCy's: "
+            f"`{INSTALL_OPTIONAL_EXTRA}`")

@@ -4,7 +4,7 @@ Work folder layout:
   triples.jsonl                 stage "split": (record_id, turn, image, question, response) per turn pair
   split_counts.json
   vid2r_wo_conversion.json      stage "filter": the published filter's output (JSON array, indent 2)
-  filter_counts.json            kept / dropped per rule
+  filter_counts.json            kept / dropped per rule, the noun extractor, and a note when it was the heuristic
   kb_index/                     stage "index": passage token embeddings in shards (resumable per shard)
   search_chunks/chunk_*.jsonl   stage "search": hits of `chunk_size` records per file (resumable per chunk)
   hits.jsonl                    {"id", "pids", ["scores"]} per filtered record, in record order
@@ -24,7 +24,7 @@ from mire_jax.data.vid2r.conversion import ConversionConfig, convert_records, cu
 from mire_jax.data.vid2r.dialogues import SplitCounts, Triple, read_triples
 from mire_jax.data.vid2r.filtering import DROP_REASONS, FilterConfig, filter_triples
 from mire_jax.data.vid2r.knowledge_base import KnowledgeBase
-from mire_jax.data.vid2r.nouns import make_noun_extractor
+from mire_jax.data.vid2r.nouns import heuristic_notice, make_noun_extractor
 from mire_jax.data.vid2r.retrieval import Retriever
 
 STAGES = ("split", "filter", "index", "search", "compose")
@@ -70,6 +70,17 @@ class PipelineOptions:
             raise ValueError(f"until must be one of {STAGES}, got {self.until!r}")
         if not self.dialogues:
             raise ValueError("no dialogue file given")
+        if self.filter.published:
+            self._check_published_nouns()
+
+    def _check_published_nouns(self) -> None:
+        """The published script tags with spaCy's en_core_web_sm; refuse settings that never can."""
+        if self.nouns in ("heuristic", "none"):
+            raise ValueError(f"--published reproduces the published noun hints (spaCy's en_core_web_sm); "
+                             f"--nouns {self.nouns} cannot: use --nouns auto or spacy")
+        if self.spacy_model != "en_core_web_sm":
+            raise ValueError(f"--published loads en_core_web_sm as the published script does, not "
+                             f"--spacy-model {self.spacy_model}")
 
 
 def _read_json(path: str):
@@ -127,7 +138,10 @@ class Vid2rPipeline:
 
     def filter(self) -> str:
         o = self.o
-        extractor, extractor_name = make_noun_extractor(o.nouns, o.spacy_model)
+        extractor, extractor_name = make_noun_extractor(o.nouns, o.spacy_model, full_pipeline=o.filter.published)
+        notice = heuristic_notice(extractor_name, o.nouns, published=o.filter.published)
+        if notice:
+            self.log(notice)  # before a long filtering run, and once per run
         fp = stages.fingerprint("filter", self.fingerprints["split"], o.filter.to_json(), extractor_name, o.seed,
                                 o.unique_ids, o.save_negative)
         path = self.markers.path("vid2r_wo_conversion.json")
@@ -138,14 +152,13 @@ class Vid2rPipeline:
             triples = (Triple.from_json(d) for d in stages.iter_jsonl(self.markers.path("triples.jsonl")))
             records, counts = filter_triples(triples, o.filter, extractor, seed=o.seed, unique_ids=o.unique_ids,
                                              save_negative=o.save_negative, progress=o.progress)
-            counts = {"noun_extractor": extractor_name, **counts}
+            counts = {"noun_extractor": extractor_name, "published": o.filter.published, **counts}
+            if notice:
+                counts["notes"] = [notice]
             stages.write_json(path, records)
             stages.write_json(self.markers.path("filter_counts.json"), counts)
             self.markers.mark("filter", fp, [path], counts)
             self.log(_summary_table(counts, f"[filter] {counts['triples']} turn pairs -> {counts['kept']} kept"))
-            if extractor_name == "heuristic" and counts.get("noun_hint_candidates"):
-                self.log("  note: spaCy's en_core_web_sm is not available; noun hints came from the heuristic "
-                         "extractor (see mire_jax/data/vid2r/nouns.py)")
         self.results["filter_counts"] = counts
         return path
 
