@@ -7,6 +7,7 @@ def eval_config(benchmark: str, root: str, split: str = "") -> ml_collections.Co
     c.benchmark = benchmark          # a name of mire_jax.data.benchmarks.LOADERS
     c.root = root                    # the download folder, laid out as the original
     c.split = split                  # "" = the split MIRe evaluates
+    c.protocol = "published"         # "published" (MIRe's evaluation) | "textbook"; see mire_jax/evaluation.py
     c.k = 100
     c.query_maxlen = 64
     c.doc_maxlen = 384

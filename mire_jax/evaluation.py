@@ -4,6 +4,18 @@ score with the published protocol and the textbook metrics.
 Modes: "mire" (image + question), "text_only" (the question alone: the ColBERT text baseline). Image
 ablations: "shuffle" (each query gets another query's image, a fixed permutation) and "blank" (a uniform grey
 image), which together measure how much the model relies on the image.
+
+Protocols (`EvalSettings.protocol`) decide how the run is made and which metrics are its headline:
+  - "published" (default): as MIRe's published evaluation. Its indexer stores every non-padding passage token,
+    punctuation included (passage keep "padding_only"; MIRe's training, like ColBERT, drops punctuation), and
+    the metrics follow its evaluation script (`mire_jax.metrics.evaluate_published`).
+  - "textbook": passages indexed as ColBERT does, punctuation dropped (passage keep
+    "punctuation_and_padding"), scored with the standard definitions (`mire_jax.metrics.evaluate_textbook`).
+The encoded corpus is cached per model, doc_maxlen and passage keep policy, so the protocols never share an
+index. `score` returns every metric set the benchmark supports: the run's own protocol's, and the other one's
+computed on the same run (published metrics always; textbook metrics only where every query has gold ids).
+Each set is labelled with its metric protocol ("protocol") and with the protocol of the run it was computed on
+("run_protocol"), so e.g. textbook metrics of a published run are never mistaken for a textbook run's.
 """
 from __future__ import annotations
 
@@ -23,16 +35,21 @@ from mire_jax.data.images import clip_preprocess
 from mire_jax.index import LateInteractionIndex
 from mire_jax.index.encode import encode_to_shards, model_encode_fn
 from mire_jax.index.shards import write_manifest
+from mire_jax.tokenizer import DROP_PADDING_ONLY, DROP_PUNCTUATION
 
 MODES = ("mire", "text_only")
 ABLATIONS = (None, "shuffle", "blank")
 KS = (1, 5, 10, 20, 50, 100)
+PROTOCOLS = ("published", "textbook")
+# The passage tokens each protocol indexes: MIRe's indexer keeps punctuation, ColBERT's skiplist drops it.
+PASSAGE_KEEP = {"published": DROP_PADDING_ONLY, "textbook": DROP_PUNCTUATION}
 
 
 @dataclasses.dataclass(frozen=True)
 class EvalSettings:
     mode: str = "mire"
     image_ablation: str | None = None
+    protocol: str = "published"
     k: int = 100
     query_maxlen: int = 64
     doc_maxlen: int = 384
@@ -47,6 +64,19 @@ class EvalSettings:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.image_ablation not in ABLATIONS:
             raise ValueError(f"image_ablation must be one of {ABLATIONS[1:]} or None, got {self.image_ablation!r}")
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
+
+    @property
+    def passage_keep(self) -> str:
+        """The passage keep policy of the protocol (`mire_jax.tokenizer.PASSAGE_KEEP_POLICIES`)."""
+        return PASSAGE_KEEP[self.protocol]
+
+    @property
+    def run_name(self) -> str:
+        """<mode>[_<ablation>]_<protocol>: names a run's files, distinct for every mode, ablation and protocol."""
+        ablation = f"_{self.image_ablation}" if self.image_ablation else ""
+        return f"{self.mode}{ablation}_{self.protocol}"
 
 
 def params_fingerprint(config, params) -> str:
@@ -60,22 +90,26 @@ def params_fingerprint(config, params) -> str:
 def corpus_index(benchmark, config, params, tokenizer, workdir: str, settings: EvalSettings,
                  fingerprint: str | None = None) -> LateInteractionIndex:
     """Encode the benchmark's corpus into shards (resumable) and build or load its index, cached under
-    `workdir/<benchmark>/<model fingerprint>/`."""
+    `workdir/<benchmark>_<split>/model_<fingerprint>_d<doc_maxlen>_<passage keep policy>/`."""
     fingerprint = fingerprint or params_fingerprint(config, params)
-    base = os.path.join(workdir, f"{benchmark.name}_{benchmark.split}", f"model_{fingerprint}_d{settings.doc_maxlen}")
+    base = os.path.join(workdir, f"{benchmark.name}_{benchmark.split}",
+                        f"model_{fingerprint}_d{settings.doc_maxlen}_{settings.passage_keep}")
     shards, index_dir = os.path.join(base, "shards"), os.path.join(base, "index")
     if os.path.exists(os.path.join(index_dir, "manifest.json")):
         return LateInteractionIndex.load(index_dir)
-    encode = model_encode_fn(config, params, tokenizer, max_len=settings.doc_maxlen, batch_size=settings.batch_size)
+    encode = model_encode_fn(config, params, tokenizer, max_len=settings.doc_maxlen, batch_size=settings.batch_size,
+                             passage_keep=settings.passage_keep)
     summary = encode_to_shards(iter(benchmark.corpus), shards, encode, shard_size=settings.shard_size,
                                batch_size=settings.batch_size, process_index=jax.process_index(),
                                process_count=jax.process_count(), total=len(benchmark.corpus),
-                               settings={"model": fingerprint, "doc_maxlen": settings.doc_maxlen})
+                               settings={"model": fingerprint, "doc_maxlen": settings.doc_maxlen,
+                                         "passage_keep": settings.passage_keep})
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
         multihost_utils.sync_global_devices("corpus encoded")
     if jax.process_index() == 0:
-        write_manifest(shards, summary.num_shards, extra={"benchmark": benchmark.name, "split": benchmark.split})
+        write_manifest(shards, summary.num_shards, extra={
+            "benchmark": benchmark.name, "split": benchmark.split, "passage_keep": settings.passage_keep})
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices("corpus manifest written")
     index = LateInteractionIndex.from_shards(shards, settings.index)
@@ -146,12 +180,19 @@ def retrieve(benchmark, config, params, tokenizer, workdir: str, settings: EvalS
     return run
 
 
-def score(benchmark, run, ks: Sequence[int] = KS) -> dict:
-    """Both protocols: {"published": {...}, "textbook": {...} (when the set has gold ids)}."""
-    out = {"published": benchmark.evaluate_published(run, ks).as_dict()}
+def score(benchmark, run, ks: Sequence[int] = KS, *, run_protocol: str = "published") -> dict:
+    """The metric sets of a run: {"published": {...}, "textbook": {...} (when every query has gold ids)}.
+
+    Each set names its metric protocol ("protocol") and `run_protocol`, the protocol the run was made under
+    (see the module docstring); the run's own protocol's set comes first.
+    """
+    if run_protocol not in PROTOCOLS:
+        raise ValueError(f"run_protocol must be one of {PROTOCOLS}, got {run_protocol!r}")
+    sets = {"published": benchmark.evaluate_published(run, ks).as_dict()}
     if all(q.gold_pids for q in benchmark.queries):
-        out["textbook"] = benchmark.evaluate_textbook(run, ks).as_dict()
-    return out
+        sets["textbook"] = benchmark.evaluate_textbook(run, ks).as_dict()
+    order = sorted(sets, key=lambda name: name != run_protocol)
+    return {name: {**sets[name], "run_protocol": run_protocol} for name in order}
 
 
 def format_table(rows: dict[str, dict], columns: Sequence[str]) -> str:

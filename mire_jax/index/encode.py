@@ -169,7 +169,7 @@ def encode_to_shards(passages: Iterable[tuple[str, str]], out_dir: str | os.Path
 
 
 def model_encode_fn(config, params, tokenizer, *, max_len: int = 384, batch_size: int = 64,
-                    devices: Sequence | None = None) -> EncodeFn:
+                    devices: Sequence | None = None, passage_keep: str = "punctuation_and_padding") -> EncodeFn:
     """The MIRe passage encoder as an `EncodeFn`, data-parallel over this process's devices.
 
     Texts are tokenised with `tokenizer.encode_docs` (ColBERT passage conventions), padded to a fixed batch
@@ -183,12 +183,18 @@ def model_encode_fn(config, params, tokenizer, *, max_len: int = 384, batch_size
         max_len: passage length in word pieces (doc_maxlen).
         batch_size: texts per call (rounded up to a multiple of the device count).
         devices: devices to use; default `jax.local_devices()`.
+        passage_keep: the tokens stored per passage, a `mire_jax.tokenizer.PASSAGE_KEEP_POLICIES` name:
+            "punctuation_and_padding" (ColBERT's skiplist, the default) or "padding_only" (MIRe's
+            published indexer keeps punctuation).
     """
     import jax
     from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
     import mire_jax
+    from mire_jax.tokenizer import PASSAGE_KEEP_POLICIES
 
+    if passage_keep not in PASSAGE_KEEP_POLICIES:
+        raise ValueError(f"passage_keep must be one of {PASSAGE_KEEP_POLICIES}, got {passage_keep!r}")
     devices = list(devices) if devices is not None else jax.local_devices()
     batch_size = -(-batch_size // len(devices)) * len(devices)
     mesh = Mesh(np.asarray(devices), ("data",))
@@ -198,7 +204,7 @@ def model_encode_fn(config, params, tokenizer, *, max_len: int = 384, batch_size
     def encode(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         if len(texts) > batch_size:
             raise ValueError(f"{len(texts)} texts exceed the encoder batch of {batch_size}")
-        ids, mask, keep = tokenizer.encode_docs(list(texts), max_len=max_len)
+        ids, mask, keep = tokenizer.encode_docs(list(texts), max_len=max_len, keep_policy=passage_keep)
         pad = batch_size - len(texts)
         ids, mask, keep = (np.pad(a, ((0, pad), (0, 0))) for a in (ids, mask, keep))
         ids, mask, keep = (jax.device_put(a, split) for a in (ids, mask, keep))
