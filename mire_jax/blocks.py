@@ -1,14 +1,28 @@
-"""Block sizes for work split into equal blocks under a budget of elements per block."""
+"""Platform-dependent choices and block sizes for work split into equal blocks under a budget of elements.
+
+Choices between CPU and accelerator code are made when the program is LOWERED (`jax.lax.platform_dependent`),
+never from the host's default backend: a step exported or compiled for TPU or GPU on a CPU host carries the
+accelerator path, and a CPU run the cache-sized one.
+"""
 from __future__ import annotations
+
+from typing import Callable
 
 import jax
 
 CPU_BLOCK_ELEMENTS = 1 << 20  # about a million float32 values: cache-sized, and clear of the 32 MB mmap threshold
 
 
-def block_budget(accelerator_budget: int | None) -> int | None:
-    """Elements per block on this backend: CPU_BLOCK_ELEMENTS on CPU, `accelerator_budget` elsewhere."""
-    return CPU_BLOCK_ELEMENTS if jax.default_backend() == "cpu" else accelerator_budget
+def cpu_or_accelerator(cpu: Callable, accelerator: Callable, *args):
+    """`cpu(*args)` in a program lowered for CPU, `accelerator(*args)` for any other platform. The branches run
+    under the name scopes "cpu_path" / "accelerator_path", so a lowered program shows which it carries."""
+    def scoped(name, fn):
+        def run(*a):
+            with jax.named_scope(name):
+                return fn(*a)
+        return run
+    return jax.lax.platform_dependent(*args, cpu=scoped("cpu_path", cpu), default=scoped("accelerator_path",
+                                                                                             accelerator))
 
 
 def largest_divisor_block(count: int, per_item: int, budget: int | None) -> int:

@@ -5,8 +5,9 @@ XLA materialises every [B, N, T, S] intermediate of plain attention. On CPU, an 
 fresh mmap that page-faults on first touch, so at B=32, L=256 each elementwise pass over the scores ran 5x slower
 per byte than at half the batch. Blocks of about a million scores stay in cache and in the allocator's free lists.
 The backward recomputes the probabilities from q, k and the saved row max and sum (as flash attention does) instead of
-keeping [B, N, T, S] residuals alive. The dropout mask is a keyed hash of each score's index in the whole
-[B, N, T, S] tensor, so it is the same however the work is blocked, and the backward recomputes it for free.
+keeping [B, N, T, S] residuals alive. The dropout mask is a hash of each score's index inside its example's
+[N, T, S] scores, keyed by the example (see dropout.py), so it is the same however the work is blocked, and the
+backward recomputes it for free.
 """
 from __future__ import annotations
 
@@ -16,34 +17,30 @@ import math
 import jax
 import jax.numpy as jnp
 
-from mire_jax.blocks import block_budget, largest_divisor_block
-from mire_jax.models.dropout import dropout_keep_probability, keep_mask_at, key_words
+from mire_jax.blocks import largest_divisor_block
+from mire_jax.models.dropout import dropout_keep_probability, keep_mask_at
 
 
-def default_block_scores() -> int | None:
-    """Scores per block: about a million on CPU (cache-sized); one block elsewhere (fused kernels do better)."""
-    return block_budget(None)
-
-
-def blocked_attention(q, k, v, mask, dropout_rng=None, dropout_rate: float = 0.0, block_scores: int | None = None):
+def blocked_attention(q, k, v, mask, dropout_keys=None, dropout_rate: float = 0.0, block_scores: int | None = None):
     """q [B, T, N, H], k/v [B, S, N, H], mask [B, S] (True = attend) -> [B, T, N, H].
 
     Masked keys get a finfo.min bias (as Hugging Face adds); a row with no key to attend spreads uniformly.
     Logits, softmax and the dropout mask are float32; the probabilities meet v in v's dtype.
+    `dropout_keys` [B, 2]: the examples' dropout keys (`dropout.example_keys`); None: no dropout.
     `block_scores` bounds the scores per block (None: one block).
     """
     b, t, n, h = q.shape
     s = k.shape[1]
     groups = b * n
     group_block = largest_divisor_block(groups, t * s, block_scores)
-    if dropout_rng is None or dropout_rate == 0.0:
-        words, rate = jnp.zeros((2,), jnp.uint32), 0.0
+    if dropout_keys is None or dropout_rate == 0.0:
+        keys, rate = jnp.zeros((groups, 2), jnp.uint32), 0.0
     else:
-        words, rate = key_words(dropout_rng), float(dropout_rate)
+        keys, rate = jnp.repeat(dropout_keys.astype(jnp.uint32), n, axis=0), float(dropout_rate)
     grouped = lambda x: x.transpose(0, 2, 1, 3).reshape(groups, x.shape[1], h)
     bias = jnp.where(mask.astype(bool), 0.0, jnp.finfo(jnp.float32).min).astype(jnp.float32)
     bias = jnp.broadcast_to(bias[:, None, :], (b, n, s)).reshape(groups, s)
-    out = _attention(grouped(q), grouped(k), grouped(v), bias, words, rate, group_block)
+    out = _attention(grouped(q), grouped(k), grouped(v), bias, keys, rate, (n, group_block))
     return out.reshape(b, n, t, h).transpose(0, 2, 1, 3)
 
 
@@ -72,55 +69,61 @@ def _probabilities(q, k, bias, stats=None):
     return jnp.exp(logits - top[..., None]) / total[..., None], stats
 
 
-def _keep(words, rate, shape, block_index, transposed=False):
+def _keep(keys, rate, shape, heads, block_index, transposed=False):
     """The keep mask of block `block_index` of scores [g, T, S], or of its transpose [g, S, T]: a score keeps
-    the index it has in the whole [B, N, T, S] tensor."""
+    the index it has in its example's [N, T, S] scores, under its example's key (`keys` [g, 2], one row per
+    group of the block)."""
     g, t, s = (shape[0], shape[2], shape[1]) if transposed else shape
     at = lambda axis: jax.lax.broadcasted_iota(jnp.uint32, shape, axis)
     t_axis, s_axis = (2, 1) if transposed else (1, 2)
-    index = (at(0) + block_index * g) * (t * s) + at(t_axis) * s + at(s_axis)
-    return keep_mask_at(words, index.astype(jnp.uint32), rate)
+    head = (at(0) + block_index * g) % heads
+    index = head * (t * s) + at(t_axis) * s + at(s_axis)
+    return keep_mask_at(keys[:, None, None, :], index.astype(jnp.uint32), rate)
 
 
-def _forward(q, k, v, bias, words, rate, group_block):
+def _forward(q, k, v, bias, keys, rate, layout):
+    heads, group_block = layout
+
     def block(args):
-        i, qb, kb, vb, bb = args
+        i, qb, kb, vb, bb, keys_b = args
         probs, stats = _probabilities(qb, kb, bb)
         if rate:
-            keep = _keep(words, rate, probs.shape, i)
+            keep = _keep(keys_b, rate, probs.shape, heads, i)
             probs = jnp.where(keep, probs / dropout_keep_probability(rate), 0.0)
         return jnp.einsum("gts,gsh->gth", probs.astype(vb.dtype), vb), stats
 
     index = jnp.arange(q.shape[0] // group_block, dtype=jnp.uint32)
-    out, stats = jax.lax.map(block, (index, *(_blocks(x, group_block) for x in (q, k, v, bias))))
+    out, stats = jax.lax.map(block, (index, *(_blocks(x, group_block) for x in (q, k, v, bias, keys))))
     return _unblock(out), tuple(_unblock(x) for x in stats)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
-def _attention(q, k, v, bias, words, rate, group_block):
-    return _forward(q, k, v, bias, words, rate, group_block)[0]
+def _attention(q, k, v, bias, keys, rate, layout):
+    """`layout` = (heads per example, groups per block)."""
+    return _forward(q, k, v, bias, keys, rate, layout)[0]
 
 
-def _attention_fwd(q, k, v, bias, words, rate, group_block):
-    out, stats = _forward(q, k, v, bias, words, rate, group_block)
-    return out, (q, k, v, bias, words, stats, out)
+def _attention_fwd(q, k, v, bias, keys, rate, layout):
+    out, stats = _forward(q, k, v, bias, keys, rate, layout)
+    return out, (q, k, v, bias, keys, stats, out)
 
 
-def _attention_bwd(rate, group_block, residuals, grad_out):
+def _attention_bwd(rate, layout, residuals, grad_out):
     """Works on the transposed scores [g, S, T]: every product is then a plain row-by-column one
     (XLA:CPU's dot runs several times slower when it contracts the leading axis of a [T, S] operand)."""
-    q, k, v, bias, words, (top, total), out = residuals
+    heads, group_block = layout
+    q, k, v, bias, keys, (top, total), out = residuals
     scale = 1.0 / math.sqrt(q.shape[-1])
     # Row t of the softmax: sum_s dP[t, s] P[t, s] = sum_h dO[t, h] O[t, h], dropout included.
     delta = jnp.sum(grad_out.astype(jnp.float32) * out.astype(jnp.float32), axis=-1)
 
     def block(args):
-        i, qb, kb, vb, bb, tb, sb, db, gb = args
+        i, qb, kb, vb, bb, keys_b, tb, sb, db, gb = args
         logits_t = jnp.einsum("gsh,gth->gst", kb, qb, preferred_element_type=jnp.float32) * scale
         probs_t = jnp.exp(logits_t + bb[:, :, None] - tb[:, None, :]) / sb[:, None, :]
         grad_dropped_t = jnp.einsum("gsh,gth->gst", vb, gb, preferred_element_type=jnp.float32)
         if rate:
-            keep_t = _keep(words, rate, probs_t.shape, i, transposed=True)
+            keep_t = _keep(keys_b, rate, probs_t.shape, heads, i, transposed=True)
             p = dropout_keep_probability(rate)
             dropped_t = jnp.where(keep_t, probs_t / p, 0.0)
             grad_probs_t = jnp.where(keep_t, grad_dropped_t / p, 0.0)
@@ -135,7 +138,7 @@ def _attention_bwd(rate, group_block, residuals, grad_out):
         return dq_t.transpose(0, 2, 1).astype(qb.dtype), dk.astype(kb.dtype), dv.astype(vb.dtype)
 
     index = jnp.arange(q.shape[0] // group_block, dtype=jnp.uint32)
-    blocks = (index, *(_blocks(x, group_block) for x in (q, k, v, bias, top, total, delta, grad_out)))
+    blocks = (index, *(_blocks(x, group_block) for x in (q, k, v, bias, keys, top, total, delta, grad_out)))
     dq, dk, dv = (_unblock(x) for x in jax.lax.map(block, blocks))
     return dq, dk, dv, jnp.zeros_like(bias), None
 

@@ -1,9 +1,13 @@
-"""Dropout from a counter-based hash: element i of a tensor keeps when hash(i, key) >= rate * 2**32.
+"""Dropout from a counter-based hash, keyed per example: element i of example e keeps when
+hash(i, key_e) >= rate * 2**32.
 
-Two key words come from the JAX key; the bits of each element are a keyed integer hash of its index, which XLA
-fuses into the consumer, so no random tensor is materialised and a backward pass can recompute the mask instead of
-storing it. Drawing the bits with `jax.random.bits` costs more than the attention itself on CPU (about 12 ns a
-word). The rate is resolved to 2**-32; rescaling uses the exact keep probability, so dropout stays unbiased.
+Each example's key is a hash of the JAX key and the example's position in the GLOBAL batch, so the mask of an
+example does not depend on how many devices or hosts hold the batch, on where its shard starts, or on gradient
+accumulation: training is the same computation on 1 device and on a pod. The bits of each element are a keyed
+integer hash of its index inside its example, which XLA fuses into the consumer, so no random tensor is
+materialised and a backward pass can recompute the mask instead of storing it (drawing bits with
+`jax.random.bits` costs more than the attention itself on CPU, about 12 ns a word). The rate is resolved to
+2**-32; rescaling uses the exact keep probability, so dropout stays unbiased.
 """
 from __future__ import annotations
 
@@ -13,6 +17,8 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+GOLDEN = 0x9E3779B9
+
 
 def _mix32(x: jax.Array) -> jax.Array:
     """A bijective 32-bit integer finaliser with low bias (xor-shift / multiply, the "lowbias32" constants)."""
@@ -21,6 +27,10 @@ def _mix32(x: jax.Array) -> jax.Array:
     x = x ^ (x >> 15)
     x = x * jnp.uint32(0x846CA68B)
     return x ^ (x >> 16)
+
+
+def _hash(counter: jax.Array, key0: jax.Array, key1: jax.Array) -> jax.Array:
+    return _mix32(_mix32(counter * jnp.uint32(GOLDEN) + key0) ^ key1)
 
 
 def _threshold(rate: float) -> int:
@@ -34,36 +44,47 @@ def dropout_keep_probability(rate: float) -> float:
     return 1.0 - _threshold(rate) / 2**32
 
 
-def key_words(rng: jax.Array) -> jax.Array:
-    """A JAX key -> the two uint32 words that key the hash."""
-    return jax.random.bits(rng, (2,), jnp.uint32)
+def example_keys(rng: jax.Array, example_ids: jax.Array) -> jax.Array:
+    """A JAX key and the examples' positions in the global batch [B] -> their hash keys [B, 2] uint32."""
+    words = jax.random.bits(rng, (2,), jnp.uint32)
+    e = example_ids.astype(jnp.uint32)
+    return jnp.stack([_hash(2 * e, words[0], words[1]), _hash(2 * e + 1, words[0], words[1])], axis=-1)
 
 
-def keep_mask_at(words: jax.Array, index: jax.Array, rate: float) -> jax.Array:
-    """The keep mask of the elements at these (uint32) row-major indices of a tensor keyed by `words`."""
-    bits = _mix32(_mix32(index * jnp.uint32(0x9E3779B9) + words[0]) ^ words[1])
-    return bits >= jnp.uint32(_threshold(rate))
+def keep_mask_at(keys: jax.Array, index: jax.Array, rate: float) -> jax.Array:
+    """The keep mask of elements at these uint32 indices inside their example; `keys` [..., 2] are the keys of
+    their examples, broadcast against `index`."""
+    return _hash(index, keys[..., 0], keys[..., 1]) >= jnp.uint32(_threshold(rate))
 
 
-def _index(shape: tuple[int, ...]) -> jax.Array:
-    size = math.prod(shape)
+def _example_index(shape: tuple[int, ...]) -> jax.Array:
+    """Row-major index of every element inside its example (axis 0 is the example)."""
+    size = math.prod(shape[1:])
     if size >= 2**32:
-        raise ValueError(f"dropout over {size} elements: the counter is 32-bit; split the tensor")
-    return jax.lax.iota(jnp.uint32, size).reshape(shape)
+        raise ValueError(f"dropout over {size} elements per example: the counter is 32-bit; split the tensor")
+    return jax.lax.iota(jnp.uint32, size).reshape(shape[1:])
 
 
-def dropout_keep_mask(rng: jax.Array, shape: tuple[int, ...], rate: float) -> tuple[jax.Array, float]:
-    """-> (keep mask of `shape`, exact keep probability)."""
-    return keep_mask_at(key_words(rng), _index(shape), rate), dropout_keep_probability(rate)
+def dropout_keep_mask(keys: jax.Array, shape: tuple[int, ...], rate: float) -> tuple[jax.Array, float]:
+    """keys [B, 2] (`example_keys`), shape [B, ...] -> (keep mask of `shape`, exact keep probability)."""
+    keys = keys.reshape(keys.shape[0], *([1] * (len(shape) - 1)), 2)
+    return keep_mask_at(keys, _example_index(shape)[None], rate), dropout_keep_probability(rate)
+
+
+def batch_positions(batch_size: int, example_ids: jax.Array | None) -> jax.Array:
+    """The examples' positions in the global batch: `example_ids`, or 0..B-1 when the batch is the whole one."""
+    return jnp.arange(batch_size, dtype=jnp.uint32) if example_ids is None else example_ids
 
 
 class Dropout(nn.Module):
-    """Inverted dropout with `dropout_keep_mask` (rng stream "dropout")."""
+    """Inverted dropout over [B, ...] with per-example hash keys (rng stream "dropout"); `example_ids` [B] are the
+    examples' positions in the global batch (default 0..B-1)."""
     rate: float
 
     @nn.compact
-    def __call__(self, x, deterministic: bool = True):
+    def __call__(self, x, deterministic: bool = True, example_ids=None):
         if deterministic or self.rate == 0.0:
             return x
-        keep, p = dropout_keep_mask(self.make_rng("dropout"), x.shape, self.rate)
+        keys = example_keys(self.make_rng("dropout"), batch_positions(x.shape[0], example_ids))
+        keep, p = dropout_keep_mask(keys, x.shape, self.rate)
         return jnp.where(keep, x / jnp.asarray(p, x.dtype), jnp.zeros_like(x))

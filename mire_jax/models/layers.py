@@ -1,14 +1,15 @@
-"""Pieces shared by the towers: activations by Hugging Face name, attention, L2 normalisation, PyTorch init."""
+"""Pieces shared by the towers: activations by Hugging Face name, attention, L2 normalisation."""
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from mire_jax.models.blocked_attention import blocked_attention, default_block_scores
+from mire_jax.blocks import CPU_BLOCK_ELEMENTS, cpu_or_accelerator
+from mire_jax.models.blocked_attention import blocked_attention
+from mire_jax.models.dropout import batch_positions, example_keys
 
 
 def quick_gelu(x):
@@ -30,15 +31,6 @@ def activation(name: str) -> Callable:
     return ACTIVATIONS[name]
 
 
-def torch_linear_init(fan_in: int):
-    """PyTorch's nn.Linear default: weight and bias uniform in +-1/sqrt(fan_in)."""
-    bound = 1.0 / math.sqrt(fan_in)
-
-    def init(key, shape, dtype=jnp.float32):
-        return jax.random.uniform(key, shape, dtype, -bound, bound)
-    return init
-
-
 def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
     """x / max(||x||, eps) along the last axis in float32, like torch's F.normalize; a zero vector stays zero
     and its gradient is finite (the max cuts the path through sqrt at 0)."""
@@ -47,17 +39,23 @@ def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
     return x / jnp.sqrt(jnp.maximum(sq, eps * eps))
 
 
-def multi_head_attention(q, k, v, mask, dropout_rng=None, dropout_rate: float = 0.0):
+def multi_head_attention(q, k, v, mask, dropout_keys=None, dropout_rate: float = 0.0):
     """q [B, T, N, H], k/v [B, S, N, H], mask [B, S] (True = attend) -> [B, T, N, H].
 
-    On GPU and TPU without dropout, `jax.nn.dot_product_attention` with `implementation=None` picks the kernel the
-    device has (cuDNN flash attention on GPU, XLA elsewhere). Dropout on the probabilities (BERT in training) and
-    every CPU call take the blocked attention, which is cache-sized on CPU.
+    CPU programs take the blocked attention in cache-sized blocks. GPU and TPU programs take
+    `jax.nn.dot_product_attention` with `implementation=None` (the kernel the device has), or, with dropout on the
+    probabilities (BERT in training), the blocked attention as one block. `dropout_keys` [B, 2]: the examples'
+    dropout keys (`dropout.example_keys`).
     """
-    dropping = dropout_rng is not None and dropout_rate > 0.0
-    if dropping or jax.default_backend() == "cpu":
-        return blocked_attention(q, k, v, mask, dropout_rng, dropout_rate, default_block_scores())
-    return jax.nn.dot_product_attention(q, k, v, mask=mask[:, None, None, :].astype(bool), implementation=None)
+    if dropout_keys is not None and dropout_rate > 0.0:
+        return cpu_or_accelerator(
+            lambda *a: blocked_attention(*a, dropout_rate, CPU_BLOCK_ELEMENTS),
+            lambda *a: blocked_attention(*a, dropout_rate, None), q, k, v, mask, dropout_keys)
+    return cpu_or_accelerator(
+        lambda *a: blocked_attention(*a, block_scores=CPU_BLOCK_ELEMENTS),
+        lambda q, k, v, mask: jax.nn.dot_product_attention(q, k, v, mask=mask[:, None, None, :].astype(bool),
+                                                           implementation=None),
+        q, k, v, mask)
 
 
 class SelfAttention(nn.Module):
@@ -68,12 +66,14 @@ class SelfAttention(nn.Module):
     dropout_rate: float = 0.0
 
     @nn.compact
-    def __call__(self, x, mask, deterministic: bool = True):
+    def __call__(self, x, mask, deterministic: bool = True, example_ids=None):
         width = x.shape[-1]
         head_dim = width // self.num_heads
         dense = lambda name: nn.Dense(width, dtype=self.dtype, kernel_init=self.kernel_init, name=name)
         split = lambda y: y.reshape(*y.shape[:2], self.num_heads, head_dim)
         q, k, v = (split(dense(n)(x)) for n in ("query", "key", "value"))
-        rng = None if deterministic or self.dropout_rate == 0.0 else self.make_rng("dropout")
-        out = multi_head_attention(q, k, v, mask, rng, self.dropout_rate)
+        keys = None
+        if not deterministic and self.dropout_rate > 0.0:
+            keys = example_keys(self.make_rng("dropout"), batch_positions(x.shape[0], example_ids))
+        out = multi_head_attention(q, k, v, mask, keys, self.dropout_rate)
         return dense("out")(out.reshape(*x.shape[:2], width))

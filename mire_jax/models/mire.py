@@ -33,9 +33,10 @@ class MIRe(nn.Module):
         self.vision(pixel_values)
         return self.encode_query(input_ids, attention_mask, pixel_values)
 
-    def text_tokens(self, input_ids, attention_mask, deterministic=True):
-        """-> projected, NOT normalised token embeddings [B, L, dim], float32."""
-        hidden, _ = self.bert(input_ids, attention_mask, deterministic)
+    def text_tokens(self, input_ids, attention_mask, deterministic=True, example_ids=None):
+        """-> projected, NOT normalised token embeddings [B, L, dim], float32. `example_ids` [B]: the examples'
+        positions in the global batch, which key their dropout masks in training (default 0..B-1)."""
+        hidden, _ = self.bert(input_ids, attention_mask, deterministic, example_ids)
         return self.linear(hidden).astype(jnp.float32)
 
     def encode_vision(self, pixel_values):
@@ -48,9 +49,10 @@ class MIRe(nn.Module):
         return jnp.concatenate([g, m], axis=1).astype(jnp.float32), attn
 
     def encode_query(self, input_ids, attention_mask, pixel_values=None, vision_features=None, pretraining=False,
-                     deterministic=True):
+                     deterministic=True, example_ids=None):
         """-> [B, N, dim] L2-normalised. With an image N = n_g + h (+ L unless `pretraining`), without one N = L."""
-        t = self.text_tokens(input_ids, attention_mask, deterministic) * attention_mask[..., None].astype(jnp.float32)
+        t = self.text_tokens(input_ids, attention_mask, deterministic, example_ids)
+        t = t * attention_mask[..., None].astype(jnp.float32)
         if pixel_values is None and vision_features is None:
             return l2_normalize(t)
         if vision_features is None:
@@ -63,7 +65,9 @@ class MIRe(nn.Module):
         t = self.text_tokens(input_ids, attention_mask) * attention_mask[..., None].astype(jnp.float32)
         return self.visual_tokens(t, attention_mask, vision_features)[1]
 
-    def encode_doc(self, input_ids, attention_mask, keep_mask, deterministic=True):
-        """keep_mask [B, L] bool (False on padding and punctuation) -> D [B, L, dim] L2-normalised."""
-        d = self.text_tokens(input_ids, attention_mask, deterministic) * keep_mask[..., None].astype(jnp.float32)
+    def encode_doc(self, input_ids, attention_mask, keep_mask, deterministic=True, example_ids=None):
+        """keep_mask [B, L] bool (False on padding, and on punctuation in training) -> D [B, L, dim]
+        L2-normalised."""
+        d = self.text_tokens(input_ids, attention_mask, deterministic, example_ids)
+        d = d * keep_mask[..., None].astype(jnp.float32)
         return l2_normalize(d)

@@ -1,7 +1,9 @@
-"""Query-guided attentive pooling (MIRE.md section 2): the paper's fusion-free head.
+"""Query-guided attentive pooling: the paper's fusion-free head (arXiv 2411.08334, section 3).
 
 Global tokens E_g come from the CLS feature; pooled tokens E_m from text tokens attending to the patches,
-with nothing flowing back into the text (unless `residual`, the paper's fusion ablation).
+with nothing flowing back into the text (unless `residual`, the paper's fusion ablation). A new head is
+initialised as the published module initialises it before pre-training: every linear weight xavier-uniform,
+every bias zero, LayerNorms at weight 1 and bias 0.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from mire_jax.config import HeadConfig
-from mire_jax.models.layers import activation, torch_linear_init
+from mire_jax.models.layers import activation
 
 MASKED_ROW = -9999.0  # the published fill for padded text rows
 
@@ -26,18 +28,19 @@ class AttentivePooling(nn.Module):
         c = self.cfg
         h, d, split_hidden, proj_hidden = c.num_heads, c.dim, c.num_tokens * c.dim // 2, 2 * c.num_heads * c.dim
 
-        def dense(features, fan_in, use_bias=True):
-            init = torch_linear_init(fan_in)
-            return nn.Dense(features, use_bias=use_bias, dtype=self.dtype, kernel_init=init, bias_init=init)
+        def dense(features, use_bias=True):
+            # Flax's xavier_uniform is torch's xavier_uniform_ with gain 1: U(+-sqrt(6 / (fan_in + fan_out))).
+            return nn.Dense(features, use_bias=use_bias, dtype=self.dtype, kernel_init=nn.initializers.xavier_uniform(),
+                            bias_init=nn.initializers.zeros)
 
-        self.split_mlp_0 = dense(split_hidden, self.v_dim)
-        self.split_mlp_2 = dense(c.num_tokens * d, split_hidden)
+        self.split_mlp_0 = dense(split_hidden)
+        self.split_mlp_2 = dense(c.num_tokens * d)
         self.proj_0 = nn.LayerNorm(epsilon=1e-5, dtype=self.dtype)
-        self.proj_1 = dense(proj_hidden, self.v_dim)
-        self.k_state = dense(h * d, proj_hidden, use_bias=False)
-        self.v_state = dense(h * d, proj_hidden, use_bias=False)
+        self.proj_1 = dense(proj_hidden)
+        self.k_state = dense(h * d, use_bias=False)
+        self.v_state = dense(h * d, use_bias=False)
         self.o_proj_0 = nn.LayerNorm(epsilon=1e-5, dtype=self.dtype)
-        self.o_proj_1 = dense(d, d)
+        self.o_proj_1 = dense(d)
 
     def __call__(self, t, v, t_mask):
         """Both token kinds: -> (E_g [B, n_g, d], E_m [B, h, d], attention [B, h, L, S])."""
