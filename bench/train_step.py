@@ -31,18 +31,16 @@ def ours(size: str, mode: str, batch: int, q_len: int, d_len: int, steps: int, w
 
     import mire_jax
     from mire_jax.optim import learning_rate_schedule, make_optimizer
-    from mire_jax.parallel import data_mesh
     from mire_jax.train_step import DataParallelStep, StepConfig, init_state
 
     config = mire_jax.MIReConfig.tiny() if size == "tiny" else mire_jax.MIReConfig.base()
     config = config.replace(dtype="bfloat16" if bf16 else "float32")
     params = mire_jax.init_params(config, jax.random.PRNGKey(0))
     pretrain = mode == "pretrain"
-    step_cfg = StepConfig(phase=mode, temperature=0.3 if pretrain else 0.8, dropout=dropout)
+    # The peer scores each query against the whole batch: one negatives group of the whole batch.
+    step_cfg = StepConfig(phase=mode, temperature=0.3 if pretrain else 0.8, negatives_group=batch, dropout=dropout)
     tx = make_optimizer(1e-4, 0, 0.01)
-    n_dev = jax.device_count()
-    step = DataParallelStep(config, step_cfg, tx, learning_rate_schedule(1e-4, 0), data_mesh(),
-                            "single" if n_dev == 1 else "shard_map")
+    step = DataParallelStep(config, step_cfg, tx, learning_rate_schedule(1e-4, 0), batch)
     state, frozen = init_state(params, mode, tx, jax.random.PRNGKey(1))
     state, frozen = step.prepare(state), step.prepare(frozen)
 
@@ -58,7 +56,7 @@ def ours(size: str, mode: str, batch: int, q_len: int, d_len: int, steps: int, w
     else:
         side = config.vision.image_size
         b["pixels"] = rng.normal(size=(batch, side, side, 3)).astype(np.float32)
-    batch_on_device = step._batch(b)  # the input pipeline prefetches; time the step itself, as the peer does
+    batch_on_device = step.global_batch(b)  # the input pipeline prefetches; time the step itself, as the peer does
 
     t0 = time.perf_counter()
     for _ in range(warmup):
@@ -70,7 +68,7 @@ def ours(size: str, mode: str, batch: int, q_len: int, d_len: int, steps: int, w
         state, metrics = step._step(state, frozen, batch_on_device)
     jax.block_until_ready(metrics)
     dt = (time.perf_counter() - t0) / steps
-    return {"impl": "mire-jax", "device": str(jax.devices()[0].device_kind), "devices": n_dev, "jax": jax.__version__,
+    return {"impl": "mire-jax", "device": str(jax.devices()[0].device_kind), "devices": jax.device_count(), "jax": jax.__version__,
             "size": size, "mode": mode, "batch": batch, "query_len": q_len, "doc_len": d_len, "bf16": bf16,
             "step_s": round(dt, 5), "samples_per_s": round(batch / dt, 2),
             "maxsim_block": "auto", "compile_and_warmup_s": round(compile_and_warmup, 2),

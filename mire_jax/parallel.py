@@ -1,13 +1,9 @@
-"""Devices and hosts: the data-parallel mesh, multi-host initialisation, host-local -> global batches."""
+"""Hosts: multi-host initialisation and which process writes shared files."""
 from __future__ import annotations
 
 import os
 
 import jax
-import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-
-DATA_AXIS = "data"
 
 
 def initialize_distributed(coordinator: str | None = None, num_processes: int | None = None,
@@ -23,23 +19,6 @@ def initialize_distributed(coordinator: str | None = None, num_processes: int | 
         jax.distributed.initialize(coordinator, num_processes, process_id)
     elif auto:
         jax.distributed.initialize()
-
-
-def data_mesh(devices=None) -> Mesh:
-    """A 1-D mesh over every device of every process, axis `data`."""
-    devices = jax.devices() if devices is None else devices
-    return Mesh(np.asarray(devices), (DATA_AXIS,))
-
-
-def global_batch(mesh: Mesh, local_batch: dict) -> dict:
-    """This process's batch (a dict of numpy arrays, leading axis = local examples) -> global jax arrays sharded
-    over `data`. Every process must pass the same number of local examples."""
-    sharding = NamedSharding(mesh, P(DATA_AXIS))
-    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in local_batch.items()}
-
-
-def replicated(mesh: Mesh, tree):
-    return jax.device_put(tree, NamedSharding(mesh, P()))
 
 
 def is_writer() -> bool:

@@ -1,17 +1,20 @@
-"""Late-interaction scoring: MaxSim (dense and blocked) and the in-batch contrastive loss.
+"""Late-interaction scoring: MaxSim (dense and blocked) and the in-batch contrastive loss per negatives group.
 
-The loss is written as a per-device function with an axis name: under `shard_map`/`pmap` the passages of every
-device are gathered, so each query sees the whole global batch as negatives and the loss equals the
-single-device loss on the global batch.
+Negatives groups: the published runs train on 4 processes x 128 examples, and each query's negatives are the other
+127 passages of its own process's 128, never gathered across processes. Here a group is `group_size` consecutive
+examples of the GLOBAL batch, whatever holds them: a device may hold several groups (scored apart, no
+communication), or a group may span several devices (their passages gathered along the group's mesh axis). The
+loss is the mean over all queries of the global batch, so it does not depend on the device layout.
 """
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import jax
 import jax.numpy as jnp
 
-from mire_jax.blocks import block_budget, largest_divisor_block
+from mire_jax.blocks import CPU_BLOCK_ELEMENTS, cpu_or_accelerator, largest_divisor_block
 
 MASKED_SCORE = -9999.0  # the published code's fill for masked doc tokens
 
@@ -74,35 +77,66 @@ def maxsim_blocked(q: jax.Array, d: jax.Array, d_mask: jax.Array, block: int) ->
 ACCELERATOR_BLOCK_SCORES = 1 << 28
 
 
-def auto_maxsim_block(num_queries: int, query_len: int, num_passages: int, passage_len: int) -> int:
+def auto_maxsim_block(num_queries: int, query_len: int, num_passages: int, passage_len: int,
+                      budget: int = ACCELERATOR_BLOCK_SCORES) -> int:
     """Passages per MaxSim block: the largest divisor of `num_passages` whose [Bq, block, Nq, Ld] similarity
-    block holds at most about a million scores on CPU (cache-sized) or 256M elsewhere (1 GiB in float32)."""
-    per_passage = num_queries * query_len * passage_len
-    return largest_divisor_block(num_passages, per_passage, block_budget(ACCELERATOR_BLOCK_SCORES))
+    block holds at most `budget` scores (the loss uses about a million on CPU, cache-sized, and 256M elsewhere,
+    1 GiB in float32)."""
+    return largest_divisor_block(num_passages, num_queries * query_len * passage_len, budget)
 
 
 def in_batch_loss(q: jax.Array, d: jax.Array, d_mask: jax.Array, temperature: float, *,
-                  axis_name: Optional[str] = None, block: Optional[int | str] = None):
-    """Contrastive loss with in-batch negatives; returns (mean loss, accuracy) over THIS device's queries.
+                  group_size: Optional[int] = None, group_axis: Optional[str] = None,
+                  block: Optional[int | str] = None):
+    """Contrastive loss with in-batch negatives inside negatives groups; returns (mean loss, accuracy) over THIS
+    device's queries (`pmean` them, and the gradients, over the data axes for the global-batch values).
 
-    q [b, Nq, D], d [b, Ld, D], d_mask [b, Ld] are the local shards. With `axis_name`, the passages of all
-    devices along that axis are gathered (query i of device r has target r * b + i). Differentiate this local
-    loss and `pmean` the gradients: the transpose of the gather routes every query's gradient to the device
-    that owns the passage, so the mean of the per-device gradients is the gradient of the global-batch loss.
-    `block`: passages per MaxSim block (None: all at once; "auto": `auto_maxsim_block`).
+    q [b, Nq, D], d [b, Ld, D], d_mask [b, Ld] are this device's examples, consecutive in the global batch.
+    `group_size` (None: the b local examples form one group):
+      <= b: b must be a multiple; each run of `group_size` local examples is one group, scored alone;
+      >  b: a multiple of b; the group spans `group_size // b` consecutive devices along `group_axis`, whose
+            passages are gathered (query i of the r-th device of the group has target r * b + i). The transpose
+            of the gather routes every query's gradient to the device that owns the passage.
+    Logits are s(Q_i, D_j) / temperature over the group's passages, cross-entropy with target i; accuracy is
+    argmax = target. `block`: passages per MaxSim block (None: all at once; "auto": `auto_maxsim_block`).
     """
     b = q.shape[0]
-    offset = 0
-    if axis_name is not None:
-        d = jax.lax.all_gather(d, axis_name, tiled=True)
-        d_mask = jax.lax.all_gather(d_mask, axis_name, tiled=True)
-        offset = jax.lax.axis_index(axis_name) * b
-    if block == "auto":
-        block = auto_maxsim_block(b, q.shape[1], d.shape[0], d.shape[1])
-    scores = maxsim_blocked(q, d, d_mask, block) if block else maxsim(q, d, d_mask)
-    logits = scores / temperature
-    target = offset + jnp.arange(b)
-    logp = jax.nn.log_softmax(logits, axis=-1)
-    loss = -jnp.take_along_axis(logp, target[:, None], axis=-1)[:, 0]
-    acc = (jnp.argmax(logits, axis=-1) == target).astype(jnp.float32)
-    return loss.mean(), acc.mean()
+    group = b if group_size is None else int(group_size)
+    if group <= b:
+        if b % group:
+            raise ValueError(f"{b} examples per device do not split into negatives groups of {group}")
+        n = b // group
+        split = lambda x: x.reshape(n, group, *x.shape[1:])
+        qs, ds, ms, offsets = split(q), split(d), split(d_mask), jnp.zeros((n,), jnp.int32)
+    else:
+        if group % b:
+            raise ValueError(f"a negatives group of {group} cannot span devices holding {b} examples each")
+        if group_axis is None:
+            raise ValueError(f"a negatives group of {group} spans devices of {b} examples: give its group_axis")
+        d = jax.lax.all_gather(d, group_axis, tiled=True)
+        d_mask = jax.lax.all_gather(d_mask, group_axis, tiled=True)
+        if d.shape[0] != group:
+            raise ValueError(f"the group axis {group_axis!r} gathers {d.shape[0]} passages, not the group's {group}")
+        qs, ds, ms = q[None], d[None], d_mask[None]
+        offsets = (jax.lax.axis_index(group_axis) * b)[None].astype(jnp.int32)
+
+    def group_loss(block_size, q, d, d_mask, offset):
+        scores = maxsim_blocked(q, d, d_mask, block_size) if block_size else maxsim(q, d, d_mask)
+        logits = scores / temperature
+        target = offset + jnp.arange(q.shape[0])
+        logp = jax.nn.log_softmax(logits, axis=-1)
+        loss = -jnp.take_along_axis(logp, target[:, None], axis=-1)[:, 0]
+        return loss, (jnp.argmax(logits, axis=-1) == target).astype(jnp.float32)
+
+    def loss_with(block_size, *args):
+        losses, correct = jax.vmap(functools.partial(group_loss, block_size))(*args)
+        return losses.mean(), correct.mean()
+
+    args = (qs, ds, ms, offsets)
+    if block != "auto":
+        return loss_with(block, *args)
+    sizes = [auto_maxsim_block(qs.shape[1], q.shape[1], ds.shape[1], ds.shape[2], budget)
+             for budget in (CPU_BLOCK_ELEMENTS, ACCELERATOR_BLOCK_SCORES)]
+    if sizes[0] == sizes[1]:
+        return loss_with(sizes[0], *args)
+    return cpu_or_accelerator(functools.partial(loss_with, sizes[0]), functools.partial(loss_with, sizes[1]), *args)

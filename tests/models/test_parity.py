@@ -188,3 +188,53 @@ def test_training_gradients_match_torch_autograd(pair):
         scale = max(1.0, float(np.max(np.abs(w))))
         diff = float(np.max(np.abs(got[key] - w)))
         assert diff <= 2e-5 * scale, f"{key}: max abs diff {diff:.2e} (largest gradient {scale:.2e})"
+
+
+def _group_inputs(vocab, image_size, count, seed):
+    rng = np.random.default_rng(seed)
+    q_ids = rng.integers(5, vocab, (count, L_Q)).astype(np.int32)
+    q_mask = (np.arange(L_Q)[None] < rng.integers(2, L_Q + 1, (count, 1))).astype(np.int32)
+    d_ids, d_mask, keep = _passages(vocab, count, seed + 1)
+    pixels = rng.normal(size=(count, image_size, image_size, 3)).astype(np.float32)
+    return q_ids, q_mask, d_ids, d_mask, keep, pixels
+
+
+@pytest.mark.parametrize("phase,group", [("pretrain", 2), ("pretrain", 6), ("finetune", 3)])
+def test_negatives_group_loss_and_gradients_match_a_torch_loop_over_groups(pair, phase, group):
+    """The in-batch loss with negatives groups (each query against its own group's passages only, the mean
+    over all queries) and its gradient w.r.t. every parameter equal PyTorch autograd over a plain loop of the
+    groups, in pre-training mode (visual query tokens only, tau 0.3) and fine-tuning mode (tau 0.8)."""
+    oracle, config, params = pair
+    count = 6
+    q_ids, q_mask, d_ids, d_mask, keep, pixels = _group_inputs(config.bert.vocab_size, config.vision.image_size,
+                                                               count, seed=11)
+    pretraining, temperature = phase == "pretrain", 0.3 if phase == "pretrain" else 0.8
+    oracle.zero_grad()
+    q = oracle.encode_query(_t(q_ids).long(), _t(q_mask).long(), _t(pixels), pretraining=pretraining)
+    d = oracle.encode_doc(_t(d_ids).long(), _t(d_mask).long(), _t(keep))
+    losses = []
+    for start in range(0, count, group):
+        part = slice(start, start + group)
+        scores = torch_maxsim(q[part], d[part], _t(keep[part])) / temperature
+        losses.append(torch.nn.functional.cross_entropy(scores, torch.arange(group), reduction="sum"))
+    want_loss = torch.stack(losses).sum() / count
+    want_loss.backward()
+    want = {k: p.grad.numpy() for k, p in oracle.named_parameters() if p.grad is not None}
+
+    def loss(p):
+        q = mire_jax.encode_query(config, p, q_ids, q_mask, pixels, pretraining=pretraining)
+        d, kept = mire_jax.encode_doc(config, p, d_ids, d_mask, keep)
+        return in_batch_loss(q, d, kept, temperature, group_size=group)[0]
+    got_loss, grads = jax.value_and_grad(loss)(params)
+    assert abs(float(got_loss) - float(want_loss)) <= 1e-5 * max(1.0, abs(float(want_loss)))
+    got = convert.to_torch(config, grads)
+    trained = [k for k in want if k.startswith("query_fusion.")]
+    assert len(trained) >= 10 and (pretraining or len(want) > 50)
+    for key, w in want.items():
+        scale = max(1.0, float(np.max(np.abs(w))))
+        diff = float(np.max(np.abs(got[key] - w)))
+        assert diff <= 2e-5 * scale, f"{key}: max abs diff {diff:.2e} (largest gradient {scale:.2e})"
+    whole = in_batch_loss(mire_jax.encode_query(config, params, q_ids, q_mask, pixels, pretraining=pretraining),
+                          *mire_jax.encode_doc(config, params, d_ids, d_mask, keep), temperature)[0]
+    if group < count:  # a smaller group has fewer negatives: the loss is not the whole-batch one
+        assert float(whole) > float(got_loss) + 1e-3

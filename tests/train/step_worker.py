@@ -1,9 +1,12 @@
 """Runs a few training steps of a tiny MIRe in one configuration and prints the per-step metrics as JSON.
 
-Used by the parallelism tests in subprocesses (the device count is fixed when jax starts):
+Used by the layout tests in subprocesses (the device count is fixed when jax starts):
   python step_worker.py RUNS_JSON [COORDINATOR NUM_PROCESSES PROCESS_ID]
-RUNS_JSON: a list of {"mode", "phase", "steps", "batch", "block", "accum"}; prints one JSON list of results.
+RUNS_JSON: a list of {"phase", "steps", "batch", "group", "accum", "block", "dropout", "pixels", "params_out"};
+prints one JSON list of results; with "params_out", process 0 saves the final params there (npz, flattened names).
+Batches carry cached vision features unless "pixels" (then the frozen tower runs in the step).
 """
+import dataclasses
 import json
 import sys
 
@@ -13,11 +16,12 @@ import numpy as np
 
 import mire_jax
 from mire_jax.optim import learning_rate_schedule, make_optimizer
-from mire_jax.parallel import data_mesh, initialize_distributed
+from mire_jax.parallel import initialize_distributed
 from mire_jax.train_step import DataParallelStep, StepConfig, full_params, init_state
 
 
-def batch_for(step, global_batch, config, phase, process_index, process_count):
+def global_batch_for(step, global_batch, config, phase, pixels):
+    """The whole global batch of a step, in global-batch order (the same on every layout)."""
     rng = np.random.default_rng(1000 + step)
     lq, ld, v = 8, 10, config.bert.vocab_size
     b = {"q_ids": rng.integers(5, v, (global_batch, lq)).astype(np.int32),
@@ -25,34 +29,50 @@ def batch_for(step, global_batch, config, phase, process_index, process_count):
          "d_ids": rng.integers(5, v, (global_batch, ld)).astype(np.int32),
          "d_mask": (np.arange(ld)[None] < rng.integers(3, ld + 1, (global_batch, 1))).astype(np.int32)}
     b["d_keep"] = b["d_mask"].astype(bool) & (rng.random((global_batch, ld)) > 0.1)
-    if phase == "pretrain":
+    if not pixels:
         s = config.vision.num_patches + 1
         b["vision_features"] = rng.normal(size=(global_batch, s, config.vision.hidden_size)).astype(np.float32)
     else:
         size = config.vision.image_size
         b["pixels"] = rng.normal(size=(global_batch, size, size, 3)).astype(np.float32)
-    per = global_batch // process_count
-    return {k: x[process_index * per:(process_index + 1) * per] for k, x in b.items()}
+    return b
 
 
-def run(mode, phase, steps, batch, block=0, accum=1):
+def process_share(batch, accum, process_index, process_count):
+    """This process's examples of each micro-batch, micro-batch after micro-batch (the input pipeline's layout)."""
+    def share(x):
+        micro = x.reshape(accum, x.shape[0] // accum, *x.shape[1:])
+        per = micro.shape[1] // process_count
+        return micro[:, process_index * per:(process_index + 1) * per].reshape(-1, *x.shape[1:])
+    return {k: share(x) for k, x in batch.items()}
+
+
+def small_config():
+    """The tiny test towers cut to one layer each: every part of the step, compiled quickly."""
     config = mire_jax.MIReConfig.tiny()
+    return config.replace(bert=dataclasses.replace(config.bert, num_hidden_layers=1),
+                          vision=dataclasses.replace(config.vision, num_hidden_layers=2))
+
+
+def run(phase, steps, batch, group=0, accum=1, block=0, dropout=True, pixels=False, params_out=None):
+    config = small_config()
     params = mire_jax.init_params(config, jax.random.PRNGKey(0))
-    step_cfg = StepConfig(phase=phase, temperature=0.3 if phase == "pretrain" else 0.8, maxsim_block=block,
-                          accum_steps=accum, dropout=False)
+    step_cfg = StepConfig(phase=phase, temperature=0.3 if phase == "pretrain" else 0.8, negatives_group=group,
+                          maxsim_block=block, accum_steps=accum, dropout=dropout)
     tx = make_optimizer(1e-3, 2, 0.01)
-    step = DataParallelStep(config, step_cfg, tx, learning_rate_schedule(1e-3, 2), data_mesh(), mode)
-    state, frozen = init_state(params, phase, tx, jax.random.PRNGKey(1))
-    frozen_host = frozen
-    state, frozen = step.prepare(state), step.prepare(frozen)
+    step = DataParallelStep(config, step_cfg, tx, learning_rate_schedule(1e-3, 2), batch)
+    state, frozen_host = init_state(params, phase, tx, jax.random.PRNGKey(1))
+    state, frozen = step.prepare(state), step.prepare(frozen_host)
     out = []
     for i in range(steps):
-        state, m = step(state, frozen, batch_for(i, batch, config, phase, jax.process_index(), jax.process_count()))
+        local = process_share(global_batch_for(i, batch, config, phase, pixels), accum, jax.process_index(),
+                              jax.process_count())
+        state, m = step(state, frozen, local)
         out.append({k: float(v) for k, v in m.items()})
-    final = full_params(jax.device_get(step.host_state(state)), frozen_host)
-    flat = flax.traverse_util.flatten_dict(final)
-    return {"metrics": out, "devices": jax.device_count(),
-            "sum_sq": {"/".join(k): float(np.sum(np.asarray(v, np.float64) ** 2)) for k, v in flat.items()}}
+    final = flax.traverse_util.flatten_dict(full_params(jax.device_get(state), frozen_host))
+    if params_out and jax.process_index() == 0:
+        np.savez(params_out, **{"/".join(k): np.asarray(v) for k, v in final.items()})
+    return {"metrics": out, "devices": jax.device_count(), "processes": jax.process_count()}
 
 
 def main():
