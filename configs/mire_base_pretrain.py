@@ -1,28 +1,39 @@
-"""The paper's pre-training recipe at base size: ViD2R, pooling head only, tau 0.3, AdamW 1e-4 (wd 0), global
-batch 128, linear warm-up 300 steps then constant, 5 epochs, from cached CLIP ViT-B/32 features.
+r"""The paper's pre-training recipe, as the published runs train it (public repository yeongjoonJu/MIRe,
+cfgs/mire_train_vid2r.yaml and train_retrieval.py): ViD2R, the pooling head only (BERT, projection and CLIP
+frozen), tau 0.3, AdamW lr 1e-4 (weight decay 0, eps 1e-8), 4 processes x 128 = global batch 512 with negatives
+within each 128, linear warm-up 300 steps then constant, 5 epochs, queries 40 / passages 400 word pieces,
+512 training records held out for in-batch validation after every epoch, the same data order every epoch.
+The arg picks the vision tower: `base` (CLIP ViT-B/32, 224 px) or `large` (CLIP ViT-L/14, 336 px, as
+cfgs/mire_train_vid2r_large.yaml); the text tower is BERT-base (ColBERTv2) in both.
 
-    python -m mire_jax.convert import-hf --text colbertv2.0 --vision clip-vit-base-patch32 --out models/mire_init
-    python train/cache_vision.py --config configs/mire_base_pretrain.py
+    python -m mire_jax.convert import-hf --text colbertv2.0 --vision clip-vit-base-patch32 --out models/mire_base_init
+    python train/cache_vision.py --config configs/mire_base_pretrain.py        # the frozen tower, once
     python train/train.py --config configs/mire_base_pretrain.py --workdir runs/pretrain
+
+Large: `--vision clip-vit-large-patch14-336 --out models/mire_large_init`, then the same two commands with
+`--config configs/mire_base_pretrain.py:large`.
 """
 from mire_jax.train_config import base_config
 
-VID2R_RECORDS = 1_170_000  # set to len(ViD2R.json) of your build; total_steps = 5 epochs of it
+VISION = {"base": "models/mire_base_init", "large": "models/mire_large_init"}
 
 
-def get_config():
+def get_config(arg: str = "base"):
+    if arg not in VISION:
+        raise ValueError(f"unknown vision tower {arg!r}; known: {sorted(VISION)}")
     c = base_config()
     c.phase = "pretrain"
-    c.batch_size = 128
-    c.total_steps = 5 * VID2R_RECORDS // 128
+    c.epochs = 5
+    c.batch_size, c.negatives_group = 512, 128
     c.checkpoint_every = 2000
     c.lr, c.weight_decay, c.warmup_steps, c.temperature = 1e-4, 0.0, 300, 0.3
-    c.tokenizer = "models/mire_init"          # a folder with the bert-base-uncased vocab.txt
-    c.model.dir = "models/mire_init"
-    c.model.dtype = "bfloat16"
+    c.tokenizer = VISION[arg]                 # the model folder holds the bert-base-uncased vocab.txt
+    c.model.dir = VISION[arg]
     c.data.builder = "vid2r"
-    c.data.manual_dir = "data/vid2r"          # ViD2R.json
+    c.data.manual_dir = "data/vid2r"          # ViD2R.json (or ViD2R_all.json)
     c.data.image_root = "data/vid2r/images"
-    c.data.vision_cache_dir = "data/vid2r/clip_cache"
-    c.data.query_maxlen, c.data.doc_maxlen = 32, 256
+    c.data.vision_cache_dir = f"data/vid2r/clip_cache_{arg}"
+    c.data.query_maxlen, c.data.doc_maxlen = 40, 400
+    c.data.reshuffle_each_epoch = False
+    c.validation.holdout = 512
     return c

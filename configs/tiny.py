@@ -10,6 +10,7 @@ def get_config():
     c.phase = "finetune"
     c.total_steps = 30
     c.batch_size = 16
+    c.negatives_group = 8
     c.log_every = 5
     c.checkpoint_every = 10
     c.lr = 1e-3
@@ -20,7 +21,8 @@ def get_config():
     c.data.query_maxlen = 16
     c.data.doc_maxlen = 48
     c.data.read_threads = 2
+    c.validation.split = "validation"   # new pictures of the training entities
     c.data.synthetic.enabled = True
     c.data.synthetic.sizes = dict(n_train_entities=40, views_per_train_entity=2, n_zeroshot_entities=8,
-                                  n_distractors=8, n_seen_queries=8, n_extra_caption_images=0, image_size=32)
+                                  n_distractors=8, n_seen_queries=16, n_extra_caption_images=0, image_size=32)
     return c

@@ -1,14 +1,16 @@
 """Encode a passage corpus into index shards (and optionally build the late-interaction index).
 
     python eval/encode_corpus.py --passages passages.parquet --model MODEL_DIR --out shards/ \
-        [--index index/] [--doc-maxlen 384] [--batch-size 64] [--shard-size 10000]
+        [--index index/] [--doc-maxlen 384] [--batch-size 64] [--shard-size 10000] [--protocol published]
 
 Input: JSON Lines (`{"id", "text"}` per line) or parquet (`passage_id`, `passage_content`), other field
 names via --id-field / --text-field. Model: a mire-jax model folder (`config.json` + `params.safetensors`,
 see `mire_jax.model_io`; `python -m mire_jax.convert` writes one from a published checkpoint). Every
 process (`jax.process_index()` of `jax.process_count()`, multi-host via MIRE_COORDINATOR /
 MIRE_NUM_PROCESSES / MIRE_PROCESS_ID) encodes its own shards, data-parallel over its local devices.
-Rerunning the same command resumes: finished shards are kept.
+Rerunning the same command resumes: finished shards are kept. `--protocol` picks which passage tokens are
+stored: `published` (default) keeps punctuation as MIRe's published indexer does (only padding is dropped),
+`textbook` drops it like ColBERT; the choice is part of the shard settings, so a resumed run never mixes them.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import sys
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 
-def load_encoder(model_dir: str, tokenizer_path: str | None, doc_maxlen: int, batch_size: int):
+def load_encoder(model_dir: str, tokenizer_path: str | None, doc_maxlen: int, batch_size: int, passage_keep: str):
     """The model's passage encoder (an `EncodeFn`) from a mire-jax model folder and a WordPiece vocabulary."""
     from mire_jax.index.encode import model_encode_fn
     from mire_jax.model_io import load_model
@@ -33,7 +35,8 @@ def load_encoder(model_dir: str, tokenizer_path: str | None, doc_maxlen: int, ba
     if folder.is_dir() and not any((folder / n).exists() for n in ("tokenizer.json", "vocab.txt")):
         raise FileNotFoundError(f"{folder}: no tokenizer.json or vocab.txt; pass --tokenizer")
     tokenizer = ColbertTokenizer.from_pretrained(tokenizer_path)
-    return model_encode_fn(config, params, tokenizer, max_len=doc_maxlen, batch_size=batch_size)
+    return model_encode_fn(config, params, tokenizer, max_len=doc_maxlen, batch_size=batch_size,
+                           passage_keep=passage_keep)
 
 
 def main(argv=None) -> None:
@@ -49,11 +52,14 @@ def main(argv=None) -> None:
     parser.add_argument("--doc-maxlen", type=int, default=384)
     parser.add_argument("--batch-size", type=int, default=64, help="passages per step (all local devices)")
     parser.add_argument("--shard-size", type=int, default=10_000)
+    parser.add_argument("--protocol", default="published", choices=("published", "textbook"),
+                        help="published: keep punctuation tokens (MIRe's indexer); textbook: drop them (ColBERT)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
 
     import jax
 
+    from mire_jax.evaluation import PASSAGE_KEEP
     from mire_jax.index import LateInteractionIndex
     from mire_jax.index.encode import count_passages, encode_to_shards, iter_passages
     from mire_jax.index.shards import write_manifest
@@ -61,8 +67,10 @@ def main(argv=None) -> None:
 
     initialize_distributed()
     process, processes = jax.process_index(), jax.process_count()
-    encode = load_encoder(args.model, args.tokenizer, args.doc_maxlen, args.batch_size)
+    passage_keep = PASSAGE_KEEP[args.protocol]
+    encode = load_encoder(args.model, args.tokenizer, args.doc_maxlen, args.batch_size, passage_keep)
     settings = {"model": os.path.basename(os.path.normpath(args.model)), "doc_maxlen": args.doc_maxlen,
+                "passage_keep": passage_keep,
                 "passages": os.path.basename(args.passages), "id_field": args.id_field,
                 "text_field": args.text_field}
     summary = encode_to_shards(

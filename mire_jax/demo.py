@@ -144,7 +144,7 @@ def pretrain(name: str, residual: bool, vid2r_dir: str, image_root: str, model_d
 
     c = base_config()
     c.phase, c.temperature = "pretrain", 0.3
-    c.total_steps, c.batch_size = plan.pretrain_steps, plan.batch_size
+    c.total_steps, c.batch_size, c.negatives_group = plan.pretrain_steps, plan.batch_size, plan.batch_size
     c.lr, c.warmup_steps, c.weight_decay = 1e-3, max(1, plan.pretrain_steps // 10), 0.0
     c.log_every, c.checkpoint_every = max(1, plan.pretrain_steps // 30), plan.pretrain_steps
     c.seed, c.dropout = seed, False
@@ -171,7 +171,7 @@ def evaluate_all(data_dir: str, models: dict[str, str], work: str, plan: DemoPla
         tokenizer = ColbertTokenizer.from_pretrained(model_dir)
         mode = "text_only" if name == "text_only" else "mire"
         for ablation in (None, "shuffle"):
-            settings = evaluation.EvalSettings(mode=mode, image_ablation=ablation, k=100,
+            settings = evaluation.EvalSettings(mode=mode, image_ablation=ablation, protocol="published", k=100,
                                                query_maxlen=plan.eval_query_maxlen, doc_maxlen=plan.doc_maxlen,
                                                batch_size=32, index={"mode": "scann"})
             run = evaluation.retrieve(bench, config, params, tokenizer, work, settings)

@@ -5,8 +5,10 @@ import ml_collections
 def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.phase = "pretrain"              # "pretrain" (pooling head trains) | "finetune" (+ BERT and projection)
-    c.total_steps = 1000
-    c.batch_size = 128                # GLOBAL batch (all devices, all hosts)
+    c.epochs = 0                      # > 0: train this many epochs (steps from the data set's size at run time)
+    c.total_steps = 1000              # used when epochs == 0
+    c.batch_size = 512                # GLOBAL batch (all devices, all hosts)
+    c.negatives_group = 128           # consecutive examples of the global batch sharing in-batch negatives
     c.seed = 0
     c.log_every = 10
     c.checkpoint_every = 500
@@ -15,11 +17,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.warmup_steps = 300
     c.weight_decay = 0.0
     c.clip_norm = 0.0                 # 0: no clipping
-    c.accum_steps = 1
+    c.accum_steps = 1                 # micro-batches per update, each of whole negatives groups
     c.temperature = 0.3
     c.maxsim_block = 0                # passages per MaxSim block in the loss (0: automatic, cache-sized on CPU)
     c.dropout = True                  # BERT dropout while training, as the published code
-    c.parallel = "shard_map"          # "shard_map" | "pmap"
     c.tokenizer = ""                  # vocab.txt or tokenizer folder ("" only with synthetic data)
 
     c.model = ml_collections.ConfigDict()
@@ -35,12 +36,13 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.data_dir = ""              # tfds data dir ("" = WORKDIR/tfds)
     c.data.manual_dir = ""            # downloaded files; the dataset is built from them on first use
     c.data.split = "train"
+    c.data.reshuffle_each_epoch = True  # False: the same order every epoch (the published runs)
     c.data.splits = ("train",)        # for train/cache_vision.py
     c.data.image_root = ""
     c.data.image_policy = "fail"      # "fail" | "skip" a missing or corrupt image
     c.data.vision_cache_dir = ""      # train from cached vision features (train/cache_vision.py)
-    c.data.query_maxlen = 32
-    c.data.doc_maxlen = 220
+    c.data.query_maxlen = 40
+    c.data.doc_maxlen = 400
     c.data.attend_to_mask_tokens = True
     c.data.use_instruction = False
     c.data.read_threads = 8
@@ -51,6 +53,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.synthetic.seed = 0
     c.data.synthetic.queries = "finetune"
     c.data.synthetic.sizes = ml_collections.ConfigDict()
+
+    c.validation = ml_collections.ConfigDict()  # in-batch loss and accuracy, dropout off, whole negatives groups
+    c.validation.holdout = 0          # records of the training split held out for validation (seeded choice)
+    c.validation.split = ""           # or another split of the same data set ("train": the training records)
+    c.validation.every_steps = 0      # 0: after every epoch (and at the end)
 
     c.vision_cache = ml_collections.ConfigDict()
     c.vision_cache.dtype = "float16"

@@ -46,6 +46,18 @@ class MetricsLogger:
         self._bar.set_postfix(loss=f"{row['loss']:.4f}", acc=f"{row['accuracy']:.3f}",
                               samples_s=f"{row['samples_per_s']:.1f}")
 
+    def log_validation(self, row: dict) -> None:
+        """A validation row (val_* metrics of a step) into the same files; the bar shows its accuracy."""
+        if not self.enabled:
+            return
+        self._file.write(json.dumps(row) + "\n")
+        self._file.flush()
+        for key, value in row.items():
+            if key.startswith("val_"):
+                self._tb.add_scalar(f"validation/{key[4:]}", value, row["step"])
+        self._bar.write(f"step {row['step']}: validation loss {row['val_loss']:.4f}, in-batch accuracy "
+                        f"{row['val_accuracy']:.4f} ({row['val_examples']} examples)")
+
     def close(self) -> None:
         if self.enabled:
             self._file.close()

@@ -1,15 +1,19 @@
 """The training loop: model, data, optimizer and checkpoints from a config, run to `total_steps`.
 
 Rerunning on a workdir with a checkpoint resumes exactly (params, optimizer, step, RNG and the data iterator).
-SIGTERM saves a checkpoint and returns normally. Only process 0 writes logs.
+A preemption (SIGTERM; on several hosts, JAX's preemption sync point) saves a checkpoint and returns normally.
+Validation (in-batch loss and accuracy on held-out records, dropout off) runs after every epoch or every
+`validation.every_steps`. Only process 0 writes logs.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import signal
 import time
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -21,7 +25,7 @@ from mire_jax.config import MIReConfig
 from mire_jax.model_io import load_model, save_model
 from mire_jax.optim import learning_rate_schedule, make_optimizer
 from mire_jax.tokenizer import ColbertTokenizer
-from mire_jax.train_step import DataParallelStep, StepConfig, full_params, init_state
+from mire_jax.train_step import BatchLayout, DataParallelStep, StepConfig, ValidationStep, full_params, init_state
 from mire_jax.train_logging import MetricsLogger
 
 log = logging.getLogger("mire_jax.train")
@@ -31,12 +35,20 @@ class TrainingDiverged(FloatingPointError):
     pass
 
 
+def _all_processes_reach(name: str) -> None:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices(name)
+
+
 def _synthetic_root(cfg, workdir):
+    """Process 0 generates the data (a no-op when it is current); the others wait for it."""
     from mire_jax.data.synthetic import generate
     root = cfg.data.synthetic.dir or os.path.join(workdir, "synthetic")
     if parallel.is_writer():
         sizes = {k: v for k, v in cfg.data.synthetic.sizes.items()}
         generate(root, seed=cfg.data.synthetic.seed, progress=False, **sizes)
+    _all_processes_reach("synthetic data generated")
     return root
 
 
@@ -47,11 +59,15 @@ def build_tokenizer(cfg, workdir) -> ColbertTokenizer:
         raise ValueError("config.tokenizer must name a vocab file or tokenizer folder")
     from mire_jax.data.vocab import write_vocab
     root = _synthetic_root(cfg, workdir)
-    texts = []
-    for name in ("kb/Wiki6M_synthetic.jsonl", "finetune/train.jsonl", "zeroshot/test.jsonl"):
-        with open(os.path.join(root, name)) as f:
-            texts += [line for line in f]
-    return ColbertTokenizer.from_vocab(write_vocab(texts, os.path.join(workdir, "vocab.txt")))
+    path = os.path.join(workdir, "vocab.txt")
+    if parallel.is_writer():
+        texts = []
+        for name in ("kb/Wiki6M_synthetic.jsonl", "finetune/train.jsonl", "zeroshot/test.jsonl"):
+            with open(os.path.join(root, name)) as f:
+                texts += [line for line in f]
+        write_vocab(texts, path)
+    _all_processes_reach("vocabulary written")
+    return ColbertTokenizer.from_vocab(path)
 
 
 def build_model(cfg, tokenizer) -> tuple[MIReConfig, dict]:
@@ -70,10 +86,19 @@ def build_model(cfg, tokenizer) -> tuple[MIReConfig, dict]:
     return config.replace(dtype=m.dtype, head=head), params
 
 
-def build_data(cfg, tokenizer, workdir, image_size: int):
+@dataclasses.dataclass
+class TrainingData:
+    """The training pipeline, its size, and where validation batches come from (None: no validation)."""
+    pipeline: Any
+    num_records: int
+    validation: Callable[[int], Any] | None = None  # global batch size -> a one-pass pipeline over the records
+    num_validation_records: int = 0
+
+
+def build_data(cfg, tokenizer, workdir, image_size: int) -> TrainingData:
     from mire_jax.data import builders
-    from mire_jax.data.pipeline import PipelineConfig, make_pipeline
-    d = cfg.data
+    from mire_jax.data.pipeline import PipelineConfig, holdout_split, make_pipeline
+    d, v = cfg.data, cfg.validation
     manual_dir, image_root = d.manual_dir, d.image_root
     if d.synthetic.enabled:
         root = _synthetic_root(cfg, workdir)
@@ -81,31 +106,69 @@ def build_data(cfg, tokenizer, workdir, image_size: int):
     data_dir = d.data_dir or os.path.join(workdir, "tfds")
     if parallel.is_writer() and manual_dir:
         builders.prepare(d.builder, data_dir=data_dir, manual_dir=manual_dir, config=d.builder_config or None,
-                         image_root=image_root)
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-        multihost_utils.sync_global_devices("dataset prepared")
+                         image_root=image_root or None)
+    _all_processes_reach("dataset prepared")
     builder = builders.make_builder(d.builder, data_dir=data_dir, config=d.builder_config or None,
-                                    image_root=image_root)
-    source = builder.as_data_source()[d.split]
-    per_process = cfg.batch_size // jax.process_count()
-    pcfg = PipelineConfig(batch_size=per_process, image_size=image_size, query_maxlen=d.query_maxlen,
-                          doc_maxlen=d.doc_maxlen, attend_to_mask_tokens=d.attend_to_mask_tokens,
-                          use_instruction=d.use_instruction, seed=cfg.seed, image_policy=d.image_policy,
-                          image_root=image_root, vision_cache_dir=d.vision_cache_dir or None,
+                                    image_root=image_root or None)
+    sources = builder.as_data_source()
+    for name in [d.split] + ([v.split] if v.split else []):
+        if name not in sources:
+            raise ValueError(f"the {d.builder} data set has no split {name!r}; it has {sorted(sources)}")
+    source = sources[d.split]
+    train_indices = held = None
+    if v.holdout:
+        train_indices, held = holdout_split(len(source), v.holdout, cfg.seed)
+    processes = jax.process_count()
+    pcfg = PipelineConfig(batch_size=cfg.batch_size // processes, accum_steps=cfg.accum_steps,
+                          image_size=image_size, query_maxlen=d.query_maxlen, doc_maxlen=d.doc_maxlen,
+                          attend_to_mask_tokens=d.attend_to_mask_tokens, use_instruction=d.use_instruction,
+                          seed=cfg.seed, reshuffle_each_epoch=d.reshuffle_each_epoch, image_policy=d.image_policy,
+                          image_root=image_root or None, vision_cache_dir=d.vision_cache_dir or None,
                           read_threads=d.read_threads, worker_count=d.worker_count)
-    return make_pipeline(source, tokenizer, pcfg)
+    data = TrainingData(make_pipeline(source, tokenizer, pcfg, record_indices=train_indices),
+                        len(source) if train_indices is None else len(train_indices))
+    if held is not None or v.split:
+        val_source, val_indices = (source, held) if held is not None else (sources[v.split], None)
+        data.num_validation_records = len(val_source) if val_indices is None else len(val_indices)
+
+        def validation(global_batch: int):
+            vcfg = dataclasses.replace(pcfg, batch_size=global_batch // processes, accum_steps=1, shuffle=False,
+                                       num_epochs=1, batch_prefetch=0)
+            return make_pipeline(val_source, tokenizer, vcfg, record_indices=val_indices)
+        data.validation = validation
+    return data
 
 
 def _check_config(cfg):
-    n = jax.device_count()
-    if cfg.batch_size % (n * cfg.accum_steps):
-        raise ValueError(f"batch_size {cfg.batch_size} must be divisible by devices ({n}) x accum_steps "
-                         f"({cfg.accum_steps})")
     if cfg.phase not in ("pretrain", "finetune"):
         raise ValueError(f"phase must be 'pretrain' or 'finetune', got {cfg.phase!r}")
     if cfg.temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {cfg.temperature}")
+    if cfg.epochs < 0 or (not cfg.epochs and cfg.total_steps < 1):
+        raise ValueError(f"set epochs > 0 or total_steps > 0 (epochs={cfg.epochs}, total_steps={cfg.total_steps})")
+    if cfg.validation.holdout and cfg.validation.split:
+        raise ValueError("validation: give holdout (records held out of the training split) or split, not both")
+    BatchLayout(cfg.batch_size, jax.device_count(), cfg.accum_steps, cfg.negatives_group)
+
+
+def _validate(validation_step, data: TrainingData, state, frozen) -> dict:
+    """In-batch loss and accuracy over the validation records, whole negatives groups (the remainder of a
+    validation batch, fewer than `validation_step.batch_size` records, is left out)."""
+    sums, batches = {"loss": 0.0, "accuracy": 0.0}, 0
+    iterator = iter(data.validation(validation_step.batch_size))
+    try:
+        for batch in iterator:
+            metrics = validation_step(state, frozen, batch)
+            for key in sums:
+                sums[key] += float(metrics[key])
+            batches += 1
+    finally:
+        iterator.close()
+    if not batches:
+        raise ValueError(f"{data.num_validation_records} validation records make no validation batch of "
+                         f"{validation_step.batch_size}")
+    return {"val_loss": sums["loss"] / batches, "val_accuracy": sums["accuracy"] / batches,
+            "val_examples": batches * validation_step.batch_size}
 
 
 def train(cfg, workdir: str) -> dict:
@@ -114,18 +177,25 @@ def train(cfg, workdir: str) -> dict:
     os.makedirs(workdir, exist_ok=True)
     tokenizer = build_tokenizer(cfg, workdir)
     model_cfg, params = build_model(cfg, tokenizer)
-    pipeline = build_data(cfg, tokenizer, workdir, model_cfg.vision.image_size)
+    data = build_data(cfg, tokenizer, workdir, model_cfg.vision.image_size)
+    steps_per_epoch = data.num_records // cfg.batch_size
+    if cfg.epochs and not steps_per_epoch:
+        raise ValueError(f"{data.num_records} training records make no batch of {cfg.batch_size}")
+    total_steps = cfg.epochs * steps_per_epoch if cfg.epochs else cfg.total_steps
+    validate_every = cfg.validation.every_steps or (steps_per_epoch or total_steps)
+    log.info("%d training records, %d steps per epoch, %d steps; negatives groups of %d", data.num_records,
+             steps_per_epoch, total_steps, cfg.negatives_group)
 
     schedule = learning_rate_schedule(cfg.lr, cfg.warmup_steps)
     tx = make_optimizer(cfg.lr, cfg.warmup_steps, cfg.weight_decay, cfg.clip_norm or None)
-    step_cfg = StepConfig(phase=cfg.phase, temperature=cfg.temperature, maxsim_block=cfg.maxsim_block,
-                          accum_steps=cfg.accum_steps, dropout=cfg.dropout)
-    mesh = parallel.data_mesh()
-    step_fn = DataParallelStep(model_cfg, step_cfg, tx, schedule, mesh, cfg.parallel)
+    step_cfg = StepConfig(phase=cfg.phase, temperature=cfg.temperature, negatives_group=cfg.negatives_group,
+                          maxsim_block=cfg.maxsim_block, accum_steps=cfg.accum_steps, dropout=cfg.dropout)
+    step_fn = DataParallelStep(model_cfg, step_cfg, tx, schedule, cfg.batch_size)
+    validation_step = ValidationStep(model_cfg, step_cfg) if data.validation else None
     state, frozen_host = init_state(params, cfg.phase, tx, jax.random.PRNGKey(cfg.seed))
 
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=cfg.keep_checkpoints)
-    data_iter = iter(pipeline)
+    data_iter = iter(data.pipeline)
     start = ckpt.latest_step() or 0
     if start:
         state, data_state = ckpt.restore(start, jax.tree_util.tree_map(
@@ -134,37 +204,33 @@ def train(cfg, workdir: str) -> dict:
         log.info("resumed from step %d", start)
     state, frozen = step_fn.prepare(state), step_fn.prepare(frozen_host)
 
-    logger = MetricsLogger(workdir, total_steps=cfg.total_steps, start_step=start, enabled=parallel.is_writer())
+    logger = MetricsLogger(workdir, total_steps=total_steps, start_step=start, enabled=parallel.is_writer())
     if parallel.is_writer():
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(cfg.to_json_best_effort(indent=2))
         with open(os.path.join(workdir, "model_config.json"), "w") as f:
             json.dump(model_cfg.to_dict(), f, indent=2)
 
-    stop = {"signal": None}
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.update(signal=signum))
-
-    def host_state():
-        return step_fn.host_state(state)
+    preemption = PreemptionWatch()
 
     def check_finite():
-        first_nan = int(jax.device_get(host_state()["first_nan_step"]))
+        first_nan = int(jax.device_get(state["first_nan_step"]))
         if first_nan >= 0:
             raise TrainingDiverged(f"loss or gradient became NaN/inf at step {first_nan}; stopped (params of the "
                                    f"last finite step kept in memory, no checkpoint written after it)")
 
     def save(step):
         check_finite()
-        ckpt.save(step, host_state(), data_iter.get_state())
+        ckpt.save(step, state, data_iter.get_state())
 
     pending, last = [], {}
     t_last, n_last = time.perf_counter(), start
     step = start
     try:
-        for step in range(start + 1, cfg.total_steps + 1):
+        for step in range(start + 1, total_steps + 1):
             state, metrics = step_fn(state, frozen, next(data_iter))
             pending.append(metrics)
-            if step % cfg.log_every == 0 or step == cfg.total_steps:
+            if step % cfg.log_every == 0 or step == total_steps:
                 check_finite()
                 means = {k: float(np.mean([float(m[k]) for m in pending])) for k in pending[0]}
                 now = time.perf_counter()
@@ -174,21 +240,50 @@ def train(cfg, workdir: str) -> dict:
                 logger.log(last)
             else:
                 logger.advance()
-            if step % cfg.checkpoint_every == 0 and step != cfg.total_steps:
+            if validation_step is not None and (step % validate_every == 0 or step == total_steps):
+                check_finite()
+                row = dict(step=step, epoch=step / steps_per_epoch if steps_per_epoch else None,
+                           **_validate(validation_step, data, state, frozen))
+                logger.log_validation(row)
+                last.update(row)
+                t_last = time.perf_counter()
+            if step % cfg.checkpoint_every == 0 and step != total_steps:
                 save(step)
-            if stop["signal"] is not None:
-                log.warning("SIGTERM at step %d: saving a checkpoint and exiting", step)
+            if preemption.reached(step):
+                log.warning("preempted at step %d: saving a checkpoint and exiting", step)
                 save(step)
                 break
         else:
-            if start < cfg.total_steps:
-                save(cfg.total_steps)
+            if start < total_steps:
+                save(total_steps)
             if parallel.is_writer():  # the trained model as a portable model folder (evaluation, export)
                 save_model(os.path.join(workdir, "model"), model_cfg,
-                           jax.device_get(full_params(host_state(), frozen_host)))
+                           jax.device_get(full_params(state, frozen_host)))
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        preemption.close()
         ckpt.close()
         logger.close()
         data_iter.close()
     return last
+
+
+class PreemptionWatch:
+    """Whether to save and stop now. One process: after a SIGTERM. Several processes: at JAX's preemption sync
+    point, the same step on every host (the notice reaches all hosts through the coordination service, whichever
+    host got the signal), so a preempted pod writes one consistent checkpoint."""
+
+    def __init__(self):
+        self._multihost = jax.process_count() > 1
+        self._signal = None
+        if not self._multihost:  # with several processes JAX's own SIGTERM handler feeds the sync point
+            self._previous = signal.signal(signal.SIGTERM, lambda signum, frame: setattr(self, "_signal", signum))
+
+    def reached(self, step: int) -> bool:
+        if self._multihost:
+            from jax.experimental import multihost_utils
+            return multihost_utils.reached_preemption_sync_point(step)
+        return self._signal is not None
+
+    def close(self) -> None:
+        if not self._multihost:
+            signal.signal(signal.SIGTERM, self._previous)

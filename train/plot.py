@@ -1,4 +1,5 @@
-"""PNG training curves from WORKDIR/metrics.jsonl: one panel per metric against the step.
+"""PNG training curves from WORKDIR/metrics.jsonl: one panel per metric against the step, with the validation
+loss and accuracy (after each epoch) drawn over the training ones.
 
     python train/plot.py WORKDIR [--out WORKDIR/curves.png]
 """
@@ -24,11 +25,19 @@ def plot(workdir: str, out: str | None = None, title: str | None = None) -> str:
         rows = [json.loads(line) for line in f if line.strip()]
     if not rows:
         raise ValueError(f"{path} is empty")
-    keys = [k for k in PANELS if k in rows[0]]
+    training = [r for r in rows if "loss" in r]
+    validation = [r for r in rows if "val_loss" in r]
+    if not training:
+        raise ValueError(f"{path} holds no training rows")
+    keys = [k for k in PANELS if k in training[0]]
     fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.8), squeeze=False)
-    steps = [r["step"] for r in rows]
     for ax, key in zip(axes[0], keys):
-        ax.plot(steps, [r[key] for r in rows], marker="." if len(rows) < 50 else None)
+        ax.plot([r["step"] for r in training], [r[key] for r in training], marker="." if len(training) < 50 else None,
+                label="train")
+        if validation and f"val_{key}" in validation[0]:
+            ax.plot([r["step"] for r in validation], [r[f"val_{key}"] for r in validation], marker="o",
+                    label="validation")
+            ax.legend(fontsize=7)
         ax.set_title(key)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)

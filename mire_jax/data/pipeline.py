@@ -1,6 +1,7 @@
 """The training input pipeline on grain: records -> fixed-shape numpy batches, resumable.
 
-  record indices   this process's share of a per-epoch permutation (seed + epoch), see `EpochShardIndices`
+  record indices   this process's share of each global batch of a per-epoch permutation (seed + epoch), see
+                   `EpochShardIndices`
   -> examples      read the record, check it, decode + CLIP-preprocess its image (or look its vision
                    features up in the cache), in `read_threads` threads
                    (optionally in `worker_count` processes; the output does not depend on their number)
@@ -42,12 +43,16 @@ class PipelineConfig:
 
     Attributes:
       batch_size: examples per batch on THIS process (the global batch is batch_size * process_count).
+      accum_steps: micro-batches per global batch: this process's batch holds its share of each micro-batch,
+        micro-batch after micro-batch (the training step's layout).
       image_size: side of the square CLIP input (224 for ViT-B/32).
       query_maxlen, doc_maxlen: fixed token lengths of queries and passages.
       attend_to_mask_tokens: query [MASK] padding attends (published training behaviour).
       use_instruction: query text = instruction + " " + question (M2KR's optional prompt).
       seed: shuffling seed (every process must use the same one).
-      shuffle: permute the records each epoch (False: file order, e.g. for evaluation).
+      shuffle: permute the records (False: file order, e.g. for evaluation).
+      reshuffle_each_epoch: a new permutation each epoch (False: the first epoch's order every epoch, as the
+        published training runs, whose sampler's `set_epoch` call is commented out).
       num_epochs: passes over the data; None repeats forever.
       image_policy: "fail" (raise naming the record id and the image path) or "skip" (drop the record and
         count it, see `BatchIterator.num_skipped`) for a missing or undecodable image.
@@ -59,6 +64,7 @@ class PipelineConfig:
       with_record_ids: add "id" (a numpy str array) to each batch, for debugging and tests.
     """
     batch_size: int
+    accum_steps: int = 1
     image_size: int = 224
     query_maxlen: int = 32
     doc_maxlen: int = 220
@@ -66,6 +72,7 @@ class PipelineConfig:
     use_instruction: bool = False
     seed: int = 0
     shuffle: bool = True
+    reshuffle_each_epoch: bool = True
     num_epochs: int | None = None
     image_policy: str = "fail"
     image_root: str | None = None
@@ -80,6 +87,8 @@ class PipelineConfig:
     def __post_init__(self):
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.accum_steps < 1 or self.batch_size % self.accum_steps:
+            raise ValueError(f"batch_size {self.batch_size} is not a multiple of accum_steps {self.accum_steps}")
         if self.image_policy not in IMAGE_POLICIES:
             raise ValueError(f"image_policy must be one of {IMAGE_POLICIES}, got {self.image_policy!r}")
         if self.num_epochs is not None and self.num_epochs < 1:
@@ -87,21 +96,27 @@ class PipelineConfig:
 
 
 class EpochShardIndices(grain.MapDataset):
-    """Record indices of one process: epoch e uses permutation P_e of all N records (from `seed` and e),
-    and process p of n takes positions p, p + n, ... of it, N // n of them (the same count on every
-    process; the at most n - 1 left over change from epoch to epoch). Processes are disjoint within an
-    epoch and together cover n * (N // n) records of it."""
+    """Record indices of one process: epoch e uses permutation P_e of all N records (from `seed` and e; P_0 for
+    every epoch unless `reshuffle`), cut into global batches of `global_batch` consecutive positions (the at most
+    global_batch - 1 left over are not used that epoch). Each global batch is a run of chunks of `chunk` * n
+    positions (one chunk per micro-batch), and process p of n takes positions [p * chunk, (p + 1) * chunk) of
+    every chunk. So a global batch holds the same records in the same order however many processes read it, and
+    every process reads the same count."""
 
     def __init__(self, num_records: int, *, seed: int, shuffle: bool, process_index: int, process_count: int,
-                 num_epochs: int | None):
+                 num_epochs: int | None, chunk: int = 1, global_batch: int | None = None, reshuffle: bool = True):
         super().__init__()
         if not 0 <= process_index < process_count:
             raise ValueError(f"process_index {process_index} not in [0, {process_count})")
-        if num_records < process_count:
-            raise ValueError(f"{num_records} records cannot be shared by {process_count} processes")
-        self._n, self._seed, self._shuffle = num_records, int(seed), shuffle
-        self._p, self._count = process_index, process_count
-        self._per_epoch = num_records // process_count
+        global_batch = global_batch or chunk * process_count
+        if chunk < 1 or global_batch % (chunk * process_count):
+            raise ValueError(f"a global batch of {global_batch} does not split into chunks of {chunk} x "
+                             f"{process_count} processes")
+        if num_records < global_batch:
+            raise ValueError(f"{num_records} records are fewer than one global batch of {global_batch}")
+        self._n, self._seed, self._shuffle, self._reshuffle = num_records, int(seed), shuffle, reshuffle
+        self._p, self._count, self._chunk = process_index, process_count, chunk
+        self._per_epoch = (num_records // global_batch) * global_batch // process_count
         self._length = sys.maxsize if num_epochs is None else self._per_epoch * num_epochs
 
     @property
@@ -112,11 +127,11 @@ class EpochShardIndices(grain.MapDataset):
         return self._length
 
     def __str__(self) -> str:
-        return f"EpochShardIndices(n={self._n}, process={self._p}/{self._count})"
+        return f"EpochShardIndices(n={self._n}, process={self._p}/{self._count}, chunk={self._chunk})"
 
     def _epoch_seed(self, epoch: int) -> int:
         # SeedSequence mixes (seed, epoch) with a fixed, documented algorithm: stable across numpy versions.
-        return int(np.random.SeedSequence([self._seed, epoch]).generate_state(1)[0])
+        return int(np.random.SeedSequence([self._seed, epoch if self._reshuffle else 0]).generate_state(1)[0])
 
     def __getitem__(self, index):
         if isinstance(index, slice):
@@ -124,7 +139,8 @@ class EpochShardIndices(grain.MapDataset):
         if not 0 <= index < self._length:
             raise IndexError(f"index {index} out of range for {self._length} elements")
         epoch, k = divmod(index, self._per_epoch)
-        position = k * self._count + self._p
+        chunk, within = divmod(k, self._chunk)
+        position = chunk * self._chunk * self._count + self._p * self._chunk + within
         if not self._shuffle or self._n == 1:
             return position
         return int(grain.experimental.index_shuffle(position, max_index=self._n - 1,
@@ -285,20 +301,46 @@ def _ensure_absl_flags_parsed() -> None:
         flags.FLAGS.mark_as_parsed()
 
 
+class _Subset:
+    """The records of `source` at `indices` (e.g. a training split without its held-out records)."""
+
+    def __init__(self, source, indices: Sequence[int]):
+        self._source, self._indices = source, np.asarray(indices, np.int64)
+
+    def __len__(self) -> int:
+        return len(self._indices)
+
+    def __getitem__(self, index: int):
+        return self._source[int(self._indices[index])]
+
+
+def holdout_split(num_records: int, holdout: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """-> (training record indices, held-out record indices), both sorted: `holdout` records drawn at random
+    (from `seed`, the same on every host) are kept out of training for validation."""
+    if not 0 <= holdout < num_records:
+        raise ValueError(f"cannot hold out {holdout} of {num_records} records")
+    held = np.sort(np.random.default_rng(np.random.SeedSequence([seed, 0x5EED])).permutation(num_records)[:holdout])
+    return np.setdiff1d(np.arange(num_records), held), held
+
+
 class InputPipeline:
     """Batches of (image + question, passage) pairs for one process; `iter(pipeline)` starts from the
     beginning (use `BatchIterator.set_state` to resume)."""
 
     def __init__(self, source, tokenizer, config: PipelineConfig, *, process_index: int | None = None,
-                 process_count: int | None = None):
+                 process_count: int | None = None, record_indices: Sequence[int] | None = None):
         if process_index is None or process_count is None:
             import jax  # only the defaults need it
             process_index = jax.process_index() if process_index is None else process_index
             process_count = jax.process_count() if process_count is None else process_count
         self.config = config
+        if record_indices is not None:
+            source = _Subset(source, record_indices)
         self.indices = EpochShardIndices(len(source), seed=config.seed, shuffle=config.shuffle,
                                          process_index=process_index, process_count=process_count,
-                                         num_epochs=config.num_epochs)
+                                         num_epochs=config.num_epochs, chunk=config.batch_size // config.accum_steps,
+                                         global_batch=config.batch_size * process_count,
+                                         reshuffle=config.reshuffle_each_epoch)
         self._load = LoadExample(source, config)
         self._collate = Collate(tokenizer, config)
 
@@ -330,9 +372,10 @@ class InputPipeline:
 def make_pipeline(source, tokenizer, config: PipelineConfig, **kwargs) -> InputPipeline:
     """The input pipeline over a random-access `source` (e.g. `builder.as_data_source()[split]`, or any
     sequence of record dicts with id, question, document, image_id and image bytes) and a
-    `ColbertTokenizer`. `process_index` / `process_count` default to jax's."""
+    `ColbertTokenizer`. `process_index` / `process_count` default to jax's; `record_indices` restricts the
+    source to those records."""
     return InputPipeline(source, tokenizer, config, **kwargs)
 
 
 __all__ = ["BatchIterator", "Collate", "EpochShardIndices", "IMAGE_POLICIES", "InputPipeline", "LoadExample",
-           "PipelineConfig", "RecordError", "make_pipeline"]
+           "PipelineConfig", "RecordError", "holdout_split", "make_pipeline"]

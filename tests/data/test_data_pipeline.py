@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from mire_jax.data import feature_cache, images
-from mire_jax.data.pipeline import EpochShardIndices, PipelineConfig, RecordError, make_pipeline
+from mire_jax.data.pipeline import EpochShardIndices, PipelineConfig, RecordError, holdout_split, make_pipeline
 
 IMAGE_FILES = [
     "vid2r/images/coco/train2017/000000000139.jpg",
@@ -145,9 +145,18 @@ def test_state_save_restore(fixtures_dir, tokenizer, workers, prefetch):
     for x, y in zip(following, again):
         for key in x:
             np.testing.assert_array_equal(x[key], y[key])
-    # The skipped record never shows up; 9 batches of 2 over 6 good records per epoch = 3 epochs.
+    # The skipped record never shows up, and every time the index stream reached it before the 18th kept record
+    # (9 batches of 2) it was counted: an epoch holds 3 whole batches (6 of the 7 records).
     assert all("r2" not in ids for ids in _ids(following))
-    assert resumed.num_skipped == it.num_skipped == 3
+    stream = EpochShardIndices(7, seed=11, shuffle=True, process_index=0, process_count=1, num_epochs=None, chunk=2)
+    kept = skips = position = 0
+    while kept < 18:
+        if stream[position] == 2:
+            skips += 1
+        else:
+            kept += 1
+        position += 1
+    assert resumed.num_skipped == it.num_skipped == skips >= 2
     if workers:  # worker processes change nothing in the batches
         plain = iter(make_pipeline(records, tokenizer, _cfg(seed=11, image_policy="skip"), process_index=0,
                                    process_count=1))
@@ -234,3 +243,50 @@ def test_end_to_end_from_tfds(vid2r_source, fixtures_dir, tokenizer):
         for row, record_id in enumerate(b["id"]):
             path = fixtures_dir / "vid2r" / "images" / by_id[record_id]["image"]
             np.testing.assert_array_equal(b["pixels"][row], images.preprocess_bytes(path.read_bytes(), 32))
+
+
+@pytest.mark.parametrize("processes,accum", [(1, 1), (2, 1), (4, 1), (2, 2), (4, 2)])
+def test_a_global_batch_is_the_same_records_in_the_same_order_on_any_process_count(processes, accum):
+    """Process p's batch holds its share of each micro-batch; putting the shares back (micro-batch after
+    micro-batch, process after process) gives the single-process batch, so negatives groups (runs of
+    consecutive examples) are the same on any number of hosts."""
+    n, global_batch, epochs = 37, 8, 2
+
+    def batches(p, count):
+        per = global_batch // count
+        ds = EpochShardIndices(n, seed=4, shuffle=True, process_index=p, process_count=count, num_epochs=epochs,
+                               chunk=per // accum, global_batch=global_batch)
+        flat = [ds[i] for i in range(len(ds))]
+        return [flat[i:i + per] for i in range(0, len(flat), per)]
+
+    single = batches(0, 1)
+    shares = [batches(p, processes) for p in range(processes)]
+    assert all(len(s) == len(single) == epochs * (n // global_batch) for s in shares)
+    for step, whole in enumerate(single):
+        micro = [np.split(np.asarray(s[step]), accum) for s in shares]
+        rebuilt = [int(x) for i in range(accum) for p in range(processes) for x in micro[p][i]]
+        assert rebuilt == whole, step
+    per_epoch = [sum(single[e * (n // global_batch):(e + 1) * (n // global_batch)], []) for e in range(epochs)]
+    assert all(len(set(e)) == len(e) == 32 for e in per_epoch)  # whole batches only, no record twice
+
+
+def test_the_published_order_repeats_every_epoch():
+    def epochs(reshuffle):
+        ds = EpochShardIndices(12, seed=2, shuffle=True, process_index=0, process_count=1, num_epochs=3, chunk=4,
+                               reshuffle=reshuffle)
+        return [[ds[e * 12 + i] for i in range(12)] for e in range(3)]
+    same, new = epochs(False), epochs(True)
+    assert same[0] == same[1] == same[2] and sorted(same[0]) == list(range(12))
+    assert new[0] == same[0] and new[1] != new[0] and new[2] != new[1]
+
+
+def test_held_out_records_never_reach_training(fixtures_dir, tokenizer):
+    train_indices, held = holdout_split(10, 3, seed=5)
+    assert len(held) == 3 and not set(held) & set(train_indices) and set(held) | set(train_indices) == set(range(10))
+    assert np.array_equal(holdout_split(10, 3, seed=5)[1], held) and not np.array_equal(holdout_split(10, 3, 6)[1], held)
+    records = _records(fixtures_dir, 10)
+    seen = {i for b in make_pipeline(records, tokenizer, _cfg(num_epochs=3, seed=1), process_index=0, process_count=1,
+                                     record_indices=train_indices) for i in b["id"].tolist()}
+    assert seen == {f"r{i}" for i in train_indices}
+    with pytest.raises(ValueError, match="hold out"):
+        holdout_split(10, 10, seed=0)
