@@ -80,7 +80,7 @@ def test_okvqa_gs_published_files(tmp_path, fixtures_dir):
 
 
 def test_okvqa_gs_w_negs_random_positive(tmp_path, fixtures_dir, gs_negs_manual, caplog):
-    with caplog.at_level(logging.INFO, logger="mire_jax.data.builders.okvqa_gs"):
+    with caplog.at_level(logging.INFO, logger="mire_jax.data.builders"):
         builder = _prepare_gs_negs(tmp_path / "a", gs_negs_manual, fixtures_dir)
     assert "train: dropped 1 of 4 records with empty ctxs" in caplog.text
     source = builder.as_data_source()["train"]

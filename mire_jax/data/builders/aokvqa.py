@@ -20,7 +20,6 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from mire_jax.data.builders import common
-from mire_jax.data.builders.okvqa_gs import read_json_array
 
 # tfds split -> (file, COCO image folder under the image root)
 SPLITS = {"train": ("aokvqa_v1p0_train.json", "coco/train2017"),
@@ -55,7 +54,7 @@ class Aokvqa(common.PairBuilderBase):
                 for split, (f, folder) in SPLITS.items()}
 
     def _generate_examples(self, path: pathlib.Path, folder: str, embedder: common.ImageEmbedder, split: str):
-        for index, record in enumerate(read_json_array(path)):
+        for index, record in enumerate(common.read_json_array(path)):
             where = f"{path} record {index}"
             if not isinstance(record, dict):
                 raise common.RecordError(f"{where}: expected an object, got {type(record).__name__}")

@@ -21,13 +21,11 @@ from run to run. Here the pick is a pure function of (`OkvqaGsConfig.seed`, inde
 `numpy.random.default_rng(SeedSequence([seed, index])).integers(len(ctxs))`, the same on every rebuild and
 machine. Another seed gives another draw (config `seed<N>`).
 
-The helpers for this record schema (`parse_retriever_record`, `read_json_array`) are shared with ReMuQ, whose
-files use the same schema.
+The record schema is shared with ReMuQ (`retriever_records.py`).
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import pathlib
 import re
@@ -36,6 +34,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from mire_jax.data.builders import common
+from mire_jax.data.builders.retriever_records import usable_records
 
 log = logging.getLogger(__name__)
 
@@ -43,62 +42,6 @@ PASSAGES_SUBDIR = pathlib.PurePosixPath("RAVQA_v2_data/okvqa/pre-extracted_featu
 TRAIN_FILES = ("retriever_train_w_negs.json", "retriever_train.json")  # first found wins
 VALIDATION_FILE = "retriever_testdev.json"
 _COCO_IMG_ID = re.compile(r"^COCO_(train|val)2014_(\d{1,12})$")
-
-
-@dataclasses.dataclass(frozen=True)
-class RetrieverRecord:
-    """One usable (non-empty `ctxs`) record of the RA-VQA retriever schema, validated."""
-    question_id: str
-    img_id: str
-    question: str  # caption already removed
-    ctxs: tuple[tuple[str, str], ...]  # (id, text) of every positive
-    answers: tuple[str, ...]
-    negs: tuple[str, ...]
-
-
-def read_json_array(path: pathlib.Path) -> list:
-    """A file holding one JSON array; `RecordError` naming the file otherwise."""
-    with open(path, encoding="utf-8") as f:
-        try:
-            records = json.load(f)
-        except json.JSONDecodeError as e:
-            raise common.RecordError(f"{path}: not valid JSON: {e}") from e
-    if not isinstance(records, list):
-        raise common.RecordError(f"{path}: expected a JSON array of records, got {type(records).__name__}")
-    return records
-
-
-def parse_retriever_record(record, where: str) -> RetrieverRecord | None:
-    """Validate one record of the schema; None when its `ctxs` is empty (MIRe drops those).
-    Errors (`RecordError`) name `where`."""
-    if not isinstance(record, dict):
-        raise common.RecordError(f"{where}: expected an object, got {type(record).__name__}")
-    question = common.require_str(record, "question", where)
-    if record.get("caption") is not None:
-        question = question.replace(common.require_str(record, "caption", where), "").strip()
-    answers = record.get("answers")
-    if not isinstance(answers, dict):
-        raise common.RecordError(f"{where}: field 'answers' must be an object {{answer: count}}, "
-                                 f"got {type(answers).__name__}")
-    ctxs = record.get("ctxs")
-    if not isinstance(ctxs, list):
-        raise common.RecordError(f"{where}: field 'ctxs' must be a list of passages, got {type(ctxs).__name__}")
-    parsed_ctxs = []
-    for i, ctx in enumerate(ctxs):
-        if not isinstance(ctx, dict):
-            raise common.RecordError(f"{where}: ctxs[{i}] must be an object, got {type(ctx).__name__}")
-        parsed_ctxs.append((common.require_str(ctx, "id", f"{where} ctxs[{i}]"),
-                            common.require_str(ctx, "text", f"{where} ctxs[{i}]").strip()))
-    negs = record.get("negs") or []
-    if not isinstance(negs, list) or not all(isinstance(n, str) for n in negs):
-        raise common.RecordError(f"{where}: field 'negs' must be a list of strings")
-    # The id fields are validated even for a dropped record: a malformed file should not pass unnoticed.
-    question_id = common.require_str(record, "question_id", where)
-    img_id = common.require_str(record, "img_id", where)
-    if not parsed_ctxs:
-        return None
-    return RetrieverRecord(question_id=question_id, img_id=img_id, question=question, ctxs=tuple(parsed_ctxs),
-                           answers=tuple(str(a) for a in answers), negs=tuple(negs))
 
 
 def coco2014_image_id(img_id: str, where: str) -> str:
@@ -114,12 +57,6 @@ def positive_index(seed: int, record_index: int, num_ctxs: int) -> int:
     """Which ctx is the positive of the record at `record_index` of its file (see the module docstring)."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, record_index]))
     return int(rng.integers(num_ctxs))
-
-
-def log_dropped(builder_name: str, split: str, dropped: int, total: int) -> None:
-    if dropped:
-        log.info("%s/%s: dropped %d of %d records with empty ctxs (no positive passage), as MIRe does",
-                 builder_name, split, dropped, total)
 
 
 @dataclasses.dataclass
@@ -171,20 +108,12 @@ class OkvqaGs(common.PairBuilderBase):
                                                       "validation")}
 
     def _generate_examples(self, path: pathlib.Path, embedder: common.ImageEmbedder, split: str):
-        records = read_json_array(path)
         seed = self.builder_config.seed
-        dropped = 0
-        for index, raw in enumerate(records):
-            where = f"{path} record {index}"
-            rec = parse_retriever_record(raw, where)
-            if rec is None:
-                dropped += 1
-                continue
+        for index, where, rec in usable_records(path, f"{self.name}/{split}"):
             image_id = coco2014_image_id(rec.img_id, where)
             doc_id, doc = rec.ctxs[positive_index(seed, index, len(rec.ctxs))]
             yield index, common.pair_example(id=rec.question_id, question=rec.question, image_id=image_id,
                                              image=embedder(image_id), document=doc, document_id=doc_id,
                                              answers=rec.answers, negs=rec.negs)
-        log_dropped(self.name, split, dropped, len(records))
         embedder.report(split)
 

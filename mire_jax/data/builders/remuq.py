@@ -2,7 +2,7 @@
 fine-tuning (`cfgs/mire_train_remuq.yaml` in the public repository yeongjoonJu/MIRe).
 
 Files:
-  <manual>/train.json, test.json   the RA-VQA retriever schema (see `okvqa_gs`): `question_id`, `img_id` (a WebQA
+  <manual>/train.json, test.json   the RA-VQA retriever schema (`retriever_records.py`): `question_id`, `img_id` (a WebQA
                                    image id such as 30079629), `question`, `answers` {answer: count},
                                    `ctxs` [{"id", "text"}], optional `caption`
   webqa/imgs.tsv                   WebQA's images, lines `<image_id>\\t<base64 JPEG>`
@@ -27,7 +27,7 @@ import pathlib
 import tensorflow_datasets as tfds
 
 from mire_jax.data.builders import common
-from mire_jax.data.builders.okvqa_gs import log_dropped, parse_retriever_record, read_json_array
+from mire_jax.data.builders.retriever_records import usable_records
 
 SPLIT_FILES = {"train": "train.json", "test": "test.json"}
 TSV, LINEIDX = "imgs.tsv", "imgs.lineidx"
@@ -133,19 +133,11 @@ class Remuq(common.PairBuilderBase):
                 for split, f in SPLIT_FILES.items() if (manual / f).is_file()}
 
     def _generate_examples(self, path: pathlib.Path, webqa: pathlib.Path, split: str):
-        records = read_json_array(path)
-        dropped = 0
         with WebqaImages(webqa) as images:
-            for index, raw in enumerate(records):
-                where = f"{path} record {index}"
-                rec = parse_retriever_record(raw, where)
-                if rec is None:
-                    dropped += 1
-                    continue
+            for index, where, rec in usable_records(path, f"{self.name}/{split}"):
                 image = images.read(rec.img_id, where)
                 doc_id, doc = rec.ctxs[0]
                 yield index, common.pair_example(
                     id=rec.question_id, question=rec.question, image_id=f"webqa/{rec.img_id}.jpg",
                     image=image if self._embed_images else b"", document=doc, document_id=doc_id,
                     answers=rec.answers, negs=rec.negs)
-        log_dropped(self.name, split, dropped, len(records))

@@ -2,7 +2,6 @@
 `{"image", "id", "question", "document", "answer", ["negs"]}`, images relative to an image root."""
 from __future__ import annotations
 
-import json
 import pathlib
 
 import tensorflow_datasets as tfds
@@ -42,14 +41,7 @@ class Vid2r(common.PairBuilderBase):
         return {"train": self._generate_examples(found[0], self._embedder(manual))}
 
     def _generate_examples(self, path: pathlib.Path, embedder: common.ImageEmbedder):
-        with open(path, encoding="utf-8") as f:
-            try:
-                records = json.load(f)
-            except json.JSONDecodeError as e:
-                raise common.RecordError(f"{path}: not valid JSON: {e}") from e
-        if not isinstance(records, list):
-            raise common.RecordError(f"{path}: expected a JSON array of records, got {type(records).__name__}")
-        for index, record in enumerate(records):
+        for index, record in enumerate(common.read_json_array(path)):
             where = f"{path} record {index}"
             if not isinstance(record, dict):
                 raise common.RecordError(f"{where}: expected an object, got {type(record).__name__}")
