@@ -2,7 +2,6 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-export PYTHONPATH := $(CURDIR)
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TF_CPP_MIN_LOG_LEVEL := 3
@@ -13,12 +12,15 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-$(VENV)/.installed-demo: requirements.txt requirements-demo.txt | $(PY)
+# The project itself is installed in editable mode: entry points and tests import `mire_jax` from this checkout.
+$(VENV)/.installed-demo: pyproject.toml requirements.txt requirements-demo.txt | $(PY)
 	$(PY) -m pip install --quiet -r requirements-demo.txt
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
-$(VENV)/.installed-test: requirements.txt requirements-demo.txt requirements-test.txt | $(PY)
+$(VENV)/.installed-test: pyproject.toml requirements.txt requirements-demo.txt requirements-test.txt | $(PY)
 	$(PY) -m pip install --quiet -r requirements-test.txt
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@ $(VENV)/.installed-demo
 
 # pytest's exit status 5 (no tests collected) is non-zero, so it fails the target like any other failure.

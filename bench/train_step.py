@@ -20,7 +20,6 @@ import sys
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 DEFAULT_PEER = ROOT.parent / "shared" / "bench" / "peer_train_step.py"
 
 
@@ -30,8 +29,8 @@ def ours(size: str, mode: str, batch: int, q_len: int, d_len: int, steps: int, w
     import numpy as np
 
     import mire_jax
-    from mire_jax.optim import learning_rate_schedule, make_optimizer
-    from mire_jax.train_step import DataParallelStep, StepConfig, init_state
+    from mire_jax.train.optim import learning_rate_schedule, make_optimizer
+    from mire_jax.train.step import DataParallelStep, StepConfig, init_state
 
     config = mire_jax.MIReConfig.tiny() if size == "tiny" else mire_jax.MIReConfig.base()
     config = config.replace(dtype="bfloat16" if bf16 else "float32")

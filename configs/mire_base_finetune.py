@@ -16,7 +16,7 @@ every epoch, in-batch validation after every epoch on the set's published valida
     python train/train.py --config configs/mire_base_finetune.py:evqa --workdir runs/ft_evqa \
         --config.model.dir runs/pretrain/model
 """
-from mire_jax.train_config import base_config
+from mire_jax.train.config import base_config
 
 # builder, builder config, files, image root, epochs, lr, warm-up, per-process batch, validation
 RECIPES = {

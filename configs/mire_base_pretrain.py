@@ -13,7 +13,7 @@ cfgs/mire_train_vid2r_large.yaml); the text tower is BERT-base (ColBERTv2) in bo
 Large: `--vision clip-vit-large-patch14-336 --out models/mire_large_init`, then the same two commands with
 `--config configs/mire_base_pretrain.py:large`.
 """
-from mire_jax.train_config import base_config
+from mire_jax.train.config import base_config
 
 VISION = {"base": "models/mire_base_init", "large": "models/mire_large_init"}
 

@@ -6,11 +6,6 @@ r"""PNG heatmaps of the pooling's attention over the image for a query, per head
 from __future__ import annotations
 
 import argparse
-import pathlib
-import sys
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 
 def main(argv=None):
@@ -25,15 +20,12 @@ def main(argv=None):
 
     from PIL import Image
 
-    from mire_jax.attention import patch_attention, save_heatmaps
-    from mire_jax.model_io import load_model
-    from mire_jax.tokenizer import ColbertTokenizer
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-    from evaluate import resolve_checkpoint
+    from mire_jax.eval.heatmaps import patch_attention, save_heatmaps
+    from mire_jax.model_io import load_model, load_tokenizer, resolve_model_dir
 
-    model_dir = resolve_checkpoint(a.checkpoint)
+    model_dir = resolve_model_dir(a.checkpoint)
     config, params = load_model(model_dir)
-    tokenizer = ColbertTokenizer.from_pretrained(a.tokenizer or model_dir)
+    tokenizer = load_tokenizer(model_dir, a.tokenizer)
     image = Image.open(a.image).convert("RGB")
     maps = patch_attention(config, params, tokenizer, image, a.question, a.query_maxlen)
     print(save_heatmaps(image, maps, a.question, a.out))

@@ -18,9 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import pathlib
-import sys
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 
 def load_encoder(model_dir: str, tokenizer_path: str | None, doc_maxlen: int, batch_size: int, passage_keep: str):
@@ -59,11 +56,11 @@ def main(argv=None) -> None:
 
     import jax
 
-    from mire_jax.evaluation import PASSAGE_KEEP
+    from mire_jax.eval.runner import PASSAGE_KEEP
     from mire_jax.index import LateInteractionIndex
     from mire_jax.index.encode import count_passages, encode_to_shards, iter_passages
     from mire_jax.index.shards import write_manifest
-    from mire_jax.parallel import initialize_distributed
+    from mire_jax.train.hosts import initialize_distributed
 
     initialize_distributed()
     process, processes = jax.process_index(), jax.process_count()

@@ -63,7 +63,7 @@ def test_blocked_loss_and_gradients_equal_unblocked(group):
 
 def test_groups_that_do_not_fit_the_devices_are_refused():
     from mire_jax.scoring import in_batch_loss
-    from mire_jax.train_step import BatchLayout
+    from mire_jax.train.step import BatchLayout
     x = jnp.zeros((6, 2, 4))
     with pytest.raises(ValueError, match="do not split"):
         in_batch_loss(x, x, jnp.ones((6, 2)), 0.3, group_size=4)

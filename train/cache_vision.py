@@ -25,11 +25,6 @@ import dataclasses
 import json
 import logging
 import os
-import pathlib
-import sys
-
-if __package__ in (None, ""):  # run as `python train/cache_vision.py`: make the repo root importable
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from absl import app, flags
 from ml_collections import config_flags

@@ -9,11 +9,7 @@ Multi-host: --config.distributed.coordinator=host:port --config.distributed.num_
 from __future__ import annotations
 
 import logging
-import pathlib
 import sys
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -26,11 +22,11 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "where checkpoints, logs and the
 def main(argv):
     del argv
     cfg = _CONFIG.value
-    from mire_jax import parallel
+    from mire_jax.train import hosts
     d = cfg.distributed
-    parallel.initialize_distributed(d.coordinator or None, d.num_processes or None,
+    hosts.initialize_distributed(d.coordinator or None, d.num_processes or None,
                                     None if d.process_id < 0 else d.process_id, auto=d.auto)
-    from mire_jax.trainer import TrainingDiverged, train
+    from mire_jax.train.loop import TrainingDiverged, train
     logging.getLogger("absl").setLevel(logging.WARNING)  # orbax's per-save chatter
     logging.getLogger("mire_jax").setLevel(logging.INFO)
     try:

@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from mire_jax.data.jsonl import iter_json_lines
+from mire_jax.files import iter_json_lines
 from mire_jax.index import shards as shard_io
 
 EncodeFn = Callable[[Sequence[str]], tuple[np.ndarray, np.ndarray]]

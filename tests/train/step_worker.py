@@ -15,9 +15,9 @@ import jax
 import numpy as np
 
 import mire_jax
-from mire_jax.optim import learning_rate_schedule, make_optimizer
-from mire_jax.parallel import initialize_distributed
-from mire_jax.train_step import DataParallelStep, StepConfig, full_params, init_state
+from mire_jax.train.optim import learning_rate_schedule, make_optimizer
+from mire_jax.train.hosts import initialize_distributed
+from mire_jax.train.step import DataParallelStep, StepConfig, full_params, init_state
 
 
 def global_batch_for(step, global_batch, config, phase, pixels):

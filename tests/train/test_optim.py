@@ -7,7 +7,7 @@ import optax
 import pytest
 import torch
 
-from mire_jax.optim import learning_rate_schedule, make_optimizer
+from mire_jax.train.optim import learning_rate_schedule, make_optimizer
 
 
 @pytest.mark.parametrize("lr,warmup,weight_decay", [(1e-4, 300, 0.0), (5e-5, 10, 0.0), (2e-5, 4, 0.01)])

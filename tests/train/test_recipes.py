@@ -5,7 +5,7 @@ import pathlib
 
 import pytest
 
-from mire_jax.optim import TRAINABLE
+from mire_jax.train.optim import TRAINABLE
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[2] / "configs"
 
@@ -61,11 +61,10 @@ def test_recipe_numbers(name, arg):
 
 def test_evaluation_lengths_and_query_mask():
     """Evaluation: queries 64 / passages 384 word pieces, [MASK] padding neither attended nor kept."""
-    spec = importlib.util.spec_from_file_location("eval_common", CONFIGS / "eval_common.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    c = module.eval_config("okvqa_gs", "data/okvqa")
-    assert (c.query_maxlen, c.doc_maxlen, c.attend_to_mask_tokens, c.protocol) == (64, 384, False, "published")
+    for benchmark in ("okvqa_gs", "okvqa_wk11m", "remuq", "evqa", "infoseek", "aokvqa"):
+        c = _load("eval.py", benchmark)
+        assert (c.query_maxlen, c.doc_maxlen, c.attend_to_mask_tokens, c.protocol, c.k) == (64, 384, False,
+                                                                                          "published", 100)
 
 
 def test_unknown_recipe_is_refused_by_name():

@@ -1,4 +1,5 @@
 """The training loop on the tiny config: exact resume, kill -9, SIGTERM, NaN, bad config, logs."""
+import importlib.util
 import json
 import os
 import pathlib
@@ -11,21 +12,26 @@ import time
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "configs"))
-import tiny  # noqa: E402
+from mire_jax.train.loop import TrainingDiverged, train
 
-from mire_jax.trainer import TrainingDiverged, train  # noqa: E402
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+TINY = ROOT / "configs" / "tiny.py"
 
 
 @pytest.fixture(scope="module")
 def synthetic_dir(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("synthetic"))
+    """The world of configs/tiny.py, written beforehand as a user would with `python -m mire_jax.demo.world`."""
+    from mire_jax.demo.world import SyntheticSizes, generate
+    out = tmp_path_factory.mktemp("tiny") / "data"
+    generate(out, sizes=SyntheticSizes.tiny(), progress=False)
+    return str(out)
 
 
 def _config(synthetic_dir, **overrides):
-    cfg = tiny.get_config()
-    cfg.data.synthetic.dir = synthetic_dir
+    spec = importlib.util.spec_from_file_location("tiny", TINY)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    cfg = module.get_config(synthetic_dir)
     cfg.log_every = 1
     cfg.batch_size = 8
     for key, value in overrides.items():
@@ -57,8 +63,7 @@ def test_resume_gives_bit_identical_losses(synthetic_dir, tmp_path):
         assert key in a[0]
     assert list((tmp_path / "whole" / "tensorboard").glob("events.out.tfevents.*"))
     assert (tmp_path / "whole" / "model" / "params.safetensors").exists()
-    sys.path.insert(0, str(ROOT / "train"))
-    from plot import plot
+    from mire_jax.train.plot import plot
     assert os.path.getsize(plot(whole)) > 1000
 
 
@@ -70,9 +75,8 @@ def test_nan_loss_stops_with_the_step_number(synthetic_dir, tmp_path):
 
 
 def _launch(workdir, synthetic_dir, *overrides, devices=None):
-    cmd = [sys.executable, str(ROOT / "train" / "train.py"), "--config", str(ROOT / "configs" / "tiny.py"),
-           "--workdir", workdir, f"--config.data.synthetic.dir={synthetic_dir}", "--config.log_every=1",
-           "--config.batch_size=8", *overrides]
+    cmd = [sys.executable, str(ROOT / "train" / "train.py"), "--config", f"{TINY}:{synthetic_dir}",
+           "--workdir", workdir, "--config.log_every=1", "--config.batch_size=8", *overrides]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     if devices:
         env.update(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu")
@@ -97,7 +101,7 @@ def test_kill_9_loses_at_most_the_steps_since_the_last_checkpoint(synthetic_dir,
     proc.kill()
     proc.wait()
     killed_at = len(_metrics(workdir))
-    from mire_jax.checkpoint import Checkpointer
+    from mire_jax.train.checkpoint import Checkpointer
     latest = Checkpointer(os.path.join(workdir, "checkpoints")).latest_step()
     # saves are asynchronous: the newest committed step is at most one interval (plus the save in flight) old
     assert latest is not None and killed_at - 2 * 4 - 1 <= latest <= killed_at

@@ -12,7 +12,7 @@ import re
 import tensorflow_datasets as tfds
 
 from mire_jax.data.builders import common
-from mire_jax.data.jsonl import iter_json_lines
+from mire_jax.files import iter_json_lines
 
 _SPLIT_NAME = re.compile(r"^[A-Za-z0-9_]+$")
 

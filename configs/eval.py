@@ -1,0 +1,45 @@
+r"""Zero-shot evaluation as the published runs evaluate (public repository yeongjoonJu/MIRe,
+runs/evaluate_retrieval.py): the top 100 passages of every query, queries of 64 and passages of 384 word pieces,
+[MASK] query padding neither attended nor kept. The arg names the benchmark, read from its download folder:
+
+| arg         | root          | corpus                                   |
+|-------------|---------------|------------------------------------------|
+| okvqa_gs    | data/okvqa    | RA-VQA Google-Search passages            |
+| okvqa_wk11m | data/okvqa    | the 11M Wikipedia blocks                 |
+| remuq       | data/remuq    | ReMuQ's open corpus                      |
+| evqa        | data/m2kr     | M2KR E-VQA passages                      |
+| infoseek    | data/m2kr     | M2KR InfoSeek passages                   |
+| aokvqa      | data/aokvqa   | the rationales of the val questions      |
+| vid2r_val   | data/vid2r    | ViD2R passages of the first 5000 queries |
+
+    python eval/evaluate.py --config configs/eval.py:okvqa_gs --checkpoint runs/pretrain/model --workdir runs/eval
+"""
+import ml_collections
+
+ROOTS = {"okvqa_gs": "data/okvqa", "okvqa_wk11m": "data/okvqa", "remuq": "data/remuq", "evqa": "data/m2kr",
+         "infoseek": "data/m2kr", "aokvqa": "data/aokvqa", "vid2r_val": "data/vid2r"}
+
+
+def get_config(arg: str = "okvqa_gs") -> ml_collections.ConfigDict:
+    if arg not in ROOTS:
+        raise ValueError(f"unknown benchmark {arg!r}; known: {sorted(ROOTS)}")
+    c = ml_collections.ConfigDict()
+    c.benchmark = arg                # a name of mire_jax.eval.benchmarks.LOADERS (or one of its aliases)
+    c.root = ROOTS[arg]              # the download folder, laid out as the original
+    c.split = ""                     # "" = the split MIRe evaluates
+    c.protocol = "published"         # "published" (MIRe's evaluation) | "textbook"; see docs/evaluation.md
+    c.k = 100
+    c.query_maxlen = 64
+    c.doc_maxlen = 384
+    c.attend_to_mask_tokens = False  # the published evaluation tokenizer
+    c.batch_size = 32
+    c.shard_size = 10_000
+    c.seed = 0
+    c.tokenizer = ""                 # "" = the vocab.txt / tokenizer.json in the checkpoint folder
+    c.index = ml_collections.ConfigDict()  # LateInteractionIndex options (mire_jax/index); None = by corpus size
+    c.index.mode = "auto"            # "auto" | "scann" | "exact"
+    c.index.num_leaves = ml_collections.FieldReference(None, field_type=int)
+    c.index.leaves_to_search = ml_collections.FieldReference(None, field_type=int)
+    c.index.neighbors_per_token = ml_collections.FieldReference(None, field_type=int)
+    c.index.rerank_passages = 400
+    return c

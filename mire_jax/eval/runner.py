@@ -1,0 +1,205 @@
+"""Zero-shot retrieval evaluation: encode (or reuse) the corpus index, encode the queries, retrieve the top k,
+score with the published protocol and the textbook metrics.
+
+Modes: "mire" (image + question), "text_only" (the question alone: the ColBERT text baseline). Image
+ablations: "shuffle" (each query gets another query's image, a fixed permutation) and "blank" (a uniform grey
+image), which together measure how much the model relies on the image.
+
+Protocols (`EvalSettings.protocol`) decide how the run is made and which metrics are its headline:
+  - "published" (default): as MIRe's published evaluation. Its indexer stores every non-padding passage token,
+    punctuation included (passage keep "padding_only"; MIRe's training, like ColBERT, drops punctuation), and
+    the metrics follow its evaluation script (`mire_jax.eval.metrics.evaluate_published`).
+  - "textbook": passages indexed as ColBERT does, punctuation dropped (passage keep
+    "punctuation_and_padding"), scored with the standard definitions (`mire_jax.eval.metrics.evaluate_textbook`).
+The encoded corpus is cached per model, doc_maxlen and passage keep policy, so the protocols never share an
+index. `score` returns every metric set the benchmark supports: the run's own protocol's, and the other one's
+computed on the same run (published metrics always; textbook metrics only where every query has gold ids).
+Each set is labelled with its metric protocol ("protocol") and with the protocol of the run it was computed on
+("run_protocol"), so e.g. textbook metrics of a published run are never mistaken for a textbook run's.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from typing import Sequence
+
+import jax
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+import mire_jax
+from mire_jax.data.images import clip_preprocess
+from mire_jax.index import LateInteractionIndex
+from mire_jax.index.encode import encode_to_shards, model_encode_fn
+from mire_jax.index.shards import write_manifest
+from mire_jax.tokenizer import DROP_PADDING_ONLY, DROP_PUNCTUATION
+
+MODES = ("mire", "text_only")
+ABLATIONS = (None, "shuffle", "blank")
+KS = (1, 5, 10, 20, 50, 100)
+PROTOCOLS = ("published", "textbook")
+# The passage tokens each protocol indexes: MIRe's indexer keeps punctuation, ColBERT's skiplist drops it.
+PASSAGE_KEEP = {"published": DROP_PADDING_ONLY, "textbook": DROP_PUNCTUATION}
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSettings:
+    mode: str = "mire"
+    image_ablation: str | None = None
+    protocol: str = "published"
+    k: int = 100
+    query_maxlen: int = 64
+    doc_maxlen: int = 384
+    attend_to_mask_tokens: bool = False  # the published evaluation tokenizer
+    batch_size: int = 32
+    shard_size: int = 10_000
+    seed: int = 0
+    index: dict | None = None           # LateInteractionIndex config (None: defaults by corpus size)
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.image_ablation not in ABLATIONS:
+            raise ValueError(f"image_ablation must be one of {ABLATIONS[1:]} or None, got {self.image_ablation!r}")
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
+
+    @property
+    def passage_keep(self) -> str:
+        """The passage keep policy of the protocol (`mire_jax.tokenizer.PASSAGE_KEEP_POLICIES`)."""
+        return PASSAGE_KEEP[self.protocol]
+
+    @property
+    def run_name(self) -> str:
+        """<mode>[_<ablation>]_<protocol>: names a run's files, distinct for every mode, ablation and protocol."""
+        ablation = f"_{self.image_ablation}" if self.image_ablation else ""
+        return f"{self.mode}{ablation}_{self.protocol}"
+
+
+def params_fingerprint(config, params) -> str:
+    """A short hash of the model: encoded corpora are reused only for the model that made them."""
+    h = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode())
+    for leaf in jax.tree_util.tree_leaves(params):
+        h.update(np.ascontiguousarray(np.asarray(leaf, np.float32)).tobytes())
+    return h.hexdigest()[:16]
+
+
+def corpus_index(benchmark, config, params, tokenizer, workdir: str, settings: EvalSettings,
+                 fingerprint: str | None = None) -> LateInteractionIndex:
+    """Encode the benchmark's corpus into shards (resumable) and build or load its index, cached under
+    `workdir/<benchmark>_<split>/model_<fingerprint>_d<doc_maxlen>_<passage keep policy>/`."""
+    fingerprint = fingerprint or params_fingerprint(config, params)
+    base = os.path.join(workdir, f"{benchmark.name}_{benchmark.split}",
+                        f"model_{fingerprint}_d{settings.doc_maxlen}_{settings.passage_keep}")
+    shards, index_dir = os.path.join(base, "shards"), os.path.join(base, "index")
+    if os.path.exists(os.path.join(index_dir, "manifest.json")):
+        return LateInteractionIndex.load(index_dir)
+    encode = model_encode_fn(config, params, tokenizer, max_len=settings.doc_maxlen, batch_size=settings.batch_size,
+                             passage_keep=settings.passage_keep)
+    summary = encode_to_shards(iter(benchmark.corpus), shards, encode, shard_size=settings.shard_size,
+                               batch_size=settings.batch_size, process_index=jax.process_index(),
+                               process_count=jax.process_count(), total=len(benchmark.corpus),
+                               settings={"model": fingerprint, "doc_maxlen": settings.doc_maxlen,
+                                         "passage_keep": settings.passage_keep})
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices("corpus encoded")
+    if jax.process_index() == 0:
+        write_manifest(shards, summary.num_shards, extra={
+            "benchmark": benchmark.name, "split": benchmark.split, "passage_keep": settings.passage_keep})
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices("corpus manifest written")
+    index = LateInteractionIndex.from_shards(shards, settings.index)
+    if jax.process_index() == 0:
+        index.save(index_dir)
+    return index
+
+
+def _blank_image(size: int) -> np.ndarray:
+    return clip_preprocess(Image.new("RGB", (size, size), (128, 128, 128)), size)
+
+
+def query_images(queries: Sequence, settings: EvalSettings, image_size: int) -> list:
+    """The image source of each query after the ablation: a query, or None for the blank image."""
+    if settings.image_ablation == "blank":
+        return [None] * len(queries)
+    if settings.image_ablation == "shuffle":
+        order = np.random.default_rng(settings.seed).permutation(len(queries))
+        if len(queries) > 1:  # a derangement: no query keeps its own image
+            for i in np.flatnonzero(order == np.arange(len(queries))):
+                j = (i + 1) % len(queries)
+                order[i], order[j] = order[j], order[i]
+        return [queries[j] for j in order]
+    return list(queries)
+
+
+def encode_queries(queries: Sequence, config, params, tokenizer, settings: EvalSettings):
+    """-> (embeddings [Q, N, dim] float32, mask [Q, N] bool), in query order."""
+    size = config.vision.image_size
+    sources = query_images(queries, settings, size)
+    blank = _blank_image(size)
+    n_visual = config.head.num_tokens + config.head.num_heads
+    embs, masks = [], []
+    bs = settings.batch_size
+    for start in tqdm(range(0, len(queries), bs), desc="queries", unit="batch", leave=False):
+        batch = list(queries[start:start + bs])
+        pad = bs - len(batch)
+        ids, mask = tokenizer.encode_queries([q.question for q in batch] + [""] * pad, max_len=settings.query_maxlen,
+                                             attend_to_mask_tokens=settings.attend_to_mask_tokens)
+        if settings.mode == "text_only":
+            q = mire_jax.encode_query(config, params, ids, mask)
+            token_mask = mask.astype(bool)
+        else:
+            pixels = np.stack([blank if s is None else _load(s, size) for s in sources[start:start + bs]]
+                              + [blank] * pad)
+            q = mire_jax.encode_query(config, params, ids, mask, pixels)
+            token_mask = np.concatenate([np.ones((bs, n_visual), bool), mask.astype(bool)], axis=1)
+        embs.append(np.asarray(q)[:len(batch)])
+        masks.append(token_mask[:len(batch)])
+    return np.concatenate(embs), np.concatenate(masks)
+
+
+def _load(query, size):
+    if query.image is None:
+        raise ValueError(f"query {query.qid} has no image; use mode='text_only'")
+    return clip_preprocess(query.image.load(), size)
+
+
+def retrieve(benchmark, config, params, tokenizer, workdir: str, settings: EvalSettings,
+             index: LateInteractionIndex | None = None) -> dict[str, dict[str, float]]:
+    """-> run {qid: {pid: score}} with the top `settings.k` passages of every query."""
+    index = index or corpus_index(benchmark, config, params, tokenizer, workdir, settings)
+    embs, mask = encode_queries(benchmark.queries, config, params, tokenizer, settings)
+    ids, scores = index.search(embs, mask, k=min(settings.k, index.num_passages))
+    run = {}
+    for q, row_ids, row_scores in zip(benchmark.queries, ids, scores):
+        run[q.qid] = {str(p): float(s) for p, s in zip(row_ids, row_scores) if p is not None and p != -1}
+    return run
+
+
+def score(benchmark, run, ks: Sequence[int] = KS, *, run_protocol: str = "published") -> dict:
+    """The metric sets of a run: {"published": {...}, "textbook": {...} (when every query has gold ids)}.
+
+    Each set names its metric protocol ("protocol") and `run_protocol`, the protocol the run was made under
+    (see the module docstring); the run's own protocol's set comes first.
+    """
+    if run_protocol not in PROTOCOLS:
+        raise ValueError(f"run_protocol must be one of {PROTOCOLS}, got {run_protocol!r}")
+    sets = {"published": benchmark.evaluate_published(run, ks).as_dict()}
+    if all(q.gold_pids for q in benchmark.queries):
+        sets["textbook"] = benchmark.evaluate_textbook(run, ks).as_dict()
+    order = sorted(sets, key=lambda name: name != run_protocol)
+    return {name: {**sets[name], "run_protocol": run_protocol} for name in order}
+
+
+def format_table(rows: dict[str, dict], columns: Sequence[str]) -> str:
+    """A plain-text table: one row per name, metrics as percentages."""
+    width = max(len(n) for n in rows) + 2
+    lines = ["".ljust(width) + "".join(c.rjust(9) for c in columns)]
+    for name, metrics in rows.items():
+        lines.append(name.ljust(width) + "".join(
+            (f"{100 * metrics[c]:9.1f}" if isinstance(metrics.get(c), (int, float)) else "        -") for c in columns))
+    return "\n".join(lines)

@@ -1,0 +1,82 @@
+"""Files in and out. Writing: so that no reader, and no crash, ever sees half of one, each file is written under a
+temporary name beside its target, then renamed over it (atomic on POSIX filesystems). Reading: JSON Lines (plain
+or .gz) with errors that name the file and line."""
+from __future__ import annotations
+
+import contextlib
+import gzip
+import json
+import os
+import tempfile
+from typing import Any, Iterator
+
+TEMPORARY_SUFFIX = ".partial"
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[str]:
+    """A temporary path beside `path` to write to; renamed over `path` when the block ends normally, removed
+    when it raises. The folder is created if needed."""
+    path = os.fspath(path)
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=TEMPORARY_SUFFIX)
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator[Any]:
+    """`open(path, mode)` that replaces `path` only once the block has written all of it."""
+    with atomic_path(path) as tmp:
+        with open(tmp, mode, **kwargs) as f:
+            yield f
+
+
+def write_json(path: str | os.PathLike, obj: Any, **dump_kwargs) -> None:
+    with atomic_open(path, encoding="utf-8") as f:
+        json.dump(obj, f, **dump_kwargs)
+
+
+def is_temporary(name: str) -> bool:
+    """Whether a file name is one of `atomic_path`'s temporaries (left behind only by a killed process)."""
+    return name.startswith(".") and name.endswith(TEMPORARY_SUFFIX)
+
+
+def open_text(path: str | os.PathLike):
+    """A UTF-8 text reader of the file, gunzipped when the name ends in .gz."""
+    path = os.fspath(path)
+    return gzip.open(path, "rt", encoding="utf-8") if path.endswith(".gz") else open(path, encoding="utf-8")
+
+
+def iter_json_lines(path: str | os.PathLike, *, error: type[Exception] = ValueError, objects_only: bool = True,
+                    skip_blank: bool = True) -> Iterator[tuple[int, str, Any]]:
+    """(line number, "PATH: line N", record) per line of a JSON Lines file.
+
+    Raises `error` naming the file and line for invalid JSON, text that is not UTF-8, a record that is not a
+    JSON object (with `objects_only`), or a blank line (without `skip_blank`).
+    """
+    path = os.fspath(path)
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as f:  # bytes, decoded per line, so a bad byte is reported on its own line
+        for line_no, raw in enumerate(f, start=1):
+            where = f"{path}: line {line_no}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise error(f"{where}: not UTF-8 text ({e})") from e
+            if skip_blank and not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise error(f"{where}: invalid JSON: {e.msg}") from e
+            if objects_only and not isinstance(record, dict):
+                raise error(f"{where}: expected a JSON object, got {type(record).__name__}")
+            yield line_no, where, record
