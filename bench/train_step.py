@@ -4,8 +4,9 @@ same run, same machine. Writes JSON to bench/results/.
     python bench/train_step.py --size tiny --mode finetune --batch 32            # CPU
     python bench/train_step.py --size base --mode both --batch 128 --bf16 --peer-compile   # GPU
 
-The peer is `peer_train_step.py` from the project's shared bench folder (`--peer PATH`); it times the reference
-PyTorch MIRe with random inputs, and so does this script with the same shapes, modes and dropout (train mode).
+The peer is `bench/peer_train_step.py` (another peer script with the same arguments and JSON line: `--peer PATH`):
+it times one step of the project's PyTorch oracle of MIRe (`tests/torch_oracle.py`) trained as the published code
+trains, on random inputs; this script times ours with the same shapes, modes and dropout (train mode).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import sys
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-DEFAULT_PEER = ROOT.parent / "shared" / "bench" / "peer_train_step.py"
+DEFAULT_PEER = ROOT / "bench" / "peer_train_step.py"
 
 
 def ours(size: str, mode: str, batch: int, q_len: int, d_len: int, steps: int, warmup: int, bf16: bool,
@@ -32,7 +33,7 @@ def ours(size: str, mode: str, batch: int, q_len: int, d_len: int, steps: int, w
     from mire_jax.train.optim import learning_rate_schedule, make_optimizer
     from mire_jax.train.step import DataParallelStep, StepConfig, init_state
 
-    config = mire_jax.MIReConfig.tiny() if size == "tiny" else mire_jax.MIReConfig.base()
+    config = mire_jax.MIReConfig.tiny() if size == "tiny" else mire_jax.MIReConfig()
     config = config.replace(dtype="bfloat16" if bf16 else "float32")
     params = mire_jax.init_params(config, jax.random.PRNGKey(0))
     pretrain = mode == "pretrain"

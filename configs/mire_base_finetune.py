@@ -45,6 +45,7 @@ def get_config(arg: str = "evqa"):
     c.model.dir = "runs/pretrain/model"
     c.data.builder, c.data.builder_config = builder, builder_config
     c.data.manual_dir, c.data.image_root = manual_dir, images
+    c.data.data_dir = "data/tfds"              # where the dataset is built (train/cache_vision.py reads it too)
     c.data.query_maxlen, c.data.doc_maxlen = 32, 180
     c.data.reshuffle_each_epoch = False
     for key, value in validation.items():

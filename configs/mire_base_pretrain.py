@@ -30,6 +30,7 @@ def get_config(arg: str = "base"):
     c.tokenizer = VISION[arg]                 # the model folder holds the bert-base-uncased vocab.txt
     c.model.dir = VISION[arg]
     c.data.builder = "vid2r"
+    c.data.data_dir = "data/tfds"             # where the dataset is built (train/cache_vision.py reads it too)
     c.data.manual_dir = "data/vid2r"          # ViD2R.json (or ViD2R_all.json)
     c.data.image_root = "data/vid2r/images"
     c.data.vision_cache_dir = f"data/vid2r/clip_cache_{arg}"

@@ -1,11 +1,15 @@
 r"""PNG heatmaps of the pooling's attention over the image for a query, per head and averaged over heads.
 
     python eval/attention_maps.py --checkpoint runs/pretrain/model --image photo.jpg \
-        --question "Who designed this building?" --out attention.png [--tokenizer vocab.txt]
+        --question "Who designed this building?" --out attention.png [--tokenizer vocab.txt] [--debug]
+
+A missing or unreadable file is reported in one line (`error: ...`, exit status 2); --debug shows the traceback.
 """
 from __future__ import annotations
 
 import argparse
+
+from mire_jax import cli
 
 
 def main(argv=None):
@@ -16,8 +20,14 @@ def main(argv=None):
     p.add_argument("--out", required=True, help="PNG file to write")
     p.add_argument("--tokenizer", default="", help="vocab.txt or tokenizer folder (default: the checkpoint's)")
     p.add_argument("--query-maxlen", type=int, default=32)
+    p.add_argument("--debug", action="store_true", help=cli.DEBUG_HELP)
     a = p.parse_args(argv)
+    with cli.user_errors(a.debug):
+        draw(a)
 
+
+def draw(a) -> None:
+    """Writes the heatmaps the parsed command line `a` asks for and prints the PNG's path."""
     from PIL import Image
 
     from mire_jax.eval.heatmaps import patch_attention, save_heatmaps

@@ -1,7 +1,8 @@
 """Encode a passage corpus into index shards (and optionally build the late-interaction index).
 
     python eval/encode_corpus.py --passages passages.parquet --model MODEL_DIR --out shards/ \
-        [--index index/] [--doc-maxlen 384] [--batch-size 64] [--shard-size 10000] [--protocol published]
+        [--index index/] [--doc-maxlen 384] [--batch-size 64] [--shard-size 10000] [--protocol published] \
+        [--debug]
 
 Input: JSON Lines (`{"id", "text"}` per line) or parquet (`passage_id`, `passage_content`), other field
 names via --id-field / --text-field. Model: a mire-jax model folder (`config.json` + `params.safetensors`,
@@ -11,6 +12,8 @@ MIRE_NUM_PROCESSES / MIRE_PROCESS_ID) encodes its own shards, data-parallel over
 Rerunning the same command resumes: finished shards are kept. `--protocol` picks which passage tokens are
 stored: `published` (default) keeps punctuation as MIRe's published indexer does (only padding is dropped),
 `textbook` drops it like ColBERT; the choice is part of the shard settings, so a resumed run never mixes them.
+A missing model folder or a malformed passage (file and line) is reported in one line (`error: ...`, exit
+status 2); --debug (or MIRE_DEBUG=1) shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from __future__ import annotations
 import argparse
 import os
 import pathlib
+
+from mire_jax import cli
 
 
 def load_encoder(model_dir: str, tokenizer_path: str | None, doc_maxlen: int, batch_size: int, passage_keep: str):
@@ -52,8 +57,14 @@ def main(argv=None) -> None:
     parser.add_argument("--protocol", default="published", choices=("published", "textbook"),
                         help="published: keep punctuation tokens (MIRe's indexer); textbook: drop them (ColBERT)")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--debug", action="store_true", help=cli.DEBUG_HELP)
     args = parser.parse_args(argv)
+    with cli.user_errors(args.debug):
+        encode_corpus(args)
 
+
+def encode_corpus(args) -> None:
+    """Encodes the passages of the parsed command line `args` into shards (and the index, when asked)."""
     import jax
 
     from mire_jax.eval.runner import PASSAGE_KEEP

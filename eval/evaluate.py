@@ -2,7 +2,7 @@ r"""Zero-shot retrieval evaluation of a MIRe checkpoint on one benchmark.
 
     python eval/evaluate.py --config configs/eval.py:okvqa_gs --checkpoint runs/pretrain/model \
         --workdir runs/eval [--mode text_only] [--image_ablation shuffle|blank] [--protocol published|textbook] \
-        [--config.key=value ...]
+        [--config.key=value ...] [--debug]
 
 --checkpoint: a mire-jax model folder (config.json + params.safetensors; `python -m mire_jax.convert` makes one
 from a published .pth), or a training workdir (its `model/`). --protocol (default: the config's `protocol`,
@@ -11,14 +11,18 @@ ColBERT (punctuation dropped); see `mire_jax.eval.runner`. The corpus index is e
 and protocol, and reused. Writes WORKDIR/<benchmark>_<split>/results_<mode>[_<ablation>]_<protocol>.json (the
 protocol, the passage keep policy, and metrics at k = 1, 5, 10, 20, 50, 100: published, and textbook where the set
 has gold ids, each labelled with the run's protocol) and run_<same>.json, and prints a table.
+A bad command line, config or data file is reported in one line (`error: ...`, exit status 2); --debug (or
+MIRE_DEBUG=1) shows the traceback instead.
 """
 from __future__ import annotations
 
 import json
 import os
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
+
+from mire_jax import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "evaluation config (configs/eval.py:<benchmark>)", lock_config=True)
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "model folder or training workdir", required=True)
@@ -27,6 +31,7 @@ _MODE = flags.DEFINE_enum("mode", "mire", ["mire", "text_only"], "query with ima
 _ABLATION = flags.DEFINE_enum("image_ablation", None, ["shuffle", "blank"], "replace the query images")
 _PROTOCOL = flags.DEFINE_enum("protocol", None, ["published", "textbook"],
                               "evaluation protocol (default: the config's `protocol`)")
+_DEBUG = flags.DEFINE_bool("debug", False, cli.DEBUG_HELP)
 
 
 def main(argv):
@@ -65,4 +70,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    flags.mark_flag_as_required("config")
+    cli.run_absl_app(main, configs=[_CONFIG])

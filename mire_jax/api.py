@@ -17,8 +17,9 @@ def model(config: MIReConfig) -> MIRe:
 
 
 def init_params(config: MIReConfig, rng: jax.Array, batch: int = 1, query_len: int = 8) -> dict:
-    """Random parameters for every part (float32): towers ~N(0, 0.02); the pooling head as the published code
-    initialises it before pre-training (linear weights xavier-uniform, biases zero)."""
+    """Random parameters for every part (float32): BERT ~N(0, 0.02) as Hugging Face initialises it, the CLIP
+    tower with Flax's defaults (it is always loaded from a checkpoint in practice), the pooling head as the published
+    code initialises it before pre-training (linear weights xavier-uniform, biases zero)."""
     ids = jnp.zeros((batch, query_len), jnp.int32)
     size = config.vision.image_size
     pixels = jnp.zeros((batch, size, size, config.vision.num_channels), jnp.float32)

@@ -83,6 +83,8 @@ class TorchLayout:
 
 @dataclass(frozen=True)
 class MIReConfig:
+    """The defaults are the paper's base model: BERT-base (ColBERTv2) + CLIP ViT-B/32, 16 global tokens, 12 heads,
+    dim 128."""
     bert: BertConfig = field(default_factory=BertConfig)
     vision: VisionConfig = field(default_factory=VisionConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
@@ -102,11 +104,6 @@ class MIReConfig:
         return cls(bert=BertConfig.from_dict(d.get("bert", {})), vision=VisionConfig.from_dict(d.get("vision", {})),
                    head=HeadConfig.from_dict(d.get("head", {})), dtype=d.get("dtype", "float32"),
                    layout=TorchLayout(**layout))
-
-    @classmethod
-    def base(cls, **kw) -> "MIReConfig":
-        """The paper's base model: BERT-base (ColBERTv2) + CLIP ViT-B/32, 16 global tokens, 12 heads, dim 128."""
-        return cls(**kw)
 
     @classmethod
     def tiny(cls, vocab_size: int = 128, **kw) -> "MIReConfig":

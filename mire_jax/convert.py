@@ -228,21 +228,44 @@ def to_torch(config: MIReConfig, params) -> dict[str, np.ndarray]:
 # Files: .safetensors (no torch needed), .bin / .pth / .pt (torch, imported lazily).
 
 def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Read a PyTorch state dict: safetensors, or a torch pickle (a `{"model": state_dict}` .pth is unwrapped)."""
+    """Read a PyTorch state dict: safetensors, or a torch pickle (a `{"model": state_dict}` .pth is unwrapped).
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError: the file cannot be deserialised (corrupt, truncated, not a checkpoint), naming it.
+    """
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    if os.path.isdir(path):
+        raise CheckpointError(f"{path}: a folder, not a checkpoint file (import-hf reads Hugging Face folders)")
     if path.endswith(".safetensors"):
-        from safetensors.numpy import load_file
-        return load_file(path)
-    import torch
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+        return _read_safetensors(path)
+    obj = _read_torch_pickle(path)
     for wrapper in ("model", "state_dict"):
         if isinstance(obj, Mapping) and isinstance(obj.get(wrapper), Mapping):
             obj = obj[wrapper]
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{path}: expected a state dict (or {{'model': state_dict}}), got {type(obj).__name__}")
     return {k: to_numpy(v) for k, v in obj.items()}
+
+
+def _read_safetensors(path: str) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+    try:
+        return load_file(path)
+    except Exception as error:  # the deserialiser's own errors (SafetensorError, ...) do not name the file
+        raise CheckpointError(f"{path}: not a readable .safetensors file (corrupt or truncated?): "
+                              f"{type(error).__name__}: {error}") from error
+
+
+def _read_torch_pickle(path: str):
+    import torch
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a bad file fails as EOFError, RuntimeError, UnpicklingError, even KeyError
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (corrupt, truncated, or holding more than "
+                              f"tensors?): {type(error).__name__}: {error}") from error
 
 
 def save_state_dict(state_dict: Mapping[str, np.ndarray], path: str | os.PathLike) -> None:
@@ -262,7 +285,10 @@ def save_state_dict(state_dict: Mapping[str, np.ndarray], path: str | os.PathLik
 
 def _read_json(path):
     with open(path) as f:
-        return json.load(f)
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}: invalid JSON: {error}") from error
 
 
 def _hf_weights(folder: str) -> dict[str, np.ndarray]:
@@ -335,7 +361,7 @@ def _config_arg(value: str, kind: str) -> dict:
                                                                  num_attention_heads=16, intermediate_size=4096)},
              "vision": {"base": VisionConfig(), "large": VisionConfig(hidden_size=1024, intermediate_size=4096,
                                                                      num_hidden_layers=24, num_attention_heads=16,
-                                                                     patch_size=14)}}
+                                                                     image_size=336, patch_size=14)}}
     if value in named[kind]:
         return named[kind][value].__dict__
     path = os.path.join(value, "config.json") if os.path.isdir(value) else value
@@ -343,9 +369,19 @@ def _config_arg(value: str, kind: str) -> dict:
 
 
 def main(argv=None) -> None:
+    """`python -m mire_jax.convert`: a bad file or setting is reported in one line (`error: ...`, exit status 2),
+    the traceback only with --debug (or MIRE_DEBUG=1)."""
+    from mire_jax import cli
+
+    args = _parser().parse_args(argv)
+    with cli.user_errors(args.debug):
+        _run(args)
+
+
+def _parser():
     import argparse
 
-    from mire_jax.model_io import load_model, save_model
+    from mire_jax import cli
 
     p = argparse.ArgumentParser(prog="python -m mire_jax.convert", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -353,8 +389,10 @@ def main(argv=None) -> None:
     a = sub.add_parser("import", help="published MIRe checkpoint (.pth/.bin/.safetensors) -> model folder")
     a.add_argument("checkpoint")
     a.add_argument("--bert-config", default="base", help="config.json (or folder), or 'base' / 'large'")
-    a.add_argument("--vision-config", default="base", help="CLIP(Vision) config.json (or folder), or 'base' (ViT-B/32) / 'large' (ViT-L/14)")
+    a.add_argument("--vision-config", default="base", help="CLIP(Vision) config.json (or folder), or 'base' (ViT-B/32, 224 px) / 'large' (ViT-L/14, 336 px)")
     a.add_argument("--out", required=True, help="model folder to write")
+    a.add_argument("--tokenizer", default="", help="vocab.txt or tokenizer folder to copy into the model folder "
+                   "(the published runs use bert-base-uncased's, as ColBERTv2 ships it)")
     h = sub.add_parser("import-hf", help="separate Hugging Face checkpoints (ColBERTv2 or BERT + CLIP) -> model folder")
     h.add_argument("--text", required=True, help="ColBERTv2 or BERT folder (config.json + weights)")
     h.add_argument("--vision", required=True, help="CLIP or CLIPVision folder (config.json + weights)")
@@ -371,16 +409,27 @@ def main(argv=None) -> None:
     e.add_argument("--layout", choices=["keep", "transformers4", "transformers5"], default="keep",
                    help="CLIP key spelling: with (transformers4) or without (transformers5) 'vision_model.'; "
                         "'keep' reproduces the imported checkpoint's")
-    args = p.parse_args(argv)
+    p.add_argument("--debug", action="store_true", help=cli.DEBUG_HELP)
+    for q in (a, h, e):  # also after the command; SUPPRESS keeps a --debug given before it
+        q.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=cli.DEBUG_HELP)
+    return p
+
+
+def _run(args) -> None:
+    from mire_jax.model_io import has_tokenizer, load_model, save_model
 
     if args.command in ("import", "import-hf"):
         head = dict(dim=args.head_dim, num_tokens=args.head_tokens, num_heads=args.head_heads, residual=args.residual)
         if args.command == "import":
             config, params = from_torch(load_state_dict(args.checkpoint), _config_arg(args.bert_config, "bert"),
                                         _config_arg(args.vision_config, "vision"), head)
+            tokenizer = args.tokenizer
         else:
             config, params = from_hf_parts(args.text, args.vision, head, seed=args.seed)
-        save_model(args.out, config, params)
+            tokenizer = args.text if has_tokenizer(args.text) else ""  # ColBERTv2's folder holds its vocabulary
+            if not tokenizer:
+                print(f"note: {args.text} holds no vocab.txt or tokenizer.json; copy one into {args.out}")
+        save_model(args.out, config, params, tokenizer=tokenizer)
         n = sum(np.size(x) for x in jax.tree_util.tree_leaves(params))
         print(f"wrote {args.out}: {n / 1e6:.1f}M parameters")
     else:

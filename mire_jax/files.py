@@ -7,23 +7,32 @@ import contextlib
 import gzip
 import json
 import os
-import tempfile
+import secrets
 from typing import Any, Iterator
 
 TEMPORARY_SUFFIX = ".partial"
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[str]:
-    """A temporary path beside `path` to write to; renamed over `path` when the block ends normally, removed
-    when it raises. The folder is created if needed."""
+def atomic_path(path: str | os.PathLike, *, fsync: bool = False) -> Iterator[str]:
+    """A temporary path beside `path` to write to; renamed over `path` when the block ends normally (after an
+    fsync of the data with `fsync`), removed when it raises. The folder is created if needed; the file gets the
+    usual permissions (0666 less the umask)."""
     path = os.fspath(path)
     folder = os.path.dirname(path) or "."
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=TEMPORARY_SUFFIX)
-    os.close(fd)
+    while True:
+        tmp = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(6)}{TEMPORARY_SUFFIX}")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            break
+        except FileExistsError:
+            continue
     try:
         yield tmp
+        if fsync:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -32,9 +41,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator[Any]:
+def atomic_open(path: str | os.PathLike, mode: str = "w", *, fsync: bool = False, **kwargs) -> Iterator[Any]:
     """`open(path, mode)` that replaces `path` only once the block has written all of it."""
-    with atomic_path(path) as tmp:
+    with atomic_path(path, fsync=fsync) as tmp:
         with open(tmp, mode, **kwargs) as f:
             yield f
 

@@ -1,4 +1,4 @@
-"""ColBERT(v2) tokenisation on a BERT WordPiece vocabulary (MIRE.md section 4).
+"""ColBERT(v2) tokenisation on a BERT WordPiece vocabulary (docs/model.md, section 4).
 
 Query:   [CLS] [Q] tokens... [SEP], padded to `max_len` with [MASK] (query augmentation).
 Passage: [CLS] [D] tokens... [SEP], padded with [PAD]; `keep` marks the tokens whose embeddings are stored.

@@ -1,4 +1,5 @@
 """The shared JSON Lines reader: plain and gzipped files, and errors that name the file and line."""
+import json
 import gzip
 
 import pytest
@@ -38,3 +39,27 @@ def test_non_objects_pass_when_allowed(tmp_path):
     path = tmp_path / "x.jsonl"
     path.write_text('[1, 2]\n"s"\n')
     assert [r for _, _, r in iter_json_lines(path, objects_only=False)] == [[1, 2], "s"]
+
+
+def test_atomic_writes_replace_whole_files_with_normal_permissions(tmp_path):
+    import os
+    import stat
+
+    import pytest
+
+    from mire_jax import files
+    target = tmp_path / "sub" / "out.json"
+    files.write_json(target, {"a": 1})
+    assert json.loads(target.read_text()) == {"a": 1}
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask
+    with pytest.raises(RuntimeError):
+        with files.atomic_open(target, fsync=True) as f:
+            f.write("half")
+            raise RuntimeError("interrupted")
+    assert json.loads(target.read_text()) == {"a": 1}          # the old file stands, whole
+    assert [p.name for p in target.parent.iterdir()] == ["out.json"]  # no temporary left behind
+    with files.atomic_open(target, "w", fsync=True) as f:
+        f.write("[2]")
+    assert target.read_text() == "[2]" and files.is_temporary(".out.json.0a1b2c3d4e5f.partial")

@@ -23,12 +23,12 @@ import json
 import os
 import pathlib
 import re
-import tempfile
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import tqdm
 
+from mire_jax import files
 from mire_jax.data import images
 
 FORMAT = "mire-vision-features/1"
@@ -40,23 +40,15 @@ class FeatureCacheError(ValueError):
     """The cache folder is inconsistent with what was asked of it."""
 
 
-def _atomic_write(path: pathlib.Path, write) -> None:
-    """Write through `write(file)` into a temp file in the same folder, fsync, then rename onto `path`."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+def _write_durably(path: pathlib.Path, write: Callable[[Any], Any]) -> None:
+    """`write(binary file)` through `mire_jax.files.atomic_open`, synced to disk before the rename: a shard's
+    ids file (its commit point) never names features that are not fully stored."""
+    with files.atomic_open(path, "wb", fsync=True) as f:
+        write(f)
 
 
 def _write_json(path: pathlib.Path, obj: Any) -> None:
-    _atomic_write(path, lambda f: f.write(json.dumps(obj).encode("utf-8")))
+    _write_durably(path, lambda f: f.write(json.dumps(obj).encode("utf-8")))
 
 
 def _committed_shards(directory: pathlib.Path) -> list[str]:
@@ -164,7 +156,7 @@ class FeatureCacheWriter:
             return
         name = f"shard-{self.writer_id}-{self._next_seq:06d}"
         array = np.stack(self._pending)
-        _atomic_write(self.directory / f"{name}.npy", lambda f: np.save(f, array, allow_pickle=False))
+        _write_durably(self.directory / f"{name}.npy", lambda f: np.save(f, array, allow_pickle=False))
         _write_json(self.directory / f"{name}.ids.json", self._pending_ids)  # the commit point of the shard
         self.num_written += len(self._pending_ids)
         self._next_seq += 1
@@ -363,3 +355,14 @@ def fill_from_sources(directory: str | os.PathLike, sources: Mapping[str, Any],
     writer.close(write_index=process_index == 0)
     report.num_written = writer.num_written
     return report
+
+
+def vision_encoder(config, params, batch_size: int = 64, *, devices: Sequence | None = None):
+    """The frozen vision tower as `fill_from_sources`'s `encode_fn`: pixels [B, S, S, 3] -> features [B, 1+P, v],
+    data-parallel over this process's devices (a `mire_jax.sharding.DataParallel`). Give `fill_from_sources`
+    its `batch_size` (the one asked for, rounded up to a multiple of the device count)."""
+    import functools
+
+    import mire_jax
+    from mire_jax.sharding import DataParallel
+    return DataParallel(functools.partial(mire_jax.encode_vision, config), params, batch_size, devices=devices)

@@ -1,31 +1,28 @@
-"""IR metrics: textbook definitions (ranx-compatible) and MIRe's published evaluation protocol.
+"""IR metrics: the textbook definitions (with a stated tie rule) and MIRe's published evaluation protocol.
 
-Conventions (pytrec_eval / ranx): `qrels = {qid: {pid: relevance int}}`, `run = {qid: {pid: score}}`; all
-ids are strings. Pure Python + numpy; ranx and pytrec_eval are only used by the tests.
+Conventions (pytrec_eval / ranx): `qrels = {qid: {pid: relevance int}}`, `run = {qid: {pid: score}}` in the
+retriever's order; all ids are strings. Pure Python + numpy; ranx and pytrec_eval only check it in the tests.
 
 Three entry points:
 
-* `evaluate(qrels, run, metrics)` -> `{metric name: mean over queries}`; names as ranx writes them
-  (`"recall@5"`, `"mrr@5"`, `"precision@5"`, `"hit_rate@5"`, `"hits@5"`; no `@k` = the whole ranking;
-  a `-lN` suffix sets the relevance level). It reproduces `ranx.evaluate` called with the same plain
-  dicts, including its quirks:
+* `evaluate(qrels, run, metrics)` -> `{metric name: mean over queries}`: the textbook definitions, with the
+  metric names of ranx (`"recall@5"`, `"mrr@5"`, `"precision@5"`, `"hit_rate@5"`, `"hits@5"`; no `@k` = the
+  whole ranking; a `-lN` suffix sets the relevance level). Rules:
     - a document is relevant iff its qrels value >= the level (default 1); queries whose qrels hold no
       relevant document score 0 on every metric and still count in the mean;
     - `precision@k` divides by k even when fewer than k documents were retrieved; `precision` (no k)
       divides by the number retrieved;
-    - ties: ranx ranks a query's documents with numba's (unstable) quicksort argsort of the scores,
-      reversed. For up to 15 documents that puts tied documents in REVERSE insertion order; for longer
-      lists the order follows that quicksort's partitioning, which is reproduced here exactly;
-    - queries of the qrels missing from the run (or the reverse) are an error (ranx asserts); with
-      `make_comparable=True`, as ranx's `Run.make_comparable`, missing queries get an empty ranking
-      (all metrics 0) and run queries absent from the qrels are dropped.
-  Deliberate differences: queries are matched by id (ranx pairs plain dicts by insertion order, so it
-  silently mismatches them when the two dicts list queries in different orders); a query with an empty
-  ranking or an empty qrels dict scores 0 (ranx crashes); NaN scores are rejected; the result is always
-  a dict of Python floats (ranx returns a bare float for a single metric).
+    - TIE RULE: documents are ranked by descending score, and tied scores keep the run's order, i.e. the
+      retriever's rank (`retriever_order`, the order the published protocol reads a run in too). Without
+      ties this equals ranx and pytrec_eval; with ties they differ from us and from each other (ranx keeps
+      the order of an unstable quicksort, trec_eval sorts tied documents by id, descending);
+    - queries of the qrels missing from the run (or the reverse) are an error; with
+      `make_comparable=True` (as ranx's `Run.make_comparable`) missing queries get an empty ranking (all
+      metrics 0) and run queries absent from the qrels are dropped;
+    - queries are matched by id; an empty ranking or empty qrels scores 0; NaN scores are rejected.
 
 * `evaluate_published(run, relevance, ks)` -> `ProtocolResult(protocol="published")`: MIRe's
-  runs/evaluate_retrieval.py (FORMATS.md section 0). For each k the ranking is cut to its top k and qrels
+  runs/evaluate_retrieval.py (docs/evaluation.md). For each k the ranking is cut to its top k and qrels
   are built only from the relevant passages inside that cut, then scored with pytrec_eval. Hence:
   `R@k` = 1 if any relevant passage is in the top k (a hit rate), `P@5` = relevant-in-top-5 / 5,
   `MRR@5` = reciprocal rank within the top 5, `P@1` = relevance of the first passage. Reported names:
@@ -36,9 +33,9 @@ Three entry points:
   decides MRR@5 when scores tie.
 
 * `evaluate_textbook(qrels, run, ks)` -> `ProtocolResult(protocol="textbook")`: the textbook metrics on
-  full qrels (recall = found / all relevant; ranx rules above): P@1, MRR@5, P@5, R@k and Hit@k.
+  full qrels (recall = found / all relevant; the rules of `evaluate`): P@1, MRR@5, P@5, R@k and Hit@k.
 
-Pseudo relevance from answer strings (MIRe.md section 7, FORMATS.md section 0), one rule per benchmark:
+Pseudo relevance from answer strings (docs/evaluation.md), one rule per benchmark:
 
   `"whole_word"`               OK-VQA Wiki-11M: `re.search(r"\\b" + a + r"\\b", passage.lower())` with
                                `a = answer.strip().lower()`, NOT escaped; an invalid pattern raises.
@@ -75,73 +72,6 @@ RELEVANCE_RULES = (WHOLE_WORD, WHOLE_WORD_OR_SUBSTRING, SUBSTRING, GOLD_ID)
 # Ranking order
 # ----------------------------------------------------------------------------------------------------
 
-# numba's quicksort switches to insertion sort below this span (numba/misc/quicksort.py).
-_NUMBA_SMALL_SORT = 15
-
-
-def _numba_partition(values: Sequence[float], order: list[int], low: int, high: int) -> int:
-    """One median-of-three partition step of numba's quicksort argsort, on `order[low:high + 1]`."""
-    mid = (low + high) >> 1
-    if values[order[mid]] < values[order[low]]:
-        order[low], order[mid] = order[mid], order[low]
-    if values[order[high]] < values[order[mid]]:
-        order[high], order[mid] = order[mid], order[high]
-    if values[order[mid]] < values[order[low]]:
-        order[low], order[mid] = order[mid], order[low]
-    pivot = values[order[mid]]
-    order[high], order[mid] = order[mid], order[high]
-    i, j = low, high - 1
-    while True:
-        while i < high and values[order[i]] < pivot:
-            i += 1
-        while j >= low and pivot < values[order[j]]:
-            j -= 1
-        if i >= j:
-            break
-        order[i], order[j] = order[j], order[i]
-        i += 1
-        j -= 1
-    order[i], order[high] = order[high], order[i]
-    return i
-
-
-def _numba_insertion_sort(values: Sequence[float], order: list[int], low: int, high: int) -> None:
-    for i in range(low + 1, high + 1):
-        moving = order[i]
-        v = values[moving]
-        j = i
-        while j > low and v < values[order[j - 1]]:
-            order[j] = order[j - 1]
-            j -= 1
-        order[j] = moving
-
-
-def numba_quicksort_argsort(values: Sequence[float]) -> list[int]:
-    """Ascending argsort with exactly the (unstable) tie order of numba's `np.argsort` (its quicksort).
-
-    ranx sorts every ranking with it, so reproducing ranx on tied scores needs the same algorithm.
-    Pure Python: used only for rankings that have ties and more than 15 entries.
-    """
-    order = list(range(len(values)))
-    if len(order) < 2:
-        return order
-    stack = [(0, len(order) - 1)]
-    while stack:
-        low, high = stack.pop()
-        while high - low >= _NUMBA_SMALL_SORT:
-            i = _numba_partition(values, order, low, high)
-            if high - i > i - low:  # keep the smaller side in the loop, push the larger one
-                if high > i:
-                    stack.append((i + 1, high))
-                high = i - 1
-            else:
-                if i > low:
-                    stack.append((low, i - 1))
-                low = i + 1
-        _numba_insertion_sort(values, order, low, high)
-    return order
-
-
 def _scores_array(qid: str, ranking: Mapping[str, float]) -> np.ndarray:
     scores = np.fromiter((float(s) for s in ranking.values()), dtype=np.float64, count=len(ranking))
     if np.isnan(scores).any():
@@ -149,21 +79,9 @@ def _scores_array(qid: str, ranking: Mapping[str, float]) -> np.ndarray:
     return scores
 
 
-def ranx_order(qid: str, ranking: Mapping[str, float]) -> list[str]:
-    """The document ids of one query's ranking in the order `ranx.evaluate` (plain dicts) ranks them."""
-    pids = list(ranking.keys())
-    scores = _scores_array(qid, ranking)
-    n = len(pids)
-    if n <= _NUMBA_SMALL_SORT or not _has_ties(scores):
-        # Up to 15 entries numba uses insertion sort (stable); without ties every sort agrees.
-        ascending = np.argsort(scores, kind="stable")
-    else:
-        ascending = numba_quicksort_argsort(scores.tolist())
-    return [pids[i] for i in reversed(list(ascending))]
-
-
 def retriever_order(qid: str, ranking: Mapping[str, float]) -> list[str]:
-    """Descending score, ties in insertion order (the order a retriever's own ranked list has)."""
+    """Descending score, ties in insertion order (the order a retriever's own ranked list has): the textbook
+    metrics' tie rule, and the order the published protocol cuts a run in."""
     pids = list(ranking.keys())
     scores = _scores_array(qid, ranking)
     return [pids[i] for i in np.argsort(-scores, kind="stable")]
@@ -177,13 +95,8 @@ def trec_eval_order(ranking: Mapping[str, float]) -> list[str]:
     return sorted(ranking, key=lambda pid: (float(np.float32(ranking[pid])), pid), reverse=True)
 
 
-def _has_ties(scores: np.ndarray) -> bool:
-    s = np.sort(scores)
-    return bool(np.any(s[1:] == s[:-1]))
-
-
 # ----------------------------------------------------------------------------------------------------
-# Textbook metrics (ranx-compatible)
+# Textbook metrics
 # ----------------------------------------------------------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)
@@ -212,7 +125,7 @@ def parse_metric(name: str) -> MetricSpec:
 
 
 def _query_metric(spec: MetricSpec, hits_mask: np.ndarray, num_relevant: int) -> float:
-    """One metric of one query, given the relevance flags of its ranking in ranx order."""
+    """One metric of one query, given the relevance flags of its ranking (`retriever_order`)."""
     n = hits_mask.shape[0]
     cut = n if spec.k == 0 or spec.k > n else spec.k
     if spec.kind == "precision":
@@ -235,11 +148,11 @@ def _query_metric(spec: MetricSpec, hits_mask: np.ndarray, num_relevant: int) ->
 
 def evaluate(qrels: Qrels, run: Run, metrics: Union[str, Sequence[str]], *,
              make_comparable: bool = False) -> dict[str, float]:
-    """Mean over queries of each metric, as `ranx.evaluate(qrels, run, metrics)` computes it.
+    """Mean over queries of each textbook metric, ties broken by retrieval rank (module docstring).
 
     Args:
       qrels: `{qid: {pid: relevance}}`.
-      run: `{qid: {pid: score}}`.
+      run: `{qid: {pid: score}}`, each ranking in retrieval order (it breaks ties).
       metrics: a ranx metric name or a list of them (see `parse_metric`).
       make_comparable: give queries missing from the run an empty ranking and drop run queries absent
         from the qrels (ranx's `Run.make_comparable`); otherwise differing query sets are an error.
@@ -260,7 +173,7 @@ def evaluate(qrels: Qrels, run: Run, metrics: Union[str, Sequence[str]], *,
     levels = sorted({spec.level for spec in specs})
     for qid, judged in qrels.items():
         ranking = run.get(qid, {})
-        ordered = ranx_order(qid, ranking) if ranking else []
+        ordered = retriever_order(qid, ranking) if ranking else []
         for level in levels:
             mask = np.fromiter((judged.get(pid, 0) >= level for pid in ordered), dtype=bool, count=len(ordered))
             num_relevant = sum(1 for rel in judged.values() if rel >= level)
@@ -330,7 +243,7 @@ def published_metric_names(ks: Iterable[int] = PUBLISHED_KS) -> list[str]:
 
 def evaluate_published(run: Run, relevance: Union[Qrels, RelevanceFn],
                        ks: Iterable[int] = PUBLISHED_KS, *, relevance_name: str | None = None) -> ProtocolResult:
-    """MIRe's published evaluation (FORMATS.md section 0; see the module docstring for every rule).
+    """MIRe's published evaluation (docs/evaluation.md; see the module docstring for every rule).
 
     Args:
       run: `{qid: {pid: score}}`, normally the top 100 per query; dict order = the retriever's order
@@ -376,15 +289,15 @@ def evaluate_textbook(qrels: Qrels, run: Run, ks: Iterable[int] = PUBLISHED_KS, 
                       make_comparable: bool = False, relevance_name: str | None = "qrels") -> ProtocolResult:
     """Textbook metrics on full qrels: P@1, MRR@5, P@5, R@k (recall) and Hit@k for each k in `ks`.
 
-    Same rules as `evaluate` (ranx); R@k here is found-relevant / all-relevant of the qrels.
+    Same rules as `evaluate` (ties by retrieval rank); R@k here is found-relevant / all-relevant of the qrels.
     """
     ks = sorted(set(int(k) for k in ks))
-    ranx_names = {"P@1": "precision@1", "MRR@5": "mrr@5", "P@5": "precision@5"}
-    ranx_names.update({f"R@{k}": f"recall@{k}" for k in ks})
-    ranx_names.update({f"Hit@{k}": f"hit_rate@{k}" for k in ks})
-    scores = evaluate(qrels, run, list(ranx_names.values()), make_comparable=make_comparable)
+    metric_names = {"P@1": "precision@1", "MRR@5": "mrr@5", "P@5": "precision@5"}
+    metric_names.update({f"R@{k}": f"recall@{k}" for k in ks})
+    metric_names.update({f"Hit@{k}": f"hit_rate@{k}" for k in ks})
+    scores = evaluate(qrels, run, list(metric_names.values()), make_comparable=make_comparable)
     num_queries = len(qrels) if make_comparable else len(run)
-    return ProtocolResult(protocol="textbook", metrics={n: scores[m] for n, m in ranx_names.items()},
+    return ProtocolResult(protocol="textbook", metrics={n: scores[m] for n, m in metric_names.items()},
                           num_queries=num_queries, relevance=relevance_name)
 
 
@@ -396,40 +309,7 @@ class AnswerPatternError(re.error):
     """An answer is not a valid regular expression under a rule that does not catch that (OK-VQA Wiki-11M)."""
 
 
-def _whole_word_pattern(answer: str) -> str:
-    return r"\b" + answer.strip().lower() + r"\b"
-
-
-def whole_word_match(answers: Iterable[str], passage: str) -> bool:
-    """OK-VQA Wiki-11M rule: any answer as an unescaped whole-word regex; an invalid pattern raises re.error."""
-    text = passage.lower()
-    return any(re.search(_whole_word_pattern(a), text) for a in answers)
-
-
-def whole_word_or_substring_match(answers: Iterable[str], passage: str) -> bool:
-    """OK-VQA Google-Search rule: the whole-word regex, or a substring test where the regex is invalid."""
-    text = passage.lower()
-    for answer in answers:
-        try:
-            if re.search(_whole_word_pattern(answer), text):
-                return True
-        except re.error:
-            if answer.strip().lower() in text:
-                return True
-    return False
-
-
-def substring_match(answers: Iterable[str], passage: str) -> bool:
-    """M2KR E-VQA / InfoSeek rule (PreFLMR pseudo recall): `answer.strip().lower() in passage.lower()`."""
-    text = passage.lower()
-    return any(a.strip().lower() in text for a in answers)
-
-
-ANSWER_MATCHERS: dict[str, Callable[[Iterable[str], str], bool]] = {
-    WHOLE_WORD: whole_word_match,
-    WHOLE_WORD_OR_SUBSTRING: whole_word_or_substring_match,
-    SUBSTRING: substring_match,
-}
+ANSWER_RULES = (WHOLE_WORD, WHOLE_WORD_OR_SUBSTRING, SUBSTRING)
 
 
 class _CompiledAnswers:
@@ -475,8 +355,8 @@ def answer_qrels(run: Run, answers: Mapping[str, Sequence[str]], passage_texts: 
       AnswerPatternError: rule "whole_word" meets an answer that is not a valid regex.
       KeyError: a query without answers or a retrieved passage without text (the message names it).
     """
-    if rule not in ANSWER_MATCHERS:
-        raise ValueError(f"unknown answer rule {rule!r}; expected one of {sorted(ANSWER_MATCHERS)}")
+    if rule not in ANSWER_RULES:
+        raise ValueError(f"unknown answer rule {rule!r}; expected one of {ANSWER_RULES}")
     qrels: dict[str, dict[str, int]] = {}
     lowered: dict[str, str] = {}
     for qid, ranking in run.items():

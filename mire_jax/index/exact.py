@@ -1,4 +1,4 @@
-"""Exact late-interaction (MaxSim) search: blocked brute force in JAX.
+"""Exact late-interaction (MaxSim) search: blocked brute force in JAX over `mire_jax.scoring.maxsim`.
 
 Passages of different lengths are scored in blocks of a fixed number of passages, each block padded to
 its longest passage rounded up to a multiple of `LENGTH_QUANTUM`; passages are visited in length order
@@ -8,37 +8,22 @@ so that padding stays small and only a handful of block shapes are ever compiled
 from __future__ import annotations
 
 import functools
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from mire_jax.scoring import maxsim
+
 LENGTH_QUANTUM = 16
-MASKED_SCORE = -9999.0
-
-
-def _local_maxsim(q: jax.Array, d: jax.Array, d_mask: jax.Array) -> jax.Array:
-    """Late-interaction scores [Bq, Bd]: sum over query tokens of the max over unmasked doc tokens."""
-    sim = jnp.einsum("qnd,bld->qbnl", q, d, preferred_element_type=jnp.float32)
-    sim = jnp.where(d_mask[None, :, None, :], sim, MASKED_SCORE)
-    return sim.max(axis=-1).sum(axis=-1)
-
-
-def _resolve_maxsim() -> Callable[[jax.Array, jax.Array, jax.Array], jax.Array]:
-    try:
-        from mire_jax.scoring import maxsim  # the project's shared definition, when present
-    except ImportError:
-        return _local_maxsim
-    return maxsim
 
 
 def maxsim_scores(q: jax.Array, q_mask: jax.Array, d: jax.Array, d_mask: jax.Array) -> jax.Array:
     """MaxSim of every query against every passage, honouring a query mask.
 
     Masked query tokens are zeroed, so they add 0 to the score of any passage with at least one kept
-    token (a passage with no kept token scores `MASKED_SCORE` per query token).
+    token (a passage with no kept token scores `mire_jax.scoring.MASKED_SCORE` per query token).
 
     Args:
         q: query token embeddings [Bq, Nq, dim].
@@ -50,7 +35,7 @@ def maxsim_scores(q: jax.Array, q_mask: jax.Array, d: jax.Array, d_mask: jax.Arr
         float32 scores [Bq, Bd].
     """
     q = jnp.asarray(q, jnp.float32) * jnp.asarray(q_mask, jnp.float32)[..., None]
-    return _resolve_maxsim()(q, jnp.asarray(d, jnp.float32), jnp.asarray(d_mask, bool))
+    return maxsim(q, jnp.asarray(d, jnp.float32), jnp.asarray(d_mask, bool))
 
 
 @functools.partial(jax.jit, static_argnames=("k",))

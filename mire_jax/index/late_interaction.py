@@ -30,8 +30,10 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from mire_jax import files
 from mire_jax.index import exact as exact_lib
 from mire_jax.index import shards as shard_io
+from mire_jax.scoring import MASKED_SCORE
 
 FORMAT = "mire-jax-late-interaction-index"
 VERSION = 1
@@ -217,16 +219,13 @@ class LateInteractionIndex:
                 "dim": int(self.embeddings.shape[1])}
         with open(out / INDEX_META, "w") as f:
             json.dump(meta, f, indent=1)
-        files = [INDEX_META, EMBEDDINGS, OFFSETS, IDS]
+        saved = [INDEX_META, EMBEDDINGS, OFFSETS, IDS]
         if self.searcher is not None:
-            files += [f"{SCANN_DIR}/{p.name}" for p in sorted((out / SCANN_DIR).iterdir())]
+            saved += [f"{SCANN_DIR}/{p.name}" for p in sorted((out / SCANN_DIR).iterdir())]
         manifest = {"format": FORMAT, "files": {
             name: {"sha256": shard_io.sha256_file(out / name), "bytes": (out / name).stat().st_size}
-            for name in files}}
-        tmp = out / (MANIFEST + ".tmp")
-        with open(tmp, "w") as f:
-            json.dump(manifest, f, indent=1)
-        os.replace(tmp, out / MANIFEST)
+            for name in saved}}
+        files.write_json(out / MANIFEST, manifest, indent=1)
 
     @classmethod
     def load(cls, directory: str | os.PathLike, verify: bool = True) -> "LateInteractionIndex":
@@ -395,13 +394,13 @@ def exact_maxsim_flat(q: np.ndarray, embeddings: np.ndarray, offsets: np.ndarray
     """Exact MaxSim of one query q [n, dim] (masked tokens zeroed) against the given passages -> [P] float32.
 
     The passages' tokens are gathered into one flat block (padded to a multiple of TOKEN_BUCKET rows, so
-    few shapes are compiled) and scored in float32; passages without tokens score `exact.MASKED_SCORE`
+    few shapes are compiled) and scored in float32; passages without tokens score `MASKED_SCORE`
     per query token, as in the exact search.
     """
     starts, stops = offsets[passages], offsets[passages + 1]
     lengths = stops - starts
     nonempty = lengths > 0
-    scores = np.full(len(passages), exact_lib.MASKED_SCORE * len(q), np.float32)
+    scores = np.full(len(passages), MASKED_SCORE * len(q), np.float32)
     if not nonempty.any():
         return scores
     starts, lengths = starts[nonempty], lengths[nonempty]

@@ -10,8 +10,9 @@ Layout of a shard directory `out/`:
 
 Shard g holds passages g*shard_size ... (g+1)*shard_size - 1 of the input, so the concatenation of all
 shards in index order is the input order, whichever process wrote each shard. A shard is written in a
-hidden temporary directory and renamed into place when complete: a directory named `shard_*` is always
-finished, and an interrupted run leaves only a temporary directory that the next run removes.
+hidden temporary directory (named as `mire_jax.files` names its temporaries) and renamed into place when
+complete: a directory named `shard_*` is always finished, and an interrupted run leaves only a temporary
+directory that the next run removes.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from mire_jax import files
+
 FORMAT = "mire-jax-shards"
 VERSION = 1
 MANIFEST = "manifest.json"
@@ -36,7 +39,6 @@ LENGTHS = "lengths.npy"
 IDS = "ids.json"
 DATA_FILES = (EMBEDDINGS, LENGTHS, IDS)
 _SHARD_RE = re.compile(r"^shard_(\d{6})$")
-_TMP_PREFIX = ".tmp-"
 
 
 class ShardError(ValueError):
@@ -58,12 +60,9 @@ def shard_name(index: int) -> str:
 
 
 def _write_json_atomic(path: pathlib.Path, obj: Any) -> None:
-    tmp = path.with_name(f"{_TMP_PREFIX}{path.name}-{uuid.uuid4().hex}")
-    with open(tmp, "w") as f:
+    # Synced before the rename: a shard.json or manifest that exists is whole.
+    with files.atomic_open(path, fsync=True) as f:
         json.dump(obj, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _read_json(path: pathlib.Path) -> Any:
@@ -105,7 +104,7 @@ def write_shard(out_dir: str | os.PathLike, index: int, embeddings: np.ndarray, 
         raise ValueError(f"shard {index}: lengths sum to {int(lengths.sum())} but there are "
                          f"{embeddings.shape[0]} token rows")
     name = shard_name(index)
-    tmp = out / f"{_TMP_PREFIX}{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp = out / f".{name}.{os.getpid()}-{uuid.uuid4().hex[:8]}{files.TEMPORARY_SUFFIX}"
     tmp.mkdir()
     np.save(tmp / EMBEDDINGS, embeddings)
     np.save(tmp / LENGTHS, lengths)
@@ -157,9 +156,9 @@ def remove_stale_temporaries(out_dir: str | os.PathLike, indices: Sequence[int] 
     wanted = None if indices is None else {shard_name(i) for i in indices}
     removed = []
     for child in out.iterdir() if out.exists() else []:
-        if not (child.name.startswith(_TMP_PREFIX) and child.is_dir()):
+        if not (files.is_temporary(child.name) and child.is_dir()):
             continue
-        name = child.name[len(_TMP_PREFIX):].split("-")[0]
+        name = child.name[1:].split(".", 1)[0]  # ".shard_000003.<random>.partial"
         if wanted is None or name in wanted:
             shutil.rmtree(child, ignore_errors=True)
             removed.append(child.name)

@@ -6,6 +6,9 @@ direction, shifted a little by its context (the passage's topic and the passage 
 isotropic vectors have none of this structure, so an approximate index tuned on them is tuned for the
 wrong problem. This module draws such a corpus and queries built from a source passage, so that the
 exact ranking is meaningful (the source passage and passages of its topic score highest).
+
+`SHAPES` names three differently shaped corpora (dimension, cluster structure, passage lengths) on which the
+index is tested and benchmarked: an index must hold its recall on all of them, not only on one.
 """
 
 from __future__ import annotations
@@ -33,6 +36,12 @@ class SyntheticSpec:
         passage_weight: weight of a per-passage direction mixed into its tokens.
         query_tokens: tokens per query (Nq).
         query_from_source: share of query tokens that repeat words of the source passage.
+        topic_exponent: passages pick their topic with Zipfian probabilities of this exponent (0: uniform),
+            so a few topics hold most passages.
+        second_topic_fraction: share of a passage's content words drawn from a second topic (mixtures).
+        common_noise: context noise of the common words (None: `context_noise`); small values make
+            function-word-like tokens that are nearly identical in every passage.
+        length_distribution: "uniform" (mean_length +-50%) or "lognormal" (a long tail of long passages).
     """
 
     num_passages: int = 2000
@@ -48,6 +57,14 @@ class SyntheticSpec:
     passage_weight: float = 0.25
     query_tokens: int = 32
     query_from_source: float = 0.5
+    topic_exponent: float = 0.0
+    second_topic_fraction: float = 0.0
+    common_noise: float | None = None
+    length_distribution: str = "uniform"
+
+    def scaled(self, num_passages: int) -> "SyntheticSpec":
+        """The same shape with another number of passages."""
+        return dataclasses.replace(self, num_passages=num_passages)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -78,11 +95,24 @@ class SyntheticCorpus:
             [rng.choice(content, size=s.topic_vocab, replace=False) for _ in range(s.num_topics)])
         self._common_p = _zipf_probs(s.num_common)
         self._topic_p = _zipf_probs(s.topic_vocab, 0.8)
-        low, high = max(4, s.mean_length // 2), max(5, s.mean_length * 3 // 2)
-        self.lengths = rng.integers(low, high + 1, size=s.num_passages).astype(np.int32)
-        self.passage_topic = rng.integers(0, s.num_topics, size=s.num_passages).astype(np.int32)
+        if s.length_distribution == "uniform":
+            low, high = max(4, s.mean_length // 2), max(5, s.mean_length * 3 // 2)
+            lengths = rng.integers(low, high + 1, size=s.num_passages)
+        elif s.length_distribution == "lognormal":
+            sigma = 0.6
+            lengths = rng.lognormal(np.log(s.mean_length) - sigma ** 2 / 2, sigma, size=s.num_passages)
+            lengths = np.clip(np.round(lengths), 4, 8 * s.mean_length)
+        else:
+            raise ValueError(f"length_distribution must be uniform or lognormal, not {s.length_distribution!r}")
+        self.lengths = lengths.astype(np.int32)
+        if s.topic_exponent:
+            topic_p = _zipf_probs(s.num_topics, s.topic_exponent)
+            self.passage_topic = rng.choice(s.num_topics, size=s.num_passages, p=topic_p).astype(np.int32)
+        else:
+            self.passage_topic = rng.integers(0, s.num_topics, size=s.num_passages).astype(np.int32)
         self._passage_seed = rng.integers(0, 2**63 - 1)
         self._query_seed = rng.integers(0, 2**63 - 1)
+        self.second_topic = rng.integers(0, s.num_topics, size=s.num_passages).astype(np.int32)
         self.offsets = np.concatenate([[0], np.cumsum(self.lengths, dtype=np.int64)])
 
     @property
@@ -95,16 +125,22 @@ class SyntheticCorpus:
         n = int(self.lengths[pid])
         n_common = int(round(n * self.spec.common_fraction))
         common = rng.choice(self.spec.num_common, size=n_common, p=self._common_p)
+        n_second = int(round((n - n_common) * self.spec.second_topic_fraction))
         topic = self._topic_words[self.passage_topic[pid]]
-        content = topic[rng.choice(self.spec.topic_vocab, size=n - n_common, p=self._topic_p)]
-        words = np.concatenate([common, content])
+        second = self._topic_words[self.second_topic[pid]]
+        content = topic[rng.choice(self.spec.topic_vocab, size=n - n_common - n_second, p=self._topic_p)]
+        mixed = second[rng.choice(self.spec.topic_vocab, size=n_second, p=self._topic_p)]
+        words = np.concatenate([common, content, mixed])
         return words[rng.permutation(n)]
 
     def _embed(self, words: np.ndarray, topic: int, passage_dir: np.ndarray,
                rng: np.random.Generator) -> np.ndarray:
         s = self.spec
         noise = rng.standard_normal((len(words), s.dim)).astype(np.float32)
-        noise *= s.context_noise / np.sqrt(s.dim)
+        scale = np.full(len(words), s.context_noise, np.float32)
+        if s.common_noise is not None:
+            scale[words < s.num_common] = s.common_noise
+        noise *= (scale / np.sqrt(s.dim))[:, None]
         x = self._words[words] + noise
         x += s.topic_weight * self._topics[topic] + s.passage_weight * passage_dir
         return _unit(x)
@@ -159,3 +195,18 @@ class SyntheticCorpus:
             embs[b, :n] = self._embed(words, int(self.passage_topic[pid]), self._passage_dir(int(pid)), rng)
             mask[b, :n] = True
         return embs, mask, sources
+
+
+SHAPES = {
+    # Word clusters, 400 equally likely topics, stop-word-like common words; 128-d, 32-96 tokens.
+    "uniform128": SyntheticSpec(num_passages=100_000),
+    # 64-d, short passages (12-36 tokens), many small topics with a strong topic direction, noisier words.
+    "short64": SyntheticSpec(num_passages=100_000, mean_length=24, dim=64, vocab_size=20_000, num_common=100,
+                             num_topics=2000, topic_vocab=50, common_fraction=0.25, context_noise=0.7,
+                             topic_weight=0.4, passage_weight=0.15, query_tokens=24),
+    # Topics of Zipfian sizes, passages mixing two topics, tight function words (half the tokens), long tail.
+    "zipf_mixed": SyntheticSpec(num_passages=100_000, mean_length=64, dim=128, vocab_size=40_000, num_common=150,
+                                num_topics=3000, topic_vocab=120, common_fraction=0.5, context_noise=0.5,
+                                topic_weight=0.2, passage_weight=0.2, topic_exponent=1.0,
+                                second_topic_fraction=0.4, common_noise=0.15, length_distribution="lognormal"),
+}

@@ -47,15 +47,24 @@ def build_tokenizer(cfg) -> ColbertTokenizer:
     return ColbertTokenizer.from_pretrained(cfg.tokenizer)
 
 
+def initial_model(m, vocab_size: int | None = None) -> tuple[MIReConfig, dict]:
+    """The model a run starts from (`config.model`): the model folder `m.dir`, or random towers of size
+    `m.preset` ("base" | "tiny") from `m.seed` with a vocabulary of `vocab_size` (smoke tests only)."""
+    if m.dir:
+        return load_model(m.dir)
+    presets = {"base": MIReConfig, "tiny": MIReConfig.tiny}
+    if m.preset not in presets:
+        raise ValueError(f"config.model.preset must be one of {sorted(presets)}, got {m.preset!r}")
+    config = presets[m.preset]()
+    if vocab_size:
+        config = config.replace(bert=dataclasses.replace(config.bert, vocab_size=vocab_size))
+    log.warning("config.model.dir is not set: random %s towers from seed %d", m.preset, m.seed)
+    return config, jax.device_get(mire_jax.init_params(config, jax.random.PRNGKey(m.seed)))
+
+
 def build_model(cfg, tokenizer) -> tuple[MIReConfig, dict]:
     m = cfg.model
-    if m.dir:
-        config, params = load_model(m.dir)
-    else:
-        config = getattr(MIReConfig, m.preset)()
-        config = config.replace(bert=config.bert.__class__(**{**config.bert.__dict__,
-                                                              "vocab_size": tokenizer.vocab_size}))
-        params = jax.device_get(mire_jax.init_params(config, jax.random.PRNGKey(m.seed)))
+    config, params = initial_model(m, tokenizer.vocab_size)
     if config.bert.vocab_size < tokenizer.vocab_size:
         raise ValueError(f"the tokenizer has {tokenizer.vocab_size} tokens, the model's vocabulary only "
                          f"{config.bert.vocab_size}")
@@ -162,8 +171,7 @@ def train(cfg, workdir: str) -> dict:
 
     schedule = learning_rate_schedule(cfg.lr, cfg.warmup_steps)
     tx = make_optimizer(cfg.lr, cfg.warmup_steps, cfg.weight_decay, cfg.clip_norm or None)
-    step_cfg = StepConfig(phase=cfg.phase, temperature=cfg.temperature, negatives_group=cfg.negatives_group,
-                          maxsim_block=cfg.maxsim_block, accum_steps=cfg.accum_steps, dropout=cfg.dropout)
+    step_cfg = StepConfig.from_config(cfg)
     step_fn = DataParallelStep(model_cfg, step_cfg, tx, schedule, cfg.batch_size)
     validation_step = ValidationStep(model_cfg, step_cfg) if data.validation else None
     state, frozen_host = init_state(params, cfg.phase, tx, jax.random.PRNGKey(cfg.seed))
@@ -172,9 +180,8 @@ def train(cfg, workdir: str) -> dict:
     data_iter = iter(data.pipeline)
     start = ckpt.latest_step() or 0
     if start:
-        state, data_state = ckpt.restore(start, jax.tree_util.tree_map(
-            lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype), state))
-        data_iter.set_state(data_state)
+        state = ckpt.restore(start, jax.tree_util.tree_map(
+            lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype), state), data_iter)
         log.info("resumed from step %d", start)
     state, frozen = step_fn.prepare(state), step_fn.prepare(frozen_host)
 
@@ -195,7 +202,7 @@ def train(cfg, workdir: str) -> dict:
 
     def save(step):
         check_finite()
-        ckpt.save(step, state, data_iter.get_state())
+        ckpt.save(step, state, data_iter)
 
     pending, last = [], {}
     t_last, n_last = time.perf_counter(), start
@@ -232,7 +239,7 @@ def train(cfg, workdir: str) -> dict:
                 save(total_steps)
             if hosts.is_writer():  # the trained model as a portable model folder (evaluation, export)
                 save_model(os.path.join(workdir, "model"), model_cfg,
-                           jax.device_get(full_params(state, frozen_host)))
+                           jax.device_get(full_params(state, frozen_host)), tokenizer=cfg.tokenizer)
     finally:
         preemption.close()
         ckpt.close()

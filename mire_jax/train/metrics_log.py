@@ -6,6 +6,8 @@ import os
 
 from tqdm import tqdm
 
+from mire_jax import files
+
 METRICS_FILE = "metrics.jsonl"
 
 
@@ -24,11 +26,9 @@ class MetricsLogger:
     def _drop_after(self, step: int) -> None:
         if not os.path.exists(self.path):
             return
-        with open(self.path) as f:
-            rows = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
-        with open(self.path + ".tmp", "w") as f:
-            f.writelines(rows)
-        os.replace(self.path + ".tmp", self.path)
+        rows = [row for _, _, row in files.iter_json_lines(self.path) if row["step"] <= step]
+        with files.atomic_open(self.path) as f:
+            f.writelines(json.dumps(row) + "\n" for row in rows)
 
     def advance(self) -> None:
         if self.enabled:

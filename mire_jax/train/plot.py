@@ -6,13 +6,14 @@ loss and accuracy (after each epoch) drawn over the training ones.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from mire_jax.files import iter_json_lines  # noqa: E402
 
 PANELS = ("loss", "accuracy", "lr", "samples_per_s", "grad_norm")
 
@@ -21,8 +22,7 @@ def plot(workdir: str, out: str | None = None, title: str | None = None) -> str:
     path = os.path.join(workdir, "metrics.jsonl")
     if not os.path.exists(path):
         raise FileNotFoundError(f"no metrics to plot: {path}")
-    with open(path) as f:
-        rows = [json.loads(line) for line in f if line.strip()]
+    rows = [row for _, _, row in iter_json_lines(path)]
     if not rows:
         raise ValueError(f"{path} is empty")
     training = [r for r in rows if "loss" in r]

@@ -31,12 +31,19 @@ DATA_AXES = (GROUPS, MEMBERS)
 
 @dataclasses.dataclass(frozen=True)
 class StepConfig:
-    phase: str = "pretrain"          # "pretrain": query = visual tokens, head trains; "finetune": + text tower
-    temperature: float = 0.3
+    """What the step computes; the defaults of a training run live in `mire_jax.train.config` (`from_config`)."""
+    phase: str                       # "pretrain": query = visual tokens, head trains; "finetune": + text tower
+    temperature: float
     negatives_group: int = 0         # consecutive examples sharing in-batch negatives (0: the whole global batch)
     maxsim_block: int = 0            # passages per MaxSim block in the loss (0: automatic)
     accum_steps: int = 1             # micro-batches per update, each of whole negatives groups
     dropout: bool = True             # BERT dropout in training, as the published (PyTorch train-mode) code
+
+    @classmethod
+    def from_config(cls, cfg) -> "StepConfig":
+        """From a training config (`mire_jax.train.config.base_config` and the configs/ files)."""
+        return cls(phase=cfg.phase, temperature=cfg.temperature, negatives_group=cfg.negatives_group,
+                   maxsim_block=cfg.maxsim_block, accum_steps=cfg.accum_steps, dropout=cfg.dropout)
 
 
 @dataclasses.dataclass(frozen=True)

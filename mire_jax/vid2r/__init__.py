@@ -1,4 +1,4 @@
-"""ViD2R: MIRe's pre-training data from visual-instruction dialogues (MIRE.md section 6, FORMATS.md (a)-(c)).
+"""ViD2R: MIRe's pre-training data from visual-instruction dialogues (docs/data_formats.md, "Building ViD2R").
 
 split (`dialogues`) -> filter (`filtering`, `nouns`) -> retrieve (`retrieval`, `knowledge_base`) -> compose
 (`conversion`), orchestrated with resumable stages by `pipeline` and `python -m mire_jax.vid2r`.

@@ -11,12 +11,16 @@ Stages (each resumable in --work-dir; a rerun skips what is up to date):
 Example:
   python -m mire_jax.vid2r llava_v1_5_mix665k.json lvis_instruct4v_220k.json \\
       --kb Wiki6M_ver_1_0.jsonl --model models/colbertv2 --work-dir runs/vid2r --out data/vid2r/ViD2R.json
+
+A malformed record or a missing file is reported in one line naming the file and record (`error: ...`, exit
+status 1); --debug (or MIRE_DEBUG=1) shows the traceback instead.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 
+from mire_jax import cli
 from mire_jax.vid2r import filtering
 from mire_jax.vid2r.conversion import CUT_MODES, NEGATIVE_MODES, STYLES, ConversionConfig
 from mire_jax.vid2r.pipeline import STAGES, PipelineOptions, run
@@ -34,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--on-error", choices=("raise", "skip"), default="raise",
                    help="a malformed dialogue record: stop naming file and record (default), or skip and count it")
+    p.add_argument("--debug", action="store_true", help=cli.DEBUG_HELP)
 
     f = p.add_argument_group("filter (defaults: the published runs/data_filtering.py)")
     f.add_argument("--min-chars", type=int, default=30, help="length floor of the cleaned response (default 30)")
@@ -85,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="[MASK] query padding: ColBERTv2's (not attended, kept), attended, or dropped")
     r.add_argument("--batch-size", type=int, default=32)
     r.add_argument("--search", choices=SEARCH_MODES, default="auto",
-                   help="exact MaxSim, the project's late-interaction index, or auto (index when available)")
+                   help="the late-interaction index's search: exact MaxSim, ScaNN candidates reranked exactly, or "
+                        "auto (exact for a small knowledge base, ScaNN for a big one; 'index' is the same)")
     r.add_argument("--shard-size", type=int, default=10_000, help="passages per index shard")
     r.add_argument("--chunk-size", type=int, default=1024, help="responses per search checkpoint")
 
@@ -128,12 +134,8 @@ def options_from_args(args: argparse.Namespace) -> PipelineOptions:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        run(options_from_args(args))
-    except (ValueError, KeyError, FileNotFoundError) as e:  # format errors name the file and record
-        print(f"error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
-        return 1
-    return 0
+    # the readers' format errors name the file and record
+    return cli.user_error_status(lambda: run(options_from_args(args)), debug=args.debug, status=1)
 
 
 if __name__ == "__main__":

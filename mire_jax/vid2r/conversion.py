@@ -1,4 +1,4 @@
-"""Response-to-passage conversion (R2P), MIRE.md section 6 and FORMATS.md (c).
+"""Response-to-passage conversion (R2P), docs/data_formats.md, "Building ViD2R".
 
 Each filtered record's response is the query of a text search over a knowledge base; the top-k passages
 (k = 3) are cut to their first two sentences and composed with the response into the training passage:

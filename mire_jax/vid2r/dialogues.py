@@ -1,4 +1,4 @@
-"""LLaVA-style visual-instruction dialogues (FORMATS.md (a)) -> (image, question, response) triples.
+"""LLaVA-style visual-instruction dialogues (docs/data_formats.md) -> (image, question, response) triples.
 
 A dialogue file is one JSON array (`.json`) or JSON Lines (`.jsonl`, optionally `.gz`) of records
 `{"id", "image" (absent on text-only records), "conversations": [{"from": "human"|"gpt", "value"}, ...]}`.

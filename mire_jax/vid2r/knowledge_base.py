@@ -2,7 +2,7 @@
 
 Formats (by extension; a folder is read as its supported files in name order):
 
-* `.jsonl`, `.jsonl.gz`: one object per line; Wiki6M (FORMATS.md (b)) by default: text `wikipedia_content`,
+* `.jsonl`, `.jsonl.gz`: one object per line; Wiki6M (docs/data_formats.md) by default: text `wikipedia_content`,
   id `wikidata_id`. Unknown keys are ignored.
 * `.csv`: a header row; default columns `kid`, `text` (the OK-VQA Google-Search / ReMuQ corpora).
 * `.parquet`: default columns `passage_id`, `passage_content` (M2KR `*_passages`).

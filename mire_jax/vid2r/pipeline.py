@@ -5,7 +5,8 @@ Work folder layout:
   split_counts.json
   vid2r_wo_conversion.json      stage "filter": the published filter's output (JSON array, indent 2)
   filter_counts.json            kept / dropped per rule, the noun extractor, and a note when it was the heuristic
-  kb_index/                     stage "index": passage token embeddings in shards (resumable per shard)
+  kb_index/                     stage "index": passage token embeddings in `mire_jax.index` shards (resumable per
+                                shard) and their LateInteractionIndex (`retrieval.MireTextRetriever.build_index`)
   search_chunks/chunk_*.jsonl   stage "search": hits of `chunk_size` records per file (resumable per chunk)
   hits.jsonl                    {"id", "pids", ["scores"]} per filtered record, in record order
   ViD2R.json                    stage "compose" (or `out`): the converted records
@@ -25,7 +26,7 @@ from mire_jax.vid2r.dialogues import SplitCounts, Triple, read_triples
 from mire_jax.vid2r.filtering import DROP_REASONS, FilterConfig, filter_triples
 from mire_jax.vid2r.knowledge_base import KnowledgeBase
 from mire_jax.vid2r.nouns import heuristic_notice, make_noun_extractor
-from mire_jax.vid2r.retrieval import Retriever
+from mire_jax.vid2r.retrieval import INDEX_FORMAT, Retriever
 
 STAGES = ("split", "filter", "index", "search", "compose")
 
@@ -185,13 +186,15 @@ class Vid2rPipeline:
         self.retriever = self._model_retriever()
         kb = self._kb()
         index_dir = self.markers.path("kb_index")
-        fp = stages.fingerprint("index", kb.signature(), stages.file_signature(
+        encoding_fp = stages.fingerprint("index", kb.signature(), stages.file_signature(
             os.path.join(o.model_dir, "params.safetensors")), self.retriever.describe(), o.shard_size)
+        # The search mode and the folder's format change the index, not the encoded shards.
+        fp = stages.fingerprint(encoding_fp, self.retriever.search_mode, INDEX_FORMAT)
         if self._skip("index", fp) is None:
             if o.force and os.path.isdir(index_dir):
                 shutil.rmtree(index_dir)
             n = self.retriever.build_index(kb.iter_passages(o.progress, "knowledge base"), index_dir,
-                                           fingerprint=fp, shard_size=o.shard_size)
+                                           fingerprint=encoding_fp, shard_size=o.shard_size)
             self.markers.mark("index", fp, [os.path.join(index_dir, "manifest.json")], {"passages": n})
             self.log(f"[index] {n} passages encoded into {index_dir}")
         return index_dir

@@ -3,36 +3,54 @@
 The conversion needs any object with `search(texts, k) -> list of pid lists` (`Retriever`). Provided:
 
 * `MireTextRetriever`: queries and passages encoded by the text tower (BERT + `linear`) of a mire-jax model
-  folder, as the paper's ColBERTv2 (query_maxlen 80, doc_maxlen 256). Passage token embeddings are stored in
-  shards under an index folder (float16, resumable shard by shard), then searched by exact MaxSim
-  (`mire_jax.index.exact`) or, when `mire_jax.index.LateInteractionIndex` is importable, by that index.
+  folder, as the paper's ColBERTv2 (query_maxlen 80, doc_maxlen 256). The knowledge base is encoded into
+  `mire_jax.index` shards (float16, checksummed, resumable shard by shard) and searched with
+  `mire_jax.index.LateInteractionIndex`: exact MaxSim, or ScaNN candidates reranked exactly.
 * `FixedHitsRetriever`: hits computed elsewhere (e.g. by a real ColBERTv2 PLAID index), keyed by query text.
 
 Query padding ("query augmentation") follows ColBERTv2's searcher by default (`query_mask="colbert"`): the
 [MASK] padding tokens are not attended to, but their output embeddings take part in MaxSim. "attend" lets
 them attend too (MIRe's training batches), "drop" removes them (MIRe's evaluation tokenizer).
+
+Index folder (`build_index`):
+  shards/         the encoded passages (`mire_jax.index.shards`)
+  index/          the saved `LateInteractionIndex` (`LateInteractionIndex.save`)
+  manifest.json   INDEX_FORMAT, the encoding settings, the search mode; "complete" once both are written
 """
 from __future__ import annotations
 
 import functools
 import json
 import os
+import re
+import shutil
 import warnings
-from typing import Iterable, Iterator, Protocol, Sequence
+from typing import Iterable, Protocol, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm.auto import tqdm
 
 import mire_jax
+from mire_jax import files
 from mire_jax.config import MIReConfig
-from mire_jax.tokenizer import ColbertTokenizer
+from mire_jax.index import IndexConfig, LateInteractionIndex
+from mire_jax.index import shards as shard_io
+from mire_jax.index.encode import EncodeFn, encode_to_shards, model_encode_fn
+from mire_jax.sharding import DataParallel
+from mire_jax.tokenizer import DROP_PUNCTUATION, ColbertTokenizer
 
 QUERY_MASK_MODES = ("colbert", "attend", "drop")
-SEARCH_MODES = ("auto", "exact", "index")
-INDEX_FORMAT = "mire-vid2r-kb-index/1"
+# The index's modes (exact MaxSim up to `IndexConfig.exact_max_tokens` corpus tokens and ScaNN above, or either
+# one always); "index" is the earlier name of "auto".
+SEARCH_MODES = ("auto", "exact", "scann", "index")
+INDEX_FORMAT = "mire-vid2r-kb-index/2"
+MANIFEST = "manifest.json"
+SHARDS_DIR = "shards"
+SEARCHER_DIR = "index"
 LENGTH_BUCKET = 32
+PASSAGE_KEEP = DROP_PUNCTUATION  # ColBERT's skiplist, as the published conversion's ColBERTv2 indexer
+_EARLIER_SHARD = re.compile(r"^shard_\d{6}\.npz$")  # mire-vid2r-kb-index/1 kept its shards as npz files
 
 
 class Retriever(Protocol):
@@ -57,30 +75,6 @@ class FixedHitsRetriever:
         return [self.hits_by_text[t][:k] for t in texts]
 
 
-def _atomic_savez(path: str, **arrays) -> None:
-    tmp = path + ".tmp.npz"
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
-
-
-def _atomic_json(path: str, obj) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
-
-
-def _batches(items: Iterable, size: int) -> Iterator[list]:
-    batch = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 @functools.partial(jax.jit, static_argnums=0)
 def _colbert_query_tokens(config: MIReConfig, params, input_ids, attention_mask):
     """ColBERTv2's query encoder: BERT attends to real tokens only, every position's output is kept."""
@@ -89,6 +83,30 @@ def _colbert_query_tokens(config: MIReConfig, params, input_ids, attention_mask)
     t = model(config).apply({"params": params}, input_ids, attention_mask, method=MIRe.text_tokens)
     norm = jnp.linalg.norm(t, axis=-1, keepdims=True)
     return t / jnp.maximum(norm, 1e-12)
+
+
+def _read_manifest(index_dir: str) -> dict | None:
+    path = os.path.join(index_dir, MANIFEST)
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _clear_other_format(index_dir: str, manifest: dict | None) -> dict | None:
+    """Delete an index of another format (an earlier one kept npz shards beside its manifest), saying so;
+    -> the manifest when it is of this format, else None."""
+    stale = [name for name in os.listdir(index_dir) if _EARLIER_SHARD.match(name)]
+    if manifest is not None and manifest.get("format") != INDEX_FORMAT:
+        stale.append(MANIFEST)
+        manifest = None
+    if stale:
+        warnings.warn(f"{index_dir}: holds a knowledge-base index of another format than {INDEX_FORMAT} "
+                      f"({', '.join(sorted(stale)[:3])}, ...): removing it and encoding the knowledge base again",
+                      stacklevel=3)
+        for name in stale:
+            os.remove(os.path.join(index_dir, name))
+    return manifest
 
 
 class MireTextRetriever:
@@ -100,8 +118,10 @@ class MireTextRetriever:
         query_maxlen: query length incl. [MASK] padding (the published conversion: 80).
         doc_maxlen: passage truncation (the published conversion: 256).
         query_mask: "colbert", "attend" or "drop" (module docstring).
-        batch_size: rows per encoder call (batches are padded to it: one compiled shape per length bucket).
-        search: "exact" (blocked brute-force MaxSim), "index" (`mire_jax.index.LateInteractionIndex`) or "auto".
+        batch_size: rows per encoder call, split over this process's devices (`mire_jax.sharding.DataParallel`;
+            passages are trimmed to a multiple of LENGTH_BUCKET tokens: a few compiled shapes).
+        search: the `LateInteractionIndex` mode (`IndexConfig.mode`): "exact", "scann", or "auto" (exact for a
+            small knowledge base, ScaNN for a big one); "index" is "auto".
         progress: show progress bars.
     """
 
@@ -114,9 +134,12 @@ class MireTextRetriever:
             raise ValueError(f"search must be one of {SEARCH_MODES}, got {search!r}")
         self.config, self.params, self.tokenizer = config, params, tokenizer
         self.query_maxlen, self.doc_maxlen = query_maxlen, doc_maxlen
-        self.query_mask, self.batch_size, self.search_mode = query_mask, batch_size, search
+        self.query_mask, self.batch_size = query_mask, batch_size
+        self.search_mode = "auto" if search == "index" else search
         self.progress = progress
-        self._index = None
+        self._index: LateInteractionIndex | None = None
+        self._query_encoder: DataParallel | None = None
+        self._passage_encoder: EncodeFn | None = None
 
     @classmethod
     def from_model_dir(cls, model_dir: str | os.PathLike, tokenizer_path: str | os.PathLike | None = None,
@@ -138,190 +161,118 @@ class MireTextRetriever:
 
     # --- encoding -------------------------------------------------------------------------------------------
 
+    def query_encoder(self) -> DataParallel:
+        """(input ids, attention mask) -> query token embeddings, data-parallel (built once)."""
+        if self._query_encoder is None:
+            fn = _colbert_query_tokens if self.query_mask == "colbert" else mire_jax.encode_query
+            self._query_encoder = DataParallel(functools.partial(fn, self.config), self.params, self.batch_size)
+        return self._query_encoder
+
+    def passage_encoder(self) -> EncodeFn:
+        """Passage texts -> (token embeddings, kept tokens), the `EncodeFn` of the index shards (built once)."""
+        if self._passage_encoder is None:
+            self._passage_encoder = model_encode_fn(self.config, self.params, self.tokenizer, max_len=self.doc_maxlen,
+                                                    batch_size=self.batch_size, passage_keep=PASSAGE_KEEP,
+                                                    length_bucket=LENGTH_BUCKET)
+        return self._passage_encoder
+
     def encode_queries(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """-> (embeddings [B, query_maxlen, dim] float32, mask [B, query_maxlen] bool)."""
-        attend = self.query_mask == "attend"
-        embs, masks = [], []
-        for batch in _batches(texts, self.batch_size):
-            n = len(batch)
-            batch = list(batch) + [""] * (self.batch_size - n)
-            ids, mask = self.tokenizer.encode_queries(batch, max_len=self.query_maxlen, attend_to_mask_tokens=attend)
-            if self.query_mask == "colbert":
-                q = _colbert_query_tokens(self.config, self.params, ids, mask)
-                q_mask = np.ones(ids.shape, bool)
-            else:
-                q = mire_jax.encode_query(self.config, self.params, ids, mask)
-                q_mask = mask.astype(bool)
-            embs.append(np.asarray(q, np.float32)[:n])
-            masks.append(q_mask[:n])
-        dim = self.config.head.dim
-        if not embs:
-            return np.zeros((0, self.query_maxlen, dim), np.float32), np.zeros((0, self.query_maxlen), bool)
-        return np.concatenate(embs), np.concatenate(masks)
+        ids, mask = self.tokenizer.encode_queries(list(texts), max_len=self.query_maxlen,
+                                                  attend_to_mask_tokens=self.query_mask == "attend")
+        embeddings = np.asarray(self.query_encoder()(ids, mask), np.float32)
+        if self.query_mask == "colbert":
+            return embeddings, np.ones(ids.shape, bool)
+        return embeddings, mask.astype(bool)
 
     def encode_passages(self, texts: Sequence[str]) -> list[np.ndarray]:
         """The kept-token embeddings of each passage: a list of [n_i, dim] float16 arrays."""
         out = []
-        for batch in _batches(texts, self.batch_size):
-            n = len(batch)
-            batch = list(batch) + [""] * (self.batch_size - n)
-            ids, mask, keep = self.tokenizer.encode_docs(batch, max_len=self.doc_maxlen)
-            # Trim the padding to a length bucket: fewer wasted FLOPs, few compiled shapes.
-            length = int(mask.sum(axis=1).max())
-            length = min(self.doc_maxlen, -(-length // LENGTH_BUCKET) * LENGTH_BUCKET)
-            d, keep = mire_jax.encode_doc(self.config, self.params, ids[:, :length], mask[:, :length],
-                                          keep[:, :length])
-            d, keep = np.asarray(d), np.asarray(keep)
-            out.extend(d[i][keep[i]].astype(np.float16) for i in range(n))
+        for start in range(0, len(texts), self.batch_size):
+            embeddings, keep = self.passage_encoder()(texts[start:start + self.batch_size])
+            out.extend(e[k].astype(np.float16) for e, k in zip(embeddings, keep))
         return out
 
     # --- the index ------------------------------------------------------------------------------------------
 
+    def _shard_settings(self, fingerprint: str) -> dict:
+        return {"fingerprint": fingerprint, "doc_maxlen": self.doc_maxlen, "passage_keep": PASSAGE_KEEP}
+
     def build_index(self, passages: Iterable[tuple[str, str]], index_dir: str | os.PathLike, *,
                     fingerprint: str = "", shard_size: int = 10_000) -> int:
-        """Encode `(pid, text)` passages into shards under `index_dir`; resumable.
+        """Encode `(pid, text)` passages into shards under `index_dir` and index them for `self.search_mode`.
 
-        A shard is written atomically once all its passages are encoded. A rerun with the same `fingerprint`
-        skips the shards already there (their passages are still read from the stream, not encoded); a
-        different fingerprint clears the folder first.
+        Resumable: a rerun with the same `fingerprint` and `shard_size` keeps the finished shards (their passages
+        are still read from the stream, not encoded) and, once all are written, does not read the stream at all;
+        another search mode only rebuilds the index. Other settings, or an index of an earlier format, clear the
+        folder first.
 
         Returns:
             the number of passages indexed.
         """
         index_dir = os.fspath(index_dir)
         os.makedirs(index_dir, exist_ok=True)
-        manifest_path = os.path.join(index_dir, "manifest.json")
-        manifest = None
-        if os.path.exists(manifest_path):
-            with open(manifest_path, encoding="utf-8") as f:
-                manifest = json.load(f)
-        if manifest is None or manifest.get("fingerprint") != fingerprint or manifest.get("shard_size") != shard_size:
-            for name in os.listdir(index_dir):
-                if name.startswith("shard_"):
-                    os.remove(os.path.join(index_dir, name))
-            manifest = {"format": INDEX_FORMAT, "fingerprint": fingerprint, "shard_size": shard_size,
-                        "dim": self.config.head.dim, "complete": False}
-            _atomic_json(manifest_path, manifest)
-        if manifest.get("complete"):
+        manifest = _clear_other_format(index_dir, _read_manifest(index_dir))
+        encoding = {"shard_settings": self._shard_settings(fingerprint), "shard_size": shard_size}
+        same_encoding = manifest is not None and {key: manifest.get(key) for key in encoding} == encoding
+        if same_encoding and manifest["complete"] and manifest.get("search") == self.search_mode:
             return manifest["num_passages"]
-        total = 0
-        bar = tqdm(desc="encoding knowledge base", unit="psg", disable=not self.progress)
-        for shard, items in enumerate(_batches(passages, shard_size)):
-            total += len(items)
-            path = os.path.join(index_dir, f"shard_{shard:06d}.npz")
-            if not os.path.exists(path):
-                embs = self.encode_passages([t for _, t in items])
-                lengths = np.array([len(e) for e in embs], np.int32)
-                _atomic_savez(path, embeddings=np.concatenate(embs) if embs else np.zeros((0, 0), np.float16),
-                              lengths=lengths, pids=np.array([p for p, _ in items], dtype=str))
-            bar.update(len(items))
-        bar.close()
-        manifest.update(complete=True, num_passages=total, num_shards=-(-total // shard_size))
-        _atomic_json(manifest_path, manifest)
+        if not same_encoding:
+            for name in (SHARDS_DIR, SEARCHER_DIR):
+                shutil.rmtree(os.path.join(index_dir, name), ignore_errors=True)
+        manifest = {"format": INDEX_FORMAT, **encoding, "complete": False}
+        files.write_json(os.path.join(index_dir, MANIFEST), manifest, indent=2)
+
+        shard_dir = os.path.join(index_dir, SHARDS_DIR)
+        if not os.path.exists(os.path.join(shard_dir, shard_io.MANIFEST)):
+            summary = encode_to_shards(passages, shard_dir, self.passage_encoder(), shard_size=shard_size,
+                                       batch_size=self.batch_size, settings=encoding["shard_settings"],
+                                       progress=self.progress)
+            shard_io.write_manifest(shard_dir, summary.num_shards)
+        index = LateInteractionIndex.from_shards(shard_dir, IndexConfig(mode=self.search_mode),
+                                                 progress=self.progress)
+        index.save(os.path.join(index_dir, SEARCHER_DIR))
+        manifest.update(complete=True, search=self.search_mode, num_passages=index.num_passages)
+        files.write_json(os.path.join(index_dir, MANIFEST), manifest, indent=2)
         self._index = None
-        return total
+        return index.num_passages
 
     def load_index(self, index_dir: str | os.PathLike) -> None:
-        """Load the shards written by `build_index` for `search`."""
+        """Open the index written by `build_index` for `search` (embeddings memory-mapped, checksums verified).
+
+        Raises:
+            ValueError: the folder holds an index of another format, an unfinished one, one built for another
+                search mode, or an empty knowledge base.
+        """
         index_dir = os.fspath(index_dir)
-        with open(os.path.join(index_dir, "manifest.json"), encoding="utf-8") as f:
-            manifest = json.load(f)
+        manifest = _read_manifest(index_dir)
+        if manifest is None:
+            raise FileNotFoundError(f"{os.path.join(index_dir, MANIFEST)}: missing (build the index first)")
+        if manifest.get("format") != INDEX_FORMAT:
+            raise ValueError(f"{index_dir}: a knowledge-base index of format {manifest.get('format')!r}, not "
+                             f"{INDEX_FORMAT}: build it again (rerun the index stage, or build_index)")
         if not manifest.get("complete"):
             raise ValueError(f"{index_dir}: the index is incomplete (rerun build_index)")
+        if manifest.get("search") != self.search_mode:
+            raise ValueError(f"{index_dir}: indexed for search {manifest.get('search')!r}, not "
+                             f"{self.search_mode!r} (rerun build_index with this retriever)")
         if not manifest.get("num_passages"):
             raise ValueError(f"{index_dir}: the knowledge base had no passages")
-        embs, lengths, pids = [], [], []
-        for shard in range(manifest["num_shards"]):
-            with np.load(os.path.join(index_dir, f"shard_{shard:06d}.npz")) as z:
-                embs.append(z["embeddings"])
-                lengths.append(z["lengths"])
-                pids.extend(z["pids"].tolist())
-        embeddings = np.concatenate(embs).astype(np.float16)
-        lengths = np.concatenate(lengths).astype(np.int64)
-        self._index = _SearchBackend(embeddings, lengths, pids, self.search_mode, self.progress)
+        self._index = LateInteractionIndex.load(os.path.join(index_dir, SEARCHER_DIR))
 
     def search_with_scores(self, texts: Sequence[str], k: int) -> tuple[list[list[str]], list[list[float]]]:
         """-> (pid lists, score lists) of the top-`k` passages of each query text."""
         if self._index is None:
             raise RuntimeError("no index loaded: call build_index(...) then load_index(dir)")
+        k = min(k, self._index.num_passages)
+        if k == 0 or not texts:
+            return [[] for _ in texts], [[] for _ in texts]
         q, q_mask = self.encode_queries(texts)
-        return self._index.search(q, q_mask, k)
+        positions, scores = self._index.search_positions(q, q_mask, k)
+        ids = self._index.ids
+        pid_lists = [[ids[p] for p in row if p >= 0] for row in positions]
+        score_lists = [[float(s) for p, s in zip(row_p, row_s) if p >= 0] for row_p, row_s in zip(positions, scores)]
+        return pid_lists, score_lists
 
     def search(self, texts: Sequence[str], k: int) -> list[list[str]]:
         return self.search_with_scores(texts, k)[0]
-
-
-class _SearchBackend:
-    """Exact MaxSim over all stored tokens, or the project's late-interaction index when available."""
-
-    def __init__(self, embeddings: np.ndarray, lengths: np.ndarray, pids: list[str], mode: str, progress: bool):
-        self.pids = pids
-        self.progress = progress
-        self.offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        self.embeddings = embeddings
-        self.mode = mode
-        self.index = None
-        if mode in ("index", "auto"):
-            try:
-                from mire_jax.index import LateInteractionIndex  # written alongside; optional here
-            except ImportError:
-                if mode == "index":
-                    raise
-                LateInteractionIndex = None
-            if LateInteractionIndex is not None:
-                try:
-                    self.index = LateInteractionIndex.build(embeddings.astype(np.float32), lengths,
-                                                            np.arange(len(pids)))
-                except Exception as e:  # noqa: BLE001  (an interface still settling: fall back, loudly)
-                    if mode == "index":
-                        raise
-                    warnings.warn(f"LateInteractionIndex.build failed ({e!r}); using exact search")
-
-    def search(self, q: np.ndarray, q_mask: np.ndarray, k: int) -> tuple[list[list[str]], list[list[float]]]:
-        k_eff = min(k, len(self.pids))
-        if k_eff == 0 or len(q) == 0:
-            return [[] for _ in range(len(q))], [[] for _ in range(len(q))]
-        ids = None
-        if self.index is not None:
-            try:
-                ids, scores = self.index.search(q, q_mask, k_eff)
-            except Exception as e:  # noqa: BLE001  (see __init__)
-                if self.mode == "index":
-                    raise
-                warnings.warn(f"LateInteractionIndex.search failed ({e!r}); using exact search")
-                self.index = None
-        if ids is None:
-            ids, scores = _exact_search(self.embeddings, self.offsets, q, q_mask, k_eff)
-        ids, scores = np.asarray(ids), np.asarray(scores)
-        pid_lists = [[self.pids[int(i)] for i in row if i >= 0] for row in ids]
-        score_lists = [[float(s) for i, s in zip(row_i, row_s) if i >= 0] for row_i, row_s in zip(ids, scores)]
-        return pid_lists, score_lists
-
-
-def _exact_search(embeddings, offsets, q, q_mask, k):
-    """The evaluation code's exact MaxSim search (`mire_jax.index.exact`), or a plain blocked one without it."""
-    try:
-        from mire_jax.index.exact import exact_search
-    except ImportError:
-        return _plain_exact_search(embeddings, offsets, q, q_mask, k)
-    return exact_search(embeddings, offsets, q, q_mask, k, progress=False)
-
-
-def _plain_exact_search(embeddings, offsets, q, q_mask, k, block: int = 256):
-    from mire_jax.scoring import maxsim
-    q = jnp.asarray(q * q_mask[..., None], jnp.float32)
-    lengths = np.diff(offsets)
-    all_scores = []
-    for start in range(0, len(lengths), block):
-        stop = min(start + block, len(lengths))
-        width = int(lengths[start:stop].max())
-        d = np.zeros((stop - start, width, embeddings.shape[1]), np.float32)
-        mask = np.zeros((stop - start, width), bool)
-        for row, p in enumerate(range(start, stop)):
-            n = lengths[p]
-            d[row, :n] = embeddings[offsets[p]:offsets[p + 1]]
-            mask[row, :n] = True
-        all_scores.append(np.asarray(maxsim(q, jnp.asarray(d), jnp.asarray(mask))))
-    scores = np.concatenate(all_scores, axis=1)
-    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    return order, np.take_along_axis(scores, order, axis=1)

@@ -1,6 +1,6 @@
 """Resumable pipeline stages: atomic outputs and fingerprints of inputs and options.
 
-A stage writes its outputs to temporary names and renames them into place, then writes
+A stage writes its outputs atomically (`mire_jax.files`: a temporary name, then a rename), then writes
 `<work_dir>/<stage>.done.json` with its fingerprint (a hash of its options, its input files' signatures and
 the fingerprints of the stages it reads). A rerun skips a stage whose marker has the same fingerprint and
 whose outputs all exist; anything upstream that changed changes the fingerprint, so the stage reruns.
@@ -10,9 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
-from mire_jax.files import iter_json_lines
+from mire_jax import files
 
 
 def fingerprint(*parts: Any) -> str:
@@ -28,36 +28,21 @@ def file_signature(path: str | os.PathLike) -> dict:
     return {"path": os.path.abspath(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], encoding: str = "utf-8") -> None:
-    """Call `write(file)` on a temporary file next to `path`, then rename it to `path`."""
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding=encoding) as f:
-            write(f)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> None:
     """Atomically write JSON (UTF-8, non-ASCII kept, as the published scripts write)."""
-    atomic_write(path, lambda f: json.dump(obj, f, indent=indent, ensure_ascii=False))
+    files.write_json(path, obj, indent=indent, ensure_ascii=False)
 
 
 def write_jsonl(path: str | os.PathLike, rows: Iterable[Any]) -> None:
     """Atomically write JSON Lines."""
-    def write(f):
+    with files.atomic_open(path, encoding="utf-8") as f:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    atomic_write(path, write)
 
 
 def iter_jsonl(path: str | os.PathLike) -> Iterator[Any]:
     """Stream the objects of a JSON Lines file (blank lines skipped); errors name the file and line."""
-    for _, _, record in iter_json_lines(path, objects_only=False):
+    for _, _, record in files.iter_json_lines(path, objects_only=False):
         yield record
 
 

@@ -6,6 +6,7 @@ import zlib
 import numpy as np
 import pytest
 
+from mire_jax import files
 from mire_jax.data import feature_cache as fc
 
 SHAPE = (5, 4)
@@ -64,7 +65,7 @@ def test_resume_after_crash_skips_cached_ids(tmp_path):
         np.testing.assert_array_equal(cache[image_id], feats[i])
     index = json.loads((tmp_path / "index.json").read_text())
     assert set(index["ids"]) == set(ids)
-    assert not list(tmp_path.glob("*.tmp"))
+    assert not [p for p in tmp_path.iterdir() if files.is_temporary(p.name)]
 
 
 def test_two_writers_and_stale_index(tmp_path):

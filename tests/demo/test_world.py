@@ -292,7 +292,7 @@ def test_captions_and_text_pairs_follow_the_pictures(bench):
     assert pairs and all(set(p) == {"query", "positive"} and p["positive"] in passages for p in pairs)
 
 
-# The published LLaVA -> ViD2R filter (FORMATS.md (a), steps 3-7), written from its description.
+# The published LLaVA -> ViD2R filter (docs/data_formats.md, "Building ViD2R", steps 3-7), written from its description.
 _DELETIONS = (r"(yes|no|answerable)([,.!])", r"(certainly|sure)[!.]", r"in (the|this) (image|scene|photo|picture)([,\s])?",
               r"the image (showcases|features|captures|depicts|shows|presents|displays) ")
 _DROPPED_QUESTIONS = ("a short description for this region:", "How many", "What color", "What is the color",

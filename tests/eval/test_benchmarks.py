@@ -63,7 +63,8 @@ def test_okvqa_gs_pseudo_relevance_is_whole_word():
     assert relevant_sets(bench) == {"2971475": {"0"}, "3310575": {"1", "4", "6"}}
     # A substring test would also take kid 8 ("surfers"): the rule matters.
     texts = dict(bench.corpus)
-    assert metrics.substring_match(["surf"], texts["8"]) and not metrics.whole_word_match(["surf"], texts["8"])
+    relevant = lambda rule: metrics.answer_qrels({"q": {"8": 1.0}}, {"q": ["surf"]}, texts, rule)["q"]
+    assert relevant(metrics.SUBSTRING) and not relevant(metrics.WHOLE_WORD)
 
 
 def test_okvqa_gs_other_splits_and_overrides(tmp_path):

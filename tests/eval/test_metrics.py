@@ -1,4 +1,6 @@
-"""mire_jax.eval.metrics against the reference implementations (ranx, pytrec_eval, numba's argsort)."""
+"""mire_jax.eval.metrics against the reference implementations: the textbook metrics against ranx and
+pytrec_eval on tie-free runs and against our own tie rule (retrieval rank) on ties; the published protocol
+against MIRe's pytrec_eval loop; the answer rules against plain versions of the published matchers."""
 import random
 import re
 
@@ -10,64 +12,100 @@ from mire_jax.eval import metrics
 ranx = pytest.importorskip("ranx")
 pytrec_eval = pytest.importorskip("pytrec_eval")
 
-RANX_METRICS = [f"{m}@{k}" for m in metrics.SUPPORTED_METRICS for k in (1, 3, 5, 10, 20, 100)]
+CUTOFFS = (1, 3, 5, 10, 20, 100)
+RANX_METRICS = [f"{m}@{k}" for m in metrics.SUPPORTED_METRICS for k in CUTOFFS]
 RANX_METRICS += list(metrics.SUPPORTED_METRICS) + ["recall@5-l2", "mrr-l2", "precision@3-l2", "hit_rate@10-l2"]
 
 
-def _random_case(seed, num_queries=80, tie_heavy=False):
-    """Random qrels/run with graded relevance, queries without relevant docs, ties and long rankings."""
+def _random_case(seed, num_queries=80, ties=False):
+    """Random qrels/run with graded relevance, queries without relevant docs and long rankings; with `ties`,
+    few distinct scores (many ties), otherwise distinct scores (distinct in float32 too, as trec_eval reads
+    them)."""
     rng = random.Random(seed)
     qrels, run = {}, {}
     for q in range(num_queries):
         qid = f"q{q}"
-        pool = [f"d{rng.randrange(400)}" for _ in range(rng.randint(1, 60))]
-        pool = list(dict.fromkeys(pool))
-        if tie_heavy or rng.random() < 0.4:
-            values = [rng.randint(0, 3) / 4 for _ in pool]  # few distinct scores: many ties
+        pool = list(dict.fromkeys(f"d{rng.randrange(400)}" for _ in range(rng.randint(1, 60))))
+        if ties:
+            values = [rng.randint(0, 3) / 4 for _ in pool]
         else:
-            values = [rng.random() for _ in pool]
+            values = [v / 10**6 for v in rng.sample(range(10**6), len(pool))]
         run[qid] = dict(zip(pool, values))
-        judged = {}
-        for pid in rng.sample(pool, k=min(len(pool), rng.randint(0, 5))):
-            judged[pid] = rng.choice([0, 1, 1, 2])
+        judged = {pid: rng.choice([0, 1, 1, 2]) for pid in rng.sample(pool, k=min(len(pool), rng.randint(0, 5)))}
         for _ in range(rng.randint(0, 3)):  # judged but never retrieved
             judged[f"unretrieved{rng.randrange(1000)}"] = rng.choice([0, 1, 2])
-        if not judged:
-            judged = {"nothing_relevant": 0}
-        qrels[qid] = judged
+        qrels[qid] = judged or {"nothing_relevant": 0}
     return qrels, run
 
 
-@pytest.mark.parametrize("seed,tie_heavy", [(0, False), (1, True), (2, False), (3, True)])
-def test_evaluate_matches_ranx_on_random_runs(seed, tie_heavy):
-    qrels, run = _random_case(seed, tie_heavy=tie_heavy)
+def _ties_broken_by_rank(run):
+    """The same rankings with distinct scores: descending score, tied documents in the order the run lists
+    them (Python's sort is stable), scored n, n-1, ..., 1."""
+    untied = {}
+    for qid, ranking in run.items():
+        ordered = sorted(ranking, key=lambda pid: -ranking[pid])
+        untied[qid] = {pid: float(len(ordered) - i) for i, pid in enumerate(ordered)}
+    return untied
+
+
+def _with_pytrec_eval(qrels, run, level):
+    """`evaluate`'s metrics at relevance `level`, per query from trec_eval's measures, then averaged."""
+    cutoffs = ",".join(map(str, CUTOFFS))
+    evaluator = pytrec_eval.RelevanceEvaluator(qrels, {f"P.{cutoffs}", f"recall.{cutoffs}", f"success.{cutoffs}",
+                                                       "recip_rank"}, relevance_level=level)
+    per_query = evaluator.evaluate(run)
+    mean = lambda values: float(np.mean(list(values)))
+    suffix = "" if level == 1 else f"-l{level}"
+    out = {f"mrr{suffix}": mean(v["recip_rank"] for v in per_query.values())}
+    for k in CUTOFFS:
+        out[f"precision@{k}{suffix}"] = mean(v[f"P_{k}"] for v in per_query.values())
+        out[f"hits@{k}{suffix}"] = mean(v[f"P_{k}"] * k for v in per_query.values())
+        out[f"recall@{k}{suffix}"] = mean(v[f"recall_{k}"] for v in per_query.values())
+        out[f"hit_rate@{k}{suffix}"] = mean(v[f"success_{k}"] for v in per_query.values())
+        top_k = {q: dict(sorted(r.items(), key=lambda item: -item[1])[:k]) for q, r in run.items()}
+        per_query_top_k = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}, relevance_level=level).evaluate(top_k)
+        out[f"mrr@{k}{suffix}"] = mean(v["recip_rank"] for v in per_query_top_k.values())
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_evaluate_matches_ranx_on_tie_free_runs(seed):
+    qrels, run = _random_case(seed)
     ours = metrics.evaluate(qrels, run, RANX_METRICS)
     theirs = ranx.evaluate(qrels, run, RANX_METRICS)
     for name in RANX_METRICS:
         assert ours[name] == pytest.approx(float(theirs[name]), abs=1e-12), name
 
 
-def test_tied_scores_follow_ranx_reverse_insertion_order():
+@pytest.mark.parametrize("seed", [0, 1])
+def test_evaluate_matches_pytrec_eval_on_tie_free_runs(seed):
+    qrels, run = _random_case(seed)
+    for level in (1, 2):
+        expected = _with_pytrec_eval(qrels, run, level)
+        ours = metrics.evaluate(qrels, run, list(expected))
+        for name, value in expected.items():
+            assert ours[name] == pytest.approx(value, abs=1e-12), name
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_ties_are_broken_by_retrieval_rank(seed):
+    """On a run full of ties, every metric equals ranx's on the same rankings with the ties broken by the
+    order the run lists the documents in."""
+    qrels, run = _random_case(seed, ties=True)
+    ours = metrics.evaluate(qrels, run, RANX_METRICS)
+    theirs = ranx.evaluate(qrels, _ties_broken_by_rank(run), RANX_METRICS)
+    for name in RANX_METRICS:
+        assert ours[name] == pytest.approx(float(theirs[name]), abs=1e-12), name
+
+
+def test_a_tied_document_ranks_where_the_retriever_listed_it():
     qrels = {"a": {"d1": 1}}
-    first = metrics.evaluate(qrels, {"a": {"d1": 0.5, "d2": 0.5, "d4": 0.5}}, ["mrr", "recall@2"])
-    last = metrics.evaluate(qrels, {"a": {"d2": 0.5, "d4": 0.5, "d1": 0.5}}, ["mrr", "recall@2"])
-    assert first == {"mrr": pytest.approx(1 / 3), "recall@2": 0.0}
-    assert last == {"mrr": 1.0, "recall@2": 1.0}
-
-
-def test_numba_quicksort_argsort_matches_numba():
-    numba = pytest.importorskip("numba")
-
-    @numba.njit(cache=False)
-    def numba_argsort(x):
-        return np.argsort(x)
-
-    rng = np.random.default_rng(0)
-    for n in list(range(1, 40)) + [64, 100, 157, 300]:
-        for distinct in (1, 2, 5, n):
-            values = rng.integers(0, distinct, size=n).astype(np.float64)
-            expected = numba_argsort(values).tolist()
-            assert metrics.numba_quicksort_argsort(values.tolist()) == expected, (n, distinct)
+    listed_first = metrics.evaluate(qrels, {"a": {"d1": 0.5, "d2": 0.5, "d4": 0.5}}, ["mrr", "recall@2"])
+    listed_last = metrics.evaluate(qrels, {"a": {"d2": 0.5, "d4": 0.5, "d1": 0.5}}, ["mrr", "recall@2"])
+    assert listed_first == {"mrr": 1.0, "recall@2": 1.0}
+    assert listed_last == {"mrr": pytest.approx(1 / 3), "recall@2": 0.0}
+    textbook = metrics.evaluate_textbook(qrels, {"a": {"d2": 0.5, "d1": 0.5, "x": 0.1}}, ks=(1, 5))
+    assert textbook.metrics["MRR@5"] == 0.5 and textbook.metrics["Hit@1"] == 0.0
 
 
 def test_missing_queries_raise_and_make_comparable_scores_them_zero():
@@ -92,6 +130,8 @@ def test_bad_inputs_are_named():
         metrics.evaluate({"a": {"d": 1}}, {"a": {"d": 1.0}}, ["ndcg@5"])
     with pytest.raises(ValueError, match="'a' has NaN"):
         metrics.evaluate({"a": {"d": 1}}, {"a": {"d": float("nan"), "e": 1.0}}, ["mrr"])
+    with pytest.raises(ValueError, match="unknown answer rule 'exact'"):
+        metrics.answer_qrels({"q": {"p": 1.0}}, {"q": ["a"]}, {"p": "a"}, "exact")
 
 
 def test_evaluate_is_fast_enough_for_10k_queries():
@@ -179,21 +219,52 @@ def test_published_mrr_breaks_ties_like_trec_eval():
 
 # -------------------------------------------------------------------------------- answer rules
 
+def _whole_word(answers, passage):
+    """OK-VQA Wiki-11M's published matcher (yeongjoonJu/MIRe, dataset/okvqa.py): unescaped whole-word regex."""
+    return any(re.search(r"\b" + a.strip().lower() + r"\b", passage.lower()) for a in answers)
+
+
+def _whole_word_or_substring(answers, passage):
+    """OK-VQA Google-Search's published matcher: the same regex, a substring test where it is invalid."""
+    for answer in answers:
+        try:
+            if re.search(r"\b" + answer.strip().lower() + r"\b", passage.lower()):
+                return True
+        except re.error:
+            if answer.strip().lower() in passage.lower():
+                return True
+    return False
+
+
+def _substring(answers, passage):
+    """M2KR E-VQA / InfoSeek (PreFLMR pseudo recall): `answer.strip().lower() in passage.lower()`."""
+    return any(a.strip().lower() in passage.lower() for a in answers)
+
+
+PUBLISHED_MATCHERS = {metrics.WHOLE_WORD: _whole_word, metrics.WHOLE_WORD_OR_SUBSTRING: _whole_word_or_substring,
+                      metrics.SUBSTRING: _substring}
+
+
+def _matches(rule, answers, passage):
+    """Whether `answer_qrels` judges `passage` relevant to a query with `answers` under `rule`."""
+    return bool(metrics.answer_qrels({"q": {"p": 1.0}}, {"q": answers}, {"p": passage}, rule)["q"])
+
+
 def test_whole_word_rule_and_its_unescaped_pattern():
     passage = "Wetsuits keep Surfers warm."
-    assert not metrics.whole_word_match(["surf"], passage)
-    assert metrics.substring_match(["surf"], passage)
-    assert metrics.whole_word_match(["  SURFERS "], passage)
+    assert not _matches(metrics.WHOLE_WORD, ["surf"], passage)
+    assert _matches(metrics.SUBSTRING, ["surf"], passage)
+    assert _matches(metrics.WHOLE_WORD, ["  SURFERS "], passage)
     # Not escaped: "." is a regex wildcard, so "u.s" matches "u-s" as the published code does.
-    assert metrics.whole_word_match(["u.s"], "the u-s army")
-    with pytest.raises(re.error):
-        metrics.whole_word_match(["(1996"], "the (1996 film")
+    assert _matches(metrics.WHOLE_WORD, ["u.s"], "the u-s army")
+    with pytest.raises(metrics.AnswerPatternError):
+        _matches(metrics.WHOLE_WORD, ["(1996"], "the (1996 film")
 
 
 def test_google_search_rule_falls_back_to_substring_on_invalid_pattern():
-    assert metrics.whole_word_or_substring_match(["(1996"], "The (1996 film")
-    assert not metrics.whole_word_or_substring_match(["(1996"], "The 1996 film")
-    assert not metrics.whole_word_or_substring_match(["surf"], "surfers")
+    assert _matches(metrics.WHOLE_WORD_OR_SUBSTRING, ["(1996"], "The (1996 film")
+    assert not _matches(metrics.WHOLE_WORD_OR_SUBSTRING, ["(1996"], "The 1996 film")
+    assert not _matches(metrics.WHOLE_WORD_OR_SUBSTRING, ["surf"], "surfers")
 
 
 def test_answer_qrels_only_marks_retrieved_matches():
@@ -209,7 +280,7 @@ def test_answer_qrels_only_marks_retrieved_matches():
         metrics.answer_qrels(run, answers, {"p1": "red"}, metrics.SUBSTRING)
 
 
-def test_answer_qrels_agree_with_the_plain_rule_functions():
+def test_answer_qrels_agree_with_the_published_matchers():
     rng = random.Random(0)
     words = ["red", "yellow", "st. louis", "c++", "(a", "b)", "new york", "york", "1889"]
     texts = {f"p{i}": " ".join(rng.choices(words + ["the", "and", "Red", "NEWYORK"], k=8)) for i in range(40)}
@@ -217,8 +288,11 @@ def test_answer_qrels_agree_with_the_plain_rule_functions():
     answers = {q: rng.sample(words, 2) for q in run}
     for rule in (metrics.WHOLE_WORD_OR_SUBSTRING, metrics.SUBSTRING):
         qrels = metrics.answer_qrels(run, answers, texts, rule)
-        fn = metrics.ANSWER_MATCHERS[rule]
-        assert qrels == {q: {p: 1 for p in run[q] if fn(answers[q], texts[p])} for q in run}
+        matcher = PUBLISHED_MATCHERS[rule]
+        assert qrels == {q: {p: 1 for p in run[q] if matcher(answers[q], texts[p])} for q in run}
+    valid = {q: [a for a in answers[q] if a not in ("c++", "(a", "b)")] for q in run}  # valid patterns only
+    assert metrics.answer_qrels(run, valid, texts, metrics.WHOLE_WORD) == \
+           {q: {p: 1 for p in run[q] if _whole_word(valid[q], texts[p])} for q in run}
 
 
 def test_gold_qrels_stringifies_ids():

@@ -4,6 +4,7 @@ import json
 import numpy as np
 import pytest
 
+from mire_jax import files
 from mire_jax.index import shards
 
 
@@ -65,11 +66,17 @@ def test_manifest_refuses_a_gap(tmp_path):
         shards.write_manifest(tmp_path, num_shards=4)
 
 
-def test_unfinished_write_is_not_a_shard(tmp_path):
+def test_unfinished_write_is_not_a_shard(tmp_path, monkeypatch):
     _write_three(tmp_path)
-    tmp = tmp_path / ".tmp-shard_000003-123-abcd"
-    tmp.mkdir()
-    (tmp / "embeddings.npy").write_bytes(b"partial")
+
+    def killed(path):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(shards, "sha256_file", killed)  # the process dies after writing the data files
+    with pytest.raises(KeyboardInterrupt):
+        shards.write_shard(tmp_path, 3, np.zeros((3, 2)), [1, 2], ["a", "b"])
+    monkeypatch.undo()
+    (tmp,) = [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert files.is_temporary(tmp.name) and (tmp / "embeddings.npy").exists()
     assert shards.list_shards(tmp_path) == [0, 1, 2]
     assert shards.finished_shard(tmp_path, 3) is None
     assert shards.remove_stale_temporaries(tmp_path, [2]) == []

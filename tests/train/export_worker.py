@@ -31,7 +31,7 @@ def abstract(tree):
 def programs(config, params):
     for phase in ("pretrain", "finetune"):
         tx = make_optimizer(1e-4, 10, 0.0)
-        step = DataParallelStep(config, StepConfig(phase=phase, negatives_group=4, dropout=True), tx,
+        step = DataParallelStep(config, StepConfig(phase=phase, temperature=0.3, negatives_group=4, dropout=True), tx,
                                 learning_rate_schedule(1e-4, 10), BATCH)
         state, frozen = init_state(params, phase, tx, jax.random.PRNGKey(1))
         state, frozen = step.prepare(state), step.prepare(frozen)

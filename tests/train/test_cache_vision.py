@@ -91,17 +91,16 @@ def test_cache_vision_entry_point_matches_in_process_tower(tmp_path, fixtures_di
     config, params = _random_tiny_model(model_dir)
     config_file = tmp_path / "cache_config.py"
     config_file.write_text(f'''
-import ml_collections
+from mire_jax.train.config import base_config
 
 
 def get_config(arg=None):
-    c = ml_collections.ConfigDict()
-    c.model = ml_collections.ConfigDict(dict(dir={str(model_dir)!r}, preset="base", seed=0))
-    c.data = ml_collections.ConfigDict(dict(
-        builder="image_question_jsonl", builder_config=None, data_dir={str(tmp_path / "tfds")!r},
-        manual_dir={str(fixtures_dir / "jsonl")!r}, splits=("train", "validation"), image_root=None,
-        image_policy="fail", vision_cache_dir={str(tmp_path / "unused")!r}))
-    c.vision_cache = ml_collections.ConfigDict(dict(dtype="float16", shard_size=2, batch_size=8, read_threads=2))
+    c = base_config()
+    c.model.dir = {str(model_dir)!r}
+    c.data.builder, c.data.data_dir = "image_question_jsonl", {str(tmp_path / "tfds")!r}
+    c.data.manual_dir, c.data.splits = {str(fixtures_dir / "jsonl")!r}, ("train", "validation")
+    c.data.vision_cache_dir = {str(tmp_path / "unused")!r}
+    c.vision_cache.shard_size, c.vision_cache.batch_size, c.vision_cache.read_threads = 2, 8, 2
     return c
 ''')
     cache_dir = tmp_path / "cache"

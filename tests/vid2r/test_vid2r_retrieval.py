@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from mire_jax import VisionConfig, convert
+from mire_jax.index import shards
 from mire_jax.vid2r import dialogues, filtering, pipeline
 from mire_jax.vid2r.knowledge_base import KnowledgeBase
 from mire_jax.vid2r.retrieval import MireTextRetriever
@@ -61,19 +62,48 @@ def test_a_response_ranks_its_own_kb_passage_first(minilm, filtered_records, tmp
     kb = KnowledgeBase(KB_DIR / "Wiki6M_ver_1_0.jsonl")
     index_dir = tmp_path / "index"
     assert retriever.build_index(kb, index_dir, fingerprint="a", shard_size=16) == 40
-    assert sorted(p.name for p in index_dir.glob("shard_*.npz")) == [f"shard_00000{i}.npz" for i in range(3)]
+    assert shards.list_shards(index_dir / "shards") == [0, 1, 2]
     retriever.load_index(index_dir)
+    assert retriever._index.config.mode == "exact"  # "auto" on a small knowledge base
     pids, scores = retriever.search_with_scores([r["document"] for r in filtered_records], k=3)
     assert {r["id"]: p[0] for r, p in zip(filtered_records, pids)} == OWN_PASSAGE
     assert all(len(p) == 3 and s[0] > s[1] >= s[2] for p, s in zip(pids, scores))
 
-    # Resuming: same fingerprint, nothing re-encoded; a different one rebuilds.
+    # Resuming: same fingerprint, nothing re-encoded (nor another search mode); a different one rebuilds.
     def fail(texts):
         raise AssertionError("re-encoded")
-    retriever.encode_passages = fail
+    retriever.passage_encoder = lambda: fail
     assert retriever.build_index(kb, index_dir, fingerprint="a", shard_size=16) == 40
+    exact = MireTextRetriever(config, params, retriever.tokenizer, batch_size=16, search="exact", progress=False)
+    exact.passage_encoder = lambda: fail
+    assert exact.build_index(kb, index_dir, fingerprint="a", shard_size=16) == 40
+    with pytest.raises(ValueError, match="indexed for search 'exact', not 'auto'"):
+        retriever.load_index(index_dir)
+    exact.load_index(index_dir)
+    assert exact.search_with_scores([r["document"] for r in filtered_records], k=3) == (pids, scores)
     with pytest.raises(AssertionError, match="re-encoded"):
         retriever.build_index(kb, index_dir, fingerprint="b", shard_size=16)
+
+
+def test_an_index_folder_of_the_earlier_format_is_refused_then_rebuilt(minilm, tmp_path):
+    config, params = minilm
+    retriever = MireTextRetriever(config, params, ColbertTokenizer.from_pretrained(MODEL_DIR), batch_size=16,
+                                  progress=False)
+    index_dir = tmp_path / "kb_index"  # as mire-vid2r-kb-index/1 left it
+    index_dir.mkdir()
+    (index_dir / "manifest.json").write_text(json.dumps({
+        "format": "mire-vid2r-kb-index/1", "fingerprint": "a", "shard_size": 16, "dim": 128, "complete": True,
+        "num_passages": 2, "num_shards": 1}))
+    np.savez(index_dir / "shard_000000.npz", embeddings=np.zeros((3, 128), np.float16), lengths=np.array([1, 2]),
+             pids=np.array(["p1", "p2"]))
+    with pytest.raises(ValueError, match="format 'mire-vid2r-kb-index/1'.*build it again"):
+        retriever.load_index(index_dir)
+    kb = [("p1", "A giraffe eats leaves."), ("p2", "Pizza is baked in a wood-fired oven.")]
+    with pytest.warns(UserWarning, match="another format"):
+        assert retriever.build_index(kb, index_dir, fingerprint="a", shard_size=16) == 2
+    assert sorted(p.name for p in index_dir.iterdir()) == ["index", "manifest.json", "shards"]
+    retriever.load_index(index_dir)
+    assert retriever.search(["pizza oven"], k=5) == [["p2", "p1"]]
 
 
 def test_query_mask_modes_and_passage_tokens(minilm):
@@ -122,21 +152,8 @@ def test_pipeline_with_a_model_folder(minilm, tmp_path, capsys):
     assert capsys.readouterr().out.count("up to date") == len(pipeline.STAGES)
 
 
-def test_plain_exact_search_fallback_matches_the_index_code_and_fixed_hits():
+def test_fixed_hits():
     from mire_jax.vid2r import retrieval
-    rng = np.random.default_rng(0)
-    lengths = rng.integers(3, 20, 50)
-    offsets = np.concatenate([[0], np.cumsum(lengths)])
-    embeddings = rng.normal(size=(offsets[-1], 16)).astype(np.float16)
-    q = rng.normal(size=(4, 8, 16)).astype(np.float32)
-    q_mask = np.arange(8)[None, :] < np.array([8, 6, 3, 1])[:, None]
-    ids, scores = retrieval._plain_exact_search(embeddings, offsets, q, q_mask, 5, block=16)
-    brute = np.array([[sum((embeddings[offsets[p]:offsets[p + 1]].astype(np.float32) @ q[b, t]).max()
-                           for t in range(8) if q_mask[b, t]) for p in range(50)] for b in range(4)])
-    np.testing.assert_array_equal(ids, np.argsort(-brute, axis=1, kind="stable")[:, :5])
-    np.testing.assert_allclose(scores, np.sort(brute, axis=1)[:, ::-1][:, :5], rtol=1e-5, atol=1e-5)
-    ids2, scores2 = retrieval._exact_search(embeddings, offsets, q, q_mask, 5)
-    np.testing.assert_array_equal(ids, ids2)
     fixed = retrieval.FixedHitsRetriever({"a response": ["p1", "p2", "p3", "p4"]})
     assert fixed.search(["a response"], 3) == [["p1", "p2", "p3"]]
     with pytest.raises(KeyError, match="another"):

@@ -138,7 +138,7 @@ class ImageEmbedder:
 def require_str(record: dict, key: str, where: str, *, optional: bool = False) -> str:
     """`record[key]` as a str; `RecordError` naming `where` when absent (unless optional) or not a str.
 
-    Ids may be numbers in some sources: they are converted with `str()` (FORMATS.md loader rule).
+    Ids may be numbers in some sources: they are converted with `str()` (as MIRe's loaders compare them; docs/data_formats.md).
     """
     if key not in record or record[key] is None:
         if optional:

@@ -1,4 +1,4 @@
-"""M2KR (PreFLMR's benchmark suite, FORMATS.md (d)): `{task}_data` and `{task}_passages` tables.
+"""M2KR (PreFLMR's benchmark suite, docs/data_formats.md): `{task}_data` and `{task}_passages` tables.
 
 Manual dir = a copy of the Hugging Face repo layout (or of `datasets.save_to_disk` folders):
   {task}_data/{split}-*.parquet                   or {task}_data/ saved with DatasetDict.save_to_disk

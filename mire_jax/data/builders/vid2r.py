@@ -1,4 +1,4 @@
-"""ViD2R, MIRe's pre-training set (FORMATS.md (c)): one JSON array of
+"""ViD2R, MIRe's pre-training set (docs/data_formats.md): one JSON array of
 `{"image", "id", "question", "document", "answer", ["negs"]}`, images relative to an image root."""
 from __future__ import annotations
 

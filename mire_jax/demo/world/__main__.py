@@ -1,6 +1,9 @@
-"""Command line: `python -m mire_jax.demo.world --out DIR [--preset demo|tiny] [--seed N] [--n-train-entities N ...]`.
+"""Command line: `python -m mire_jax.demo.world --out DIR [--preset demo|tiny] [--seed N] [--n-train-entities N ...]
+[--debug]`.
 
-`--preset tiny` writes the small world `configs/tiny.py` trains on (`--out runs/tiny_data`)."""
+`--preset tiny` writes the small world `configs/tiny.py` trains on (`--out runs/tiny_data`). A size out of range or
+an --out that is not the generator's is reported in one line (`error: ...`, exit status 2); --debug (or
+MIRE_DEBUG=1) shows the traceback instead."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import dataclasses
 import json
 import sys
 
+from mire_jax import cli
 from mire_jax.demo.world.world import SyntheticSizes
 from mire_jax.demo.world.writer import generate
 
@@ -24,6 +28,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--force", action="store_true", help="regenerate even if --out is already current")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--debug", action="store_true", help=cli.DEBUG_HELP)
     parser.add_argument("--preset", choices=sorted(PRESETS), default="demo",
                         help="sizes to start from: the demo's world or the tiny training config's")
     for field in dataclasses.fields(SyntheticSizes):
@@ -37,14 +42,15 @@ PRESETS = {"demo": SyntheticSizes, "tiny": SyntheticSizes.tiny}
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    return cli.user_error_status(lambda: write_world(args), debug=args.debug)
+
+
+def write_world(args: argparse.Namespace) -> None:
+    """Generates the world the parsed command line `args` describes and prints its manifest summary."""
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(SyntheticSizes)
                  if getattr(args, f.name) is not None}
     sizes = dataclasses.replace(PRESETS[args.preset](), **overrides)
-    try:
-        manifest = generate(args.out, seed=args.seed, sizes=sizes, force=args.force, progress=not args.quiet)
-    except (ValueError, TypeError, FileExistsError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    manifest = generate(args.out, seed=args.seed, sizes=sizes, force=args.force, progress=not args.quiet)
     summary = {
         "out": args.out,
         "images": manifest["images"]["count"],
@@ -53,7 +59,6 @@ def main(argv: list[str] | None = None) -> int:
         "zeroshot_chance_recall_at_5": manifest["zeroshot_chance_recall_at_5"],
     }
     print(json.dumps(summary, indent=2))
-    return 0
 
 
 if __name__ == "__main__":

@@ -4,8 +4,8 @@ Layout under `out_dir` (all image paths in the files are relative to `out_dir/im
 
     manifest.json                   what was generated: seed, sizes, attribute values, files with counts/sha256
     images/{train,caption,zeroshot,seen}/*.png
-    llava/synthetic_dialogues.json  LLaVA visual-instruction dialogues about training pictures (FORMATS.md (a))
-    kb/Wiki6M_synthetic.jsonl       knowledge base like Wiki6M (FORMATS.md (b)): training entities + designers + towns
+    llava/synthetic_dialogues.json  LLaVA visual-instruction dialogues about training pictures (docs/data_formats.md)
+    kb/Wiki6M_synthetic.jsonl       knowledge base like Wiki6M (docs/data_formats.md): training entities + designers + towns
     zeroshot/test.jsonl             generic JSONL queries on unseen attribute combinations
     corpora/zeroshot.jsonl          {"id", "text"}: the zero-shot entities' passages plus distractors
     finetune/train.jsonl            generic JSONL queries on the training pictures (gold passage = KB article)
@@ -49,6 +49,7 @@ from mire_jax.demo.world.world import (
     build_world,
     rng_for,
 )
+from mire_jax.files import iter_json_lines
 
 GENERATOR_NAME = "mire_jax.demo.world"
 FORMAT_VERSION = 1
@@ -294,11 +295,11 @@ def verify(out_dir: str | os.PathLike) -> dict:
             raise ValueError(f"{path}: checksum differs from the manifest (file changed since generation)")
     image_meta = root / manifest["files"]["images_meta"]["path"]
     checksums = {}
-    for line_number, line in enumerate(image_meta.read_text(encoding="utf-8").splitlines(), start=1):
-        relpath = json.loads(line)["image"]
+    for _, where, record in iter_json_lines(image_meta):
+        relpath = record["image"]
         path = root / manifest["image_root"] / relpath
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: listed at {image_meta}:{line_number} but missing")
+            raise FileNotFoundError(f"{path}: listed at {where} but missing")
         checksums[relpath] = hashlib.sha256(path.read_bytes()).hexdigest()
     if len(checksums) != manifest["images"]["count"] or _images_digest(checksums) != manifest["images"]["sha256"]:
         raise ValueError(f"{root / manifest['image_root']}: images differ from the manifest (changed since generation)")

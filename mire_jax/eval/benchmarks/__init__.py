@@ -1,4 +1,4 @@
-"""Evaluation benchmarks of MIRe, read from their real download layouts (FORMATS.md (c)-(h)).
+"""Evaluation benchmarks of MIRe, read from their real download layouts (docs/data_formats.md).
 
     from mire_jax.eval.benchmarks import load_benchmark
     bench = load_benchmark("okvqa_gs", "data/okvqa")             # split defaults to MIRe's evaluation split

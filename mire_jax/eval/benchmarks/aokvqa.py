@@ -1,4 +1,4 @@
-"""A-OKVQA (FORMATS.md (h)). Root = the folder holding `aokvqa_v1p0_{train,val,test}.json`, with COCO 2017
+"""A-OKVQA (docs/data_formats.md). Root = the folder holding `aokvqa_v1p0_{train,val,test}.json`, with COCO 2017
 images under `images/coco/{train2017,val2017,test2017}/%012d.jpg` (MIRe: data/vid2r/images/coco/...).
 
 Published rules: the corpus is one passage per question of the evaluated file, `" ".join(rationales)`,

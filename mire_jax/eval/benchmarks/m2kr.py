@@ -1,4 +1,4 @@
-"""M2KR sets of PreFLMR (FORMATS.md (d)): E-VQA, InfoSeek (and OK-VQA) as Hugging Face tables.
+"""M2KR sets of PreFLMR (docs/data_formats.md): E-VQA, InfoSeek (and OK-VQA) as Hugging Face tables.
 
 Root = a copy of the hub repo `BByrneLab/multi_task_multi_modal_knowledge_retrieval_benchmark_M2KR`:
   {task}_data/{split}-*.parquet                      queries (MIRe evaluates split "test")

@@ -1,4 +1,4 @@
-"""OK-VQA with its two retrieval corpora (FORMATS.md (e) and (f)).
+"""OK-VQA with its two retrieval corpora (docs/data_formats.md).
 
 OKVQA-GS (RA-VQA v2's Google-Search corpus), root = the folder holding `RAVQA_v2_data/` (MIRe: data/okvqa):
   RAVQA_v2_data/okvqa/pre-extracted_features/passages/okvqa_full_clean_corpus.csv   `kid,text`, 166,390 rows

@@ -1,4 +1,4 @@
-"""ReMuQ (FORMATS.md (g)). Root = MIRe's data/remuq, with WebQA's image TSV beside it:
+"""ReMuQ (docs/data_formats.md). Root = MIRe's data/remuq, with WebQA's image TSV beside it:
 
   {train,test}.json           RA-VQA retriever schema (`question_id`, `img_id`, `question`, `answers`, `ctxs`)
   open_corpus_195837.csv      `kid,text`, 195,837 rows

@@ -1,4 +1,4 @@
-"""ViD2R validation queries (FORMATS.md (c), MIRe's Vid2RLoader). Root = MIRe's data/vid2r:
+"""ViD2R validation queries (docs/data_formats.md; MIRe's Vid2RLoader). Root = MIRe's data/vid2r:
 
   ViD2R.json          one JSON array of `{"image", "id", "question", "document", "answer", ["negs"]}`
   images/...          image root (`image` is relative to it)
