@@ -6,6 +6,7 @@ state (optimiser, step, data iterator) lives in orbax checkpoints instead (`mire
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -75,6 +76,16 @@ def load_model(directory: str | os.PathLike) -> tuple[MIReConfig, dict]:
 
 class ModelFolderError(ValueError):
     """A model folder's file cannot be read; the message names it."""
+
+
+def params_fingerprint(config: MIReConfig, params) -> str:
+    """A short hash of a model (its config and every parameter): what was computed with one model (an encoded
+    corpus, cached text features) is reused only with the same model."""
+    import jax
+    h = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode())
+    for leaf in jax.tree_util.tree_leaves(params):
+        h.update(np.ascontiguousarray(np.asarray(leaf, np.float32)).tobytes())
+    return h.hexdigest()[:16]
 
 
 def resolve_model_dir(path: str | os.PathLike) -> str:

@@ -13,6 +13,7 @@ Which passage tokens are kept depends on the phase in MIRe's published code (yeo
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import string
@@ -74,6 +75,11 @@ class ColbertTokenizer:
             raise FileNotFoundError(f"WordPiece vocabulary not found: {vocab_file}")
         wp = tokenizers.BertWordPieceTokenizer(vocab_file, lowercase=lowercase)
         return cls(wp._tokenizer)  # the underlying Tokenizer: same pipeline, fewer wrappers
+
+    def fingerprint(self) -> str:
+        """A short hash of the WordPiece vocabulary (what token ids mean)."""
+        vocab = sorted(self._wp.get_vocab(with_added_tokens=True).items(), key=lambda kv: kv[1])
+        return hashlib.sha256("\n".join(token for token, _ in vocab).encode("utf-8")).hexdigest()[:16]
 
     def wordpieces(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids of each text, no special tokens, no truncation."""

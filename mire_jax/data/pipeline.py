@@ -10,7 +10,7 @@
 
 A batch is a dict of numpy arrays: q_ids, q_mask [B, Lq] int32; d_ids, d_mask [B, Ld] int32; d_keep
 [B, Ld] bool; and pixels [B, H, W, 3] float32 (CLIP-normalised NHWC) or vision_features [B, 1+S, v]
-float32. The iterator's `get_state()` is a JSON-able dict; `set_state()` on a fresh iterator of the same
+float32; with a text cache also q_text [B, Lq, dim] and d_text [B, Ld, dim] float32. The iterator's `get_state()` is a JSON-able dict; `set_state()` on a fresh iterator of the same
 pipeline (same config, including worker_count) resumes with exactly the batches that would have followed.
 """
 from __future__ import annotations
@@ -58,6 +58,8 @@ class PipelineConfig:
         count it, see `BatchIterator.num_skipped`) for a missing or undecodable image.
       image_root: where `image_id` paths are resolved when the records carry no image bytes.
       vision_cache_dir: read cached vision features (by image id) instead of decoding pixels.
+      text_cache_dir: also read the frozen text tower's outputs of each record (`mire_jax.data.text_cache`):
+        the batch then carries q_text [B, Lq, dim] and d_text [B, Ld, dim].
       read_threads, read_buffer: threads reading and preprocessing records, and their element buffer.
       worker_count, worker_buffer_size: worker processes (0 = none) and the batches each keeps ready.
       batch_prefetch: ready batches a background thread keeps in the main process (0 = none).
@@ -77,6 +79,7 @@ class PipelineConfig:
     image_policy: str = "fail"
     image_root: str | None = None
     vision_cache_dir: str | None = None
+    text_cache_dir: str | None = None
     read_threads: int = 8
     read_buffer: int = 64
     worker_count: int = 0
@@ -151,30 +154,48 @@ def _text(value: Any) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
+def record_texts(record: Mapping, index: int, use_instruction: bool = False) -> tuple[str, str, str]:
+    """-> (record id, query text, passage text) of a record, checked; `RecordError` names the record."""
+    record_id = _text(record["id"]) if record.get("id") is not None else "<no id>"
+    name = f"record {index} (id {record_id!r})"
+    for key in ("id", "question", "document", "image_id"):
+        if record.get(key) is None:
+            raise RecordError(f"{name}: missing required field {key!r}")
+    question, document = _text(record["question"]).strip(), _text(record["document"]).strip()
+    if not question:
+        raise RecordError(f"{name}: empty question")
+    if not document:
+        raise RecordError(f"{name}: empty document")
+    if use_instruction and record.get("instruction"):
+        question = f"{_text(record['instruction']).strip()} {question}"
+    return record_id, question, document
+
+
 class LoadExample:
-    """Record index -> checked example with pixels or vision features; a skip marker under the "skip" policy."""
+    """Record index -> checked example with pixels or vision features (and the cached text-tower outputs when
+    the run reads them); a skip marker under the "skip" policy."""
 
     def __init__(self, source, config: PipelineConfig):
         self._source = source
         self._cfg = config
         self._cache = FeatureCache(config.vision_cache_dir) if config.vision_cache_dir else None
+        self._text = None
+        if config.text_cache_dir:
+            self._text = tuple(FeatureCache(os.path.join(config.text_cache_dir, part))
+                               for part in ("queries", "passages"))
 
     def __call__(self, index: int) -> dict:
         record = self._source[index]
-        record_id = _text(record["id"]) if record.get("id") is not None else "<no id>"
-        name = f"record {index} (id {record_id!r})"
-        for key in ("id", "question", "document", "image_id"):
-            if record.get(key) is None:
-                raise RecordError(f"{name}: missing required field {key!r}")
-        question, document = _text(record["question"]).strip(), _text(record["document"]).strip()
-        if not question:
-            raise RecordError(f"{name}: empty question")
-        if not document:
-            raise RecordError(f"{name}: empty document")
-        if self._cfg.use_instruction and record.get("instruction"):
-            question = f"{_text(record['instruction']).strip()} {question}"
+        record_id, question, document = record_texts(record, index, self._cfg.use_instruction)
         image_id = _text(record["image_id"])
         example = {"id": record_id, "question": question, "document": document}
+        if self._text is not None:
+            queries, passages = self._text
+            if record_id not in queries or record_id not in passages:
+                raise RecordError(f"record {index} (id {record_id!r}) has no text features in the cache "
+                                  f"{self._cfg.text_cache_dir}")
+            example["q_text"], example["d_text"] = (np.asarray(queries[record_id], np.float32),
+                                                    np.asarray(passages[record_id], np.float32))
         try:
             if self._cache is not None:
                 example["vision_features"] = self._cached_features(image_id)
@@ -220,7 +241,9 @@ class Collate:
         batch = {"q_ids": q_ids.astype(np.int32), "q_mask": q_mask.astype(np.int32),
                  "d_ids": d_ids.astype(np.int32), "d_mask": d_mask.astype(np.int32), "d_keep": d_keep.astype(bool)}
         image_key = "vision_features" if "vision_features" in examples[0] else "pixels"
-        batch[image_key] = np.stack([e[image_key] for e in examples]).astype(np.float32)
+        for key in (image_key, "q_text", "d_text"):
+            if key in examples[0]:
+                batch[key] = np.stack([e[key] for e in examples]).astype(np.float32)
         if self._cfg.with_record_ids:
             batch["id"] = np.array([e["id"] for e in examples])
         batch[_SKIPPED_KEY] = np.asarray(sum(e.get(_SKIPPED_KEY, 0) for e in examples), np.int64)
@@ -378,4 +401,4 @@ def make_pipeline(source, tokenizer, config: PipelineConfig, **kwargs) -> InputP
 
 
 __all__ = ["BatchIterator", "Collate", "EpochShardIndices", "IMAGE_POLICIES", "InputPipeline", "LoadExample",
-           "PipelineConfig", "RecordError", "holdout_split", "make_pipeline"]
+           "PipelineConfig", "RecordError", "holdout_split", "make_pipeline", "record_texts"]

@@ -20,8 +20,6 @@ Each set is labelled with its metric protocol ("protocol") and with the protocol
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import os
 from typing import Sequence
 
@@ -35,6 +33,7 @@ from mire_jax.data.images import clip_preprocess
 from mire_jax.index import LateInteractionIndex
 from mire_jax.index.encode import encode_to_shards, model_encode_fn
 from mire_jax.index.shards import write_manifest
+from mire_jax.model_io import params_fingerprint
 from mire_jax.tokenizer import DROP_PADDING_ONLY, DROP_PUNCTUATION
 
 MODES = ("mire", "text_only")
@@ -78,13 +77,6 @@ class EvalSettings:
         ablation = f"_{self.image_ablation}" if self.image_ablation else ""
         return f"{self.mode}{ablation}_{self.protocol}"
 
-
-def params_fingerprint(config, params) -> str:
-    """A short hash of the model: encoded corpora are reused only for the model that made them."""
-    h = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode())
-    for leaf in jax.tree_util.tree_leaves(params):
-        h.update(np.ascontiguousarray(np.asarray(leaf, np.float32)).tobytes())
-    return h.hexdigest()[:16]
 
 
 def corpus_index(benchmark, config, params, tokenizer, workdir: str, settings: EvalSettings,

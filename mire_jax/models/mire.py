@@ -48,11 +48,20 @@ class MIRe(nn.Module):
         g, m, attn = self.pooling(t, vision_features, attention_mask)
         return jnp.concatenate([g, m], axis=1).astype(jnp.float32), attn
 
+    def masked_text_tokens(self, input_ids, attention_mask, deterministic=True, example_ids=None):
+        """T = linear(H) * mask: the projected, masked, NOT normalised text tokens [B, L, dim] (the pooling's
+        queries, and the text part of a full query)."""
+        t = self.text_tokens(input_ids, attention_mask, deterministic, example_ids)
+        return t * attention_mask[..., None].astype(jnp.float32)
+
     def encode_query(self, input_ids, attention_mask, pixel_values=None, vision_features=None, pretraining=False,
                      deterministic=True, example_ids=None):
         """-> [B, N, dim] L2-normalised. With an image N = n_g + h (+ L unless `pretraining`), without one N = L."""
-        t = self.text_tokens(input_ids, attention_mask, deterministic, example_ids)
-        t = t * attention_mask[..., None].astype(jnp.float32)
+        t = self.masked_text_tokens(input_ids, attention_mask, deterministic, example_ids)
+        return self.query_from_text(t, attention_mask, pixel_values, vision_features, pretraining)
+
+    def query_from_text(self, t, attention_mask, pixel_values=None, vision_features=None, pretraining=False):
+        """`encode_query` from the text tokens T (`masked_text_tokens`) onwards."""
         if pixel_values is None and vision_features is None:
             return l2_normalize(t)
         if vision_features is None:
@@ -62,7 +71,7 @@ class MIRe(nn.Module):
 
     def pooling_attention(self, input_ids, attention_mask, vision_features):
         """The pooling's attention over the patches [B, h, L, S] (for heatmaps)."""
-        t = self.text_tokens(input_ids, attention_mask) * attention_mask[..., None].astype(jnp.float32)
+        t = self.masked_text_tokens(input_ids, attention_mask)
         return self.visual_tokens(t, attention_mask, vision_features)[1]
 
     def encode_doc(self, input_ids, attention_mask, keep_mask, deterministic=True, example_ids=None):

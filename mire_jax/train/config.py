@@ -41,6 +41,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.image_root = ""
     c.data.image_policy = "fail"      # "fail" | "skip" a missing or corrupt image
     c.data.vision_cache_dir = ""      # train from cached vision features (train/cache_vision.py)
+    c.data.text_cache_dir = ""        # pre-training without dropout: cache the frozen text tower's outputs here
     c.data.query_maxlen = 40
     c.data.doc_maxlen = 400
     c.data.attend_to_mask_tokens = True

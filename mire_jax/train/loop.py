@@ -81,7 +81,7 @@ class TrainingData:
     num_validation_records: int = 0
 
 
-def build_data(cfg, tokenizer, workdir, image_size: int) -> TrainingData:
+def build_data(cfg, tokenizer, workdir, model_cfg: MIReConfig, params) -> TrainingData:
     from mire_jax.data import builders
     from mire_jax.data.pipeline import PipelineConfig, holdout_split, make_pipeline
     d, v = cfg.data, cfg.validation
@@ -101,13 +101,17 @@ def build_data(cfg, tokenizer, workdir, image_size: int) -> TrainingData:
     train_indices = held = None
     if v.holdout:
         train_indices, held = holdout_split(len(source), v.holdout, cfg.seed)
+    if d.text_cache_dir:
+        prepare_text_cache(cfg, tokenizer, model_cfg, params, source)
     processes = jax.process_count()
     pcfg = PipelineConfig(batch_size=cfg.batch_size // processes, accum_steps=cfg.accum_steps,
-                          image_size=image_size, query_maxlen=d.query_maxlen, doc_maxlen=d.doc_maxlen,
-                          attend_to_mask_tokens=d.attend_to_mask_tokens, use_instruction=d.use_instruction,
-                          seed=cfg.seed, reshuffle_each_epoch=d.reshuffle_each_epoch, image_policy=d.image_policy,
+                          image_size=model_cfg.vision.image_size, query_maxlen=d.query_maxlen,
+                          doc_maxlen=d.doc_maxlen, attend_to_mask_tokens=d.attend_to_mask_tokens,
+                          use_instruction=d.use_instruction, seed=cfg.seed,
+                          reshuffle_each_epoch=d.reshuffle_each_epoch, image_policy=d.image_policy,
                           image_root=image_root or None, vision_cache_dir=d.vision_cache_dir or None,
-                          read_threads=d.read_threads, worker_count=d.worker_count)
+                          text_cache_dir=d.text_cache_dir or None, read_threads=d.read_threads,
+                          worker_count=d.worker_count)
     data = TrainingData(make_pipeline(source, tokenizer, pcfg, record_indices=train_indices),
                         len(source) if train_indices is None else len(train_indices))
     if held is not None or v.split:
@@ -116,10 +120,24 @@ def build_data(cfg, tokenizer, workdir, image_size: int) -> TrainingData:
 
         def validation(global_batch: int):
             vcfg = dataclasses.replace(pcfg, batch_size=global_batch // processes, accum_steps=1, shuffle=False,
-                                       num_epochs=1, batch_prefetch=0)
+                                       num_epochs=1, batch_prefetch=0, text_cache_dir=None)
             return make_pipeline(val_source, tokenizer, vcfg, record_indices=val_indices)
         data.validation = validation
     return data
+
+
+def prepare_text_cache(cfg, tokenizer, model_cfg: MIReConfig, params, source) -> None:
+    """Fills `data.text_cache_dir` with the frozen text tower's outputs of every training record (each process its
+    share, resumable), then checks it was made with this run's model, tokenizer and lengths."""
+    from mire_jax.data.text_cache import TextCache, fill_text_cache, settings_of
+    d = cfg.data
+    settings = settings_of(model_cfg, params, tokenizer, d.query_maxlen, d.doc_maxlen, d.attend_to_mask_tokens)
+    written = fill_text_cache(d.text_cache_dir, source, tokenizer, model_cfg, params, settings,
+                              use_instruction=d.use_instruction, process_index=jax.process_index(),
+                              process_count=jax.process_count(), progress=hosts.is_writer())
+    _all_processes_reach("text features cached")
+    TextCache(d.text_cache_dir, settings)
+    log.info("text features of %d records cached in %s", written, d.text_cache_dir)
 
 
 def _check_config(cfg):
@@ -129,6 +147,9 @@ def _check_config(cfg):
         raise ValueError(f"temperature must be > 0, got {cfg.temperature}")
     if cfg.epochs < 0 or (not cfg.epochs and cfg.total_steps < 1):
         raise ValueError(f"set epochs > 0 or total_steps > 0 (epochs={cfg.epochs}, total_steps={cfg.total_steps})")
+    if cfg.data.text_cache_dir and (cfg.phase != "pretrain" or cfg.dropout):
+        raise ValueError("config.data.text_cache_dir: cached text features need a frozen text tower without "
+                         "dropout (phase 'pretrain', dropout False)")
     if cfg.validation.holdout and cfg.validation.split:
         raise ValueError("validation: give holdout (records held out of the training split) or split, not both")
     BatchLayout(cfg.batch_size, jax.device_count(), cfg.accum_steps, cfg.negatives_group)
@@ -160,7 +181,7 @@ def train(cfg, workdir: str) -> dict:
     os.makedirs(workdir, exist_ok=True)
     tokenizer = build_tokenizer(cfg)
     model_cfg, params = build_model(cfg, tokenizer)
-    data = build_data(cfg, tokenizer, workdir, model_cfg.vision.image_size)
+    data = build_data(cfg, tokenizer, workdir, model_cfg, params)
     steps_per_epoch = data.num_records // cfg.batch_size
     if cfg.epochs and not steps_per_epoch:
         raise ValueError(f"{data.num_records} training records make no batch of {cfg.batch_size}")

@@ -120,11 +120,16 @@ def _contrastive_fn(model_cfg: MIReConfig, step_cfg: StepConfig, layout: BatchLa
     def loss_fn(trainable, frozen, batch, vision_features, rng, positions, deterministic):
         variables = {"params": merge_params(trainable, frozen)}
         rngs = lambda i: {} if deterministic else {"dropout": jax.random.fold_in(rng, i)}
-        q = net.apply(variables, batch["q_ids"], batch["q_mask"], None, vision_features, pretraining, deterministic,
-                      positions, method=MIRe.encode_query, rngs=rngs(0))
         keep = batch["d_keep"].astype(bool)
-        d = net.apply(variables, batch["d_ids"], batch["d_mask"], keep, deterministic, positions,
-                      method=MIRe.encode_doc, rngs=rngs(1))
+        if "q_text" in batch:  # the frozen text tower's outputs, cached (pre-training with dropout off)
+            q = net.apply(variables, batch["q_text"], batch["q_mask"], None, vision_features, pretraining,
+                          method=MIRe.query_from_text)
+            d = batch["d_text"]
+        else:
+            q = net.apply(variables, batch["q_ids"], batch["q_mask"], None, vision_features, pretraining,
+                          deterministic, positions, method=MIRe.encode_query, rngs=rngs(0))
+            d = net.apply(variables, batch["d_ids"], batch["d_mask"], keep, deterministic, positions,
+                          method=MIRe.encode_doc, rngs=rngs(1))
         return in_batch_loss(q, d, keep, step_cfg.temperature, group_size=layout.group, group_axis=group_axis,
                              block=step_cfg.maxsim_block or "auto")
     return net, loss_fn
