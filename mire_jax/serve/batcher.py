@@ -1,0 +1,161 @@
+"""Micro-batching: concurrent requests share one call of the jitted query encoder and one index search.
+
+A request announces itself when it arrives (`expecting`), is read and preprocessed, then puts its query in the
+queue and awaits its answer. One worker task takes the first waiting query and, while other requests are known to
+be on their way, waits for them, at most `window_s` and until `max_batch` are waiting; a lone request therefore
+waits for nothing. The batch runs in one background thread, so the event loop keeps accepting requests meanwhile,
+and whatever arrives while a batch runs forms the next one: batches grow with the load.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import contextlib
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+
+class Busy(Exception):
+    """The queue is full: the request is refused rather than left to wait without bound."""
+
+
+@dataclasses.dataclass
+class Answer:
+    """A query's share of a batch: its result, the batch's size and when each stage happened."""
+    result: Any
+    batch_size: int
+    queued_s: float
+    run_s: float
+
+
+@dataclasses.dataclass
+class _Waiting:
+    item: Any
+    future: asyncio.Future
+    queued_at: float
+
+
+class MicroBatcher:
+    """Gathers concurrent `submit` calls into batches for `run_batch(items) -> results` (one result per item).
+
+    Args:
+        run_batch: runs in a worker thread, one batch at a time; returns a list aligned with its input, or
+            a single object that `split(result, i)` turns into item i's result.
+        max_batch: the most items one batch may hold.
+        window_s: how long the first item of a batch may wait for items announced by `expecting` (0: take only
+            what is already waiting).
+        max_queue: items allowed to wait; `submit` raises Busy beyond it.
+        split: see run_batch (default: index the returned list).
+    """
+
+    def __init__(self, run_batch: Callable[[Sequence[Any]], Any], *, max_batch: int, window_s: float,
+                 max_queue: int = 1024, split: Callable[[Any, int], Any] | None = None):
+        if max_batch < 1 or window_s < 0 or max_queue < 1:
+            raise ValueError(f"max_batch ({max_batch}) and max_queue ({max_queue}) must be positive and window_s "
+                             f"({window_s}) not negative")
+        self.run_batch = run_batch
+        self.max_batch = max_batch
+        self.window_s = window_s
+        self.max_queue = max_queue
+        self.split = split or (lambda results, i: results[i])
+        self.batch_sizes = collections.Counter()  # batches run, by size
+        self._expected = 0
+        self._waiting: collections.deque[_Waiting] = collections.deque()
+        self._arrived = asyncio.Event()
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="mire-batch")
+        self._task: asyncio.Task | None = None
+
+    @property
+    def queued(self) -> int:
+        return len(self._waiting)
+
+    @contextlib.contextmanager
+    def expecting(self):
+        """Announce an item being prepared: a batch being formed waits for it (within the window). Leave the
+        block right before `submit`, with no await between, so the worker never sees the item in neither place."""
+        self._expected += 1
+        try:
+            yield
+        finally:
+            self._expected -= 1
+            self._arrived.set()  # wake the worker: the item is queued next, or will never come
+
+    def start(self) -> None:
+        """Start the worker task (in the running event loop)."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._work(), name="mire-batcher")
+
+    async def stop(self) -> None:
+        """Stop the worker; queries still waiting are answered with Busy."""
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        while self._waiting:
+            waiting = self._waiting.popleft()
+            if not waiting.future.done():
+                waiting.future.set_exception(Busy("the server is shutting down"))
+        self._executor.shutdown(wait=True)
+
+    async def submit(self, item) -> Answer:
+        """Queue one item and wait for its share of a batch.
+
+        Raises:
+            Busy: `max_queue` items are already waiting.
+            Exception: whatever `run_batch` raised for the batch the item was in.
+        """
+        if len(self._waiting) >= self.max_queue:
+            raise Busy(f"{len(self._waiting)} queries are waiting; retry shortly")
+        future = asyncio.get_running_loop().create_future()
+        self._waiting.append(_Waiting(item, future, time.perf_counter()))
+        self._arrived.set()
+        return await future
+
+    async def _next_batch(self) -> list[_Waiting]:
+        while not self._waiting:
+            self._arrived.clear()
+            await self._arrived.wait()
+        if self.window_s > 0:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.window_s
+            while len(self._waiting) < self.max_batch and self._expected > 0:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                self._arrived.clear()
+                try:
+                    await asyncio.wait_for(self._arrived.wait(), remaining)
+                except asyncio.TimeoutError:
+                    break
+        batch = []
+        while self._waiting and len(batch) < self.max_batch:
+            waiting = self._waiting.popleft()
+            if not waiting.future.done():  # a client that went away cancels its future
+                batch.append(waiting)
+        return batch
+
+    async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._next_batch()
+            if not batch:
+                continue
+            started = time.perf_counter()
+            try:
+                results = await loop.run_in_executor(self._executor, self.run_batch, [w.item for w in batch])
+            except Exception as error:  # the batch failed: every query in it gets the error, the server goes on
+                for w in batch:
+                    if not w.future.done():
+                        w.future.set_exception(error)
+                continue
+            run_s = time.perf_counter() - started
+            self.batch_sizes[len(batch)] += 1
+            for i, w in enumerate(batch):
+                if not w.future.done():
+                    w.future.set_result(Answer(self.split(results, i), len(batch), started - w.queued_at, run_s))

@@ -1,0 +1,137 @@
+"""The micro-batcher alone (no model): concurrent items share batches up to the largest size, a lone item waits for
+nothing, items announced as arriving are waited for within the window, a full queue refuses, and a failing batch
+fails only its own items."""
+import asyncio
+import time
+
+import pytest
+
+from mire_jax.serve.batcher import Busy, MicroBatcher
+
+
+def _run(coroutine):
+    return asyncio.run(coroutine)
+
+
+def test_concurrent_items_share_batches_up_to_the_largest_size():
+    seen = []
+
+    def double(items):
+        seen.append(len(items))
+        time.sleep(0.01)
+        return [2 * x for x in items]
+
+    async def main():
+        batcher = MicroBatcher(double, max_batch=4, window_s=0.02)
+        batcher.start()
+        answers = await asyncio.gather(*(batcher.submit(i) for i in range(10)))
+        await batcher.stop()
+        return answers
+
+    answers = _run(main())
+    assert [a.result for a in answers] == [2 * i for i in range(10)]
+    assert max(seen) == 4 and sum(seen) == 10 and len(seen) == 3
+    assert all(a.batch_size in seen for a in answers)
+
+
+def test_a_lone_item_does_not_wait_for_the_window():
+    async def main():
+        batcher = MicroBatcher(lambda items: list(items), max_batch=16, window_s=1.0)
+        batcher.start()
+        t0 = time.perf_counter()
+        answer = await batcher.submit("x")
+        elapsed = time.perf_counter() - t0
+        await batcher.stop()
+        return answer, elapsed
+
+    answer, elapsed = _run(main())
+    assert answer.result == "x" and answer.batch_size == 1
+    assert elapsed < 0.5
+
+
+def test_announced_items_are_waited_for_within_the_window():
+    seen = []
+
+    async def arrive_late(batcher, item, delay, submit=True):
+        with batcher.expecting():
+            await asyncio.sleep(delay)
+        if submit:
+            return await batcher.submit(item)
+
+    async def main():
+        batcher = MicroBatcher(lambda items: seen.append(list(items)) or list(items), max_batch=8, window_s=0.3)
+        batcher.start()
+        t0 = time.perf_counter()
+        # "b" is announced before "a" is queued and arrives 50 ms later: both share one batch
+        late = asyncio.ensure_future(arrive_late(batcher, "b", 0.05))
+        await asyncio.sleep(0)
+        a = await batcher.submit("a")
+        await late
+        shared_s = time.perf_counter() - t0
+        # an announced request that never comes (refused while being read) releases the batch at once
+        gone = asyncio.ensure_future(arrive_late(batcher, "x", 0.05, submit=False))
+        await asyncio.sleep(0)
+        t1 = time.perf_counter()
+        await batcher.submit("c")
+        released_s = time.perf_counter() - t1
+        await gone
+        # one that takes longer than the window is not waited for beyond it
+        slow = asyncio.ensure_future(arrive_late(batcher, "e", 0.6))
+        await asyncio.sleep(0)
+        t2 = time.perf_counter()
+        await batcher.submit("d")
+        windowed_s = time.perf_counter() - t2
+        await slow
+        await batcher.stop()
+        return a, shared_s, released_s, windowed_s
+
+    a, shared_s, released_s, windowed_s = _run(main())
+    assert seen == [["a", "b"], ["c"], ["d"], ["e"]] and a.batch_size == 2
+    assert 0.04 <= shared_s < 0.25
+    assert 0.04 <= released_s < 0.25
+    assert 0.25 <= windowed_s < 0.55
+
+
+def test_no_window_runs_items_one_at_a_time():
+    seen = []
+
+    async def main():
+        batcher = MicroBatcher(lambda items: seen.append(len(items)) or list(items), max_batch=1, window_s=0.0)
+        batcher.start()
+        await asyncio.gather(*(batcher.submit(i) for i in range(5)))
+        await batcher.stop()
+
+    _run(main())
+    assert seen == [1] * 5
+
+
+def test_a_full_queue_refuses_and_a_failing_batch_fails_its_items_only():
+    release = None
+
+    def slow_or_failing(items):
+        if "fail" in items:
+            raise RuntimeError("bad batch")
+        release.wait(5)
+        return list(items)
+
+    async def main():
+        nonlocal release
+        import threading
+        release = threading.Event()
+        batcher = MicroBatcher(slow_or_failing, max_batch=1, window_s=0.0, max_queue=2)
+        batcher.start()
+        first = asyncio.ensure_future(batcher.submit("a"))
+        await asyncio.sleep(0.05)  # "a" is running; two more may wait
+        waiting = [asyncio.ensure_future(batcher.submit(x)) for x in ("b", "fail")]
+        await asyncio.sleep(0)
+        with pytest.raises(Busy):
+            await batcher.submit("c")
+        release.set()
+        results = await asyncio.gather(first, *waiting, return_exceptions=True)
+        after = await batcher.submit("d")
+        await batcher.stop()
+        return results, after
+
+    (a, b, failed), after = _run(main())
+    assert a.result == "a" and b.result == "b" and after.result == "d"
+    assert isinstance(failed, RuntimeError)
