@@ -1,7 +1,11 @@
 """Shared by every test: offline Hugging Face, a persistent compilation cache, the fixture folders, the real
-MiniLM WordPiece tokenizer, and the ViD2R fixture built as a dataset."""
+MiniLM WordPiece tokenizer, the ViD2R fixture built as a dataset, and the quick demo run once."""
+import dataclasses
+import json
 import os
 import pathlib
+import shlex
+import subprocess
 import sys
 import tempfile
 
@@ -16,6 +20,8 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # tests/torch_oracle.py for every folder
 
 FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures"
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SERVE_PREFIX = "python -m mire_jax.serve"
 
 
 @pytest.fixture(scope="session")
@@ -36,3 +42,40 @@ def vid2r_source(tmp_path_factory):
     from mire_jax.data import builders
     builder = builders.prepare("vid2r", data_dir=tmp_path_factory.mktemp("tfds"), manual_dir=FIXTURES / "vid2r")
     return builder.as_data_source(split="train")
+
+
+@dataclasses.dataclass
+class QuickDemo:
+    out: pathlib.Path
+    serve_args: list[str]          # the arguments of the printed serve command
+    queries: list[dict]            # the zero-shot queries: id, question, image, document_id, answer
+    passages: dict[str, str]       # id -> text of the served corpus
+    results: dict                  # the demo's results.json
+
+    def image_bytes(self, query: dict) -> bytes:
+        return (self.out / "data" / "images" / query["image"]).read_bytes()
+
+
+@pytest.fixture(scope="session")
+def quick_demo(tmp_path_factory) -> QuickDemo:
+    """`python -m mire_jax.demo --quick` once per session (about a minute on 2 cores).
+
+    MIRE_SERVE_TEST_DEMO_DIR names a folder to keep the run in: a finished run there (its stdout saved as
+    stdout.txt) is reused instead of running the demo again.
+    """
+    kept = os.environ.get("MIRE_SERVE_TEST_DEMO_DIR")
+    out = pathlib.Path(kept) if kept else tmp_path_factory.mktemp("serve_demo") / "demo"
+    stdout_file = out / "stdout.txt"
+    if not stdout_file.exists():
+        proc = subprocess.run([sys.executable, "-m", "mire_jax.demo", "--quick", "--out", str(out)], cwd=ROOT,
+                              capture_output=True, text=True, timeout=1800, check=False)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        stdout_file.write_text(proc.stdout)
+    stdout = stdout_file.read_text()
+    commands = [line for line in stdout.splitlines() if line.startswith(SERVE_PREFIX)]
+    assert len(commands) == 1, f"the demo should print one serve command, printed: {stdout[-2000:]}"
+    read = lambda path: [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return QuickDemo(out=out, serve_args=shlex.split(commands[0])[len(SERVE_PREFIX.split()):],
+                     queries=read(out / "data" / "zeroshot" / "test.jsonl"),
+                     passages={str(r["id"]): r["text"] for r in read(out / "data" / "corpora" / "zeroshot.jsonl")},
+                     results=json.loads((out / "results.json").read_text()))

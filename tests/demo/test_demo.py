@@ -1,15 +1,9 @@
 """Smoke test of `make demo`: the whole path (data -> warm-ups -> ViD2R -> cache -> pre-training -> zero-shot
 evaluation -> export -> report) at tiny sizes and a few steps."""
-import json
-import os
-import pathlib
 import re
-import subprocess
-import sys
 
 from mire_jax import convert
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 ROWS = ["text_only", "text_only_shuffled", "mire", "mire_shuffled", "mire_residual", "mire_residual_shuffled"]
 
 
@@ -27,12 +21,10 @@ def _check_hit_rates(row: dict, num_queries: int) -> None:
     assert abs(reciprocal_ranks - round(reciprocal_ranks)) < 1e-6, row["MRR@5"]
 
 
-def test_quick_demo_runs_the_whole_path(tmp_path):
-    out = tmp_path / "demo"
-    proc = subprocess.run([sys.executable, "-m", "mire_jax.demo", "--quick", "--out", str(out)], capture_output=True,
-                          text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)), cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    results = json.loads((out / "results.json").read_text())
+def test_quick_demo_runs_the_whole_path(quick_demo):
+    """The quick demo (run once per session by the `quick_demo` fixture, shared with the serving tests)."""
+    out, stdout = quick_demo.out, (quick_demo.out / "stdout.txt").read_text()
+    results = quick_demo.results
     assert list(results["results"]) == ROWS
     sizes = re.search(r"\((\d+) queries, (\d+) passages", results["benchmark"])
     num_queries, num_passages = int(sizes[1]), int(sizes[2])
@@ -42,7 +34,8 @@ def test_quick_demo_runs_the_whole_path(tmp_path):
     # the text-only baseline does not look at the picture, so shuffling pictures cannot change it
     assert results["results"]["text_only"] == results["results"]["text_only_shuffled"]
     report = (out / "report.md").read_text()
-    assert "| mire_residual_shuffled |" in report and "mire_residual" in proc.stdout
+    assert "| mire_residual_shuffled |" in report and "mire_residual" in stdout
+    assert quick_demo.serve_args[:2] == ["--model", str(out / "train" / "mire" / "model")]
     for name in ("curves_mire.png", "curves_mire_residual.png", "attention_0.png", "attention_1.png"):
         assert (out / name).stat().st_size > 2000, name
     exported = convert.load_state_dict(out / "mire_pytorch.safetensors")

@@ -1,10 +1,7 @@
-"""The serving tests' world: the quick demo run once (its trained model, saved index and passages), and one server
-over it started with the command the demo prints, on a free loopback port."""
+"""The serving tests' server: one over the quick demo's model, saved index and passages (the `quick_demo` fixture of
+tests/conftest.py), started with the command the demo prints, on a free loopback port."""
 import dataclasses
-import json
-import os
 import pathlib
-import shlex
 import subprocess
 import sys
 import time
@@ -12,47 +9,9 @@ import time
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-SERVE_PREFIX = "python -m mire_jax.serve"
 # Small batch shapes compile fast at start-up; a small image limit keeps the oversized uploads of the tests small.
 TEST_SERVER_FLAGS = ["--host", "127.0.0.1", "--port", "0", "--batch-sizes", "1,4", "--window-ms", "5",
                      "--max-image-bytes", str(256 * 1024), "--log-level", "warning"]
-
-
-@dataclasses.dataclass
-class QuickDemo:
-    out: pathlib.Path
-    serve_args: list[str]          # the arguments of the printed serve command
-    queries: list[dict]            # the zero-shot queries: id, question, image, document_id, answer
-    passages: dict[str, str]       # id -> text of the served corpus
-    results: dict                  # the demo's results.json
-
-    def image_bytes(self, query: dict) -> bytes:
-        return (self.out / "data" / "images" / query["image"]).read_bytes()
-
-
-@pytest.fixture(scope="session")
-def quick_demo(tmp_path_factory) -> QuickDemo:
-    """`python -m mire_jax.demo --quick` once per session (about a minute on 2 cores).
-
-    MIRE_SERVE_TEST_DEMO_DIR names a folder to keep the run in: a finished run there (its stdout saved as
-    stdout.txt) is reused instead of running the demo again.
-    """
-    kept = os.environ.get("MIRE_SERVE_TEST_DEMO_DIR")
-    out = pathlib.Path(kept) if kept else tmp_path_factory.mktemp("serve_demo") / "demo"
-    stdout_file = out / "stdout.txt"
-    if not stdout_file.exists():
-        proc = subprocess.run([sys.executable, "-m", "mire_jax.demo", "--quick", "--out", str(out)], cwd=ROOT,
-                              capture_output=True, text=True, timeout=1800, check=False)
-        assert proc.returncode == 0, proc.stderr[-4000:]
-        stdout_file.write_text(proc.stdout)
-    stdout = stdout_file.read_text()
-    commands = [line for line in stdout.splitlines() if line.startswith(SERVE_PREFIX)]
-    assert len(commands) == 1, f"the demo should print one serve command, printed: {stdout[-2000:]}"
-    read = lambda path: [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return QuickDemo(out=out, serve_args=shlex.split(commands[0])[len(SERVE_PREFIX.split()):],
-                     queries=read(out / "data" / "zeroshot" / "test.jsonl"),
-                     passages={str(r["id"]): r["text"] for r in read(out / "data" / "corpora" / "zeroshot.jsonl")},
-                     results=json.loads((out / "results.json").read_text()))
 
 
 @dataclasses.dataclass
