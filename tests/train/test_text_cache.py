@@ -1,40 +1,25 @@
 """Pre-training with the frozen text tower's outputs cached (dropout off) trains exactly as without the cache."""
-import importlib.util
 import json
 import os
-import pathlib
 
 import pytest
 
 from mire_jax.data.feature_cache import FeatureCacheError
+from tiny_setup import tiny_config
 from mire_jax.train.loop import train
 
-TINY = pathlib.Path(__file__).resolve().parents[2] / "configs" / "tiny.py"
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    from mire_jax.demo.world import SyntheticSizes, generate
-    out = tmp_path_factory.mktemp("text_cache") / "data"
-    generate(out, sizes=SyntheticSizes.tiny(), progress=False)
-    return str(out)
+def world(tiny_world):
+    return tiny_world
 
 
 def _config(world, **overrides):
-    spec = importlib.util.spec_from_file_location("tiny", TINY)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    cfg = module.get_config(world)
-    cfg.phase, cfg.dropout, cfg.temperature, cfg.log_every, cfg.total_steps = "pretrain", False, 0.3, 1, 4
-    cfg.batch_size, cfg.negatives_group = 8, 8
-    cfg.validation.split = ""
-    for key, value in overrides.items():
-        node = cfg
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    return cfg
+    """Pre-training on the tiny world, dropout off, 4 steps of one group of 8, no validation."""
+    base = {"phase": "pretrain", "dropout": False, "temperature": 0.3, "log_every": 1, "total_steps": 4,
+            "batch_size": 8, "negatives_group": 8, "validation.split": ""}
+    return tiny_config(world, **{**base, **overrides})
 
 
 def _losses(workdir):

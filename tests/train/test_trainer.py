@@ -1,5 +1,4 @@
 """The training loop on the tiny config: exact resume, kill -9, SIGTERM, NaN, bad config, logs."""
-import importlib.util
 import json
 import os
 import pathlib
@@ -12,35 +11,19 @@ import time
 
 import pytest
 
+from tiny_setup import TINY, tiny_config
 from mire_jax.train.loop import TrainingDiverged, train
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-TINY = ROOT / "configs" / "tiny.py"
 
 
 @pytest.fixture(scope="module")
-def synthetic_dir(tmp_path_factory):
-    """The world of configs/tiny.py, written beforehand as a user would with `python -m mire_jax.demo.world`."""
-    from mire_jax.demo.world import SyntheticSizes, generate
-    out = tmp_path_factory.mktemp("tiny") / "data"
-    generate(out, sizes=SyntheticSizes.tiny(), progress=False)
-    return str(out)
+def synthetic_dir(tiny_world):
+    return tiny_world
 
 
 def _config(synthetic_dir, **overrides):
-    spec = importlib.util.spec_from_file_location("tiny", TINY)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    cfg = module.get_config(synthetic_dir)
-    cfg.log_every = 1
-    cfg.batch_size = 8
-    for key, value in overrides.items():
-        node = cfg
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    return cfg
+    return tiny_config(synthetic_dir, **{"log_every": 1, "batch_size": 8, **overrides})
 
 
 def _metrics(workdir, validation=False):
