@@ -13,6 +13,8 @@ runs/evaluate_retrieval.py): the top 100 passages of every query, queries of 64 
 | vid2r_val   | data/vid2r    | ViD2R passages of the first 5000 queries |
 
     python eval/evaluate.py --config configs/eval.py:okvqa_gs --checkpoint runs/pretrain/model --workdir runs/eval
+
+Images kept elsewhere (e.g. the COCO images MIRe keeps in data/vid2r/images): --config.image_root=/path/to/images.
 """
 import ml_collections
 
@@ -27,6 +29,7 @@ def get_config(arg: str = "okvqa_gs") -> ml_collections.ConfigDict:
     c.benchmark = arg                # a name of mire_jax.eval.benchmarks.LOADERS (or one of its aliases)
     c.root = ROOTS[arg]              # the download folder, laid out as the original
     c.split = ""                     # "" = the split MIRe evaluates
+    c.image_root = ""                # "" = the images inside `root`; else the folder holding them (ReMuQ: webqa/)
     c.protocol = "published"         # "published" (MIRe's evaluation) | "textbook"; see docs/evaluation.md
     c.k = 100
     c.query_maxlen = 64
@@ -36,10 +39,11 @@ def get_config(arg: str = "okvqa_gs") -> ml_collections.ConfigDict:
     c.shard_size = 10_000
     c.seed = 0
     c.tokenizer = ""                 # "" = the vocab.txt / tokenizer.json in the checkpoint folder
-    c.index = ml_collections.ConfigDict()  # LateInteractionIndex options (mire_jax/index); None = by corpus size
+    c.index = ml_collections.ConfigDict()  # LateInteractionIndex options (mire_jax/index); None = calibrated
     c.index.mode = "auto"            # "auto" | "scann" | "exact"
     c.index.num_leaves = ml_collections.FieldReference(None, field_type=int)
     c.index.leaves_to_search = ml_collections.FieldReference(None, field_type=int)
     c.index.neighbors_per_token = ml_collections.FieldReference(None, field_type=int)
-    c.index.rerank_passages = 400
+    c.index.rerank_passages = ml_collections.FieldReference(None, field_type=int)  # None = calibrated
+    c.index_recall_sample = 256      # benchmark queries on which the index's recall against exact is measured
     return c

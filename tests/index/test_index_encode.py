@@ -74,8 +74,8 @@ def test_resume_after_interruption_skips_finished_shards(tmp_path):
     a = LateInteractionIndex.from_shards(tmp_path / "s", {"mode": "exact"}, progress=False)
     b = LateInteractionIndex.from_shards(tmp_path / "t", {"mode": "exact"}, progress=False)
     np.testing.assert_array_equal(a.search(queries, mask, 10)[0], b.search(queries, mask, 10)[0])
-    approx = LateInteractionIndex.from_shards(tmp_path / "s", {"mode": "scann", "rerank_passages": 100},
-                                              progress=False)
+    approx = LateInteractionIndex.from_shards(tmp_path / "s", {"mode": "scann", "rerank_passages": 100,
+                                                                "calibrate": False}, progress=False)
     assert approx.search(queries, mask, 1)[0].tolist() == a.search(queries, mask, 1)[0].tolist()
 
 

@@ -9,7 +9,7 @@ from mire_jax.index.synthetic import SyntheticCorpus, SyntheticSpec
 
 SPEC = SyntheticSpec(num_passages=2000, mean_length=32, vocab_size=8000, num_common=100, num_topics=150,
                      topic_vocab=80)
-SCANN = IndexConfig(mode="scann", rerank_passages=200)
+SCANN = IndexConfig(mode="scann", rerank_passages=200, calibrate=False)  # rule-of-thumb search settings
 
 
 @pytest.fixture(scope="module")
@@ -84,9 +84,13 @@ def test_exact_mode_pads_when_k_exceeds_corpus():
 
 def test_auto_mode_follows_corpus_size():
     assert IndexConfig().resolve(1_000).mode == "exact"
-    big = IndexConfig().resolve(6_400_000)
-    assert big.mode == "scann" and big.num_leaves == 4096 and big.leaves_to_search >= 100
-    assert IndexConfig(num_leaves=100, leaves_to_search=7).resolve(6_400_000).leaves_to_search == 7
+    big = IndexConfig().resolve(6_400_000, 128, 3_200_000)
+    assert big.mode == "scann" and big.num_leaves == 2048 and big.dims_per_block == 4
+    assert big.leaves_to_search is None  # left to calibration
+    assert big.with_default_search(3_200_000).leaves_to_search >= 60
+    assert IndexConfig(num_leaves=100, leaves_to_search=7).resolve(6_400_000).with_default_search(
+        6_400_000).leaves_to_search == 7
+    assert IndexConfig().resolve(10**6, dim=64).dims_per_block == 2  # 16 bytes of codes per token
 
 
 def test_save_load_gives_identical_results(corpus, scann_index, saved):
@@ -100,7 +104,8 @@ def test_save_load_gives_identical_results(corpus, scann_index, saved):
     np.testing.assert_array_equal(scores_a, scores_b)
 
 
-@pytest.mark.parametrize("name", ["embeddings.npy", "scann/hashed_dataset.npy", "ids.json"])
+@pytest.mark.parametrize("name", ["shard_000000/embeddings.npy", "shard_000000/scann/hashed_dataset.npy",
+                                  "shard_000000/ids.json", "index.json"])
 def test_altered_index_file_is_refused_by_name(saved, tmp_path, name):
     copy = tmp_path / "copy"
     shutil.copytree(saved, copy)
@@ -112,7 +117,8 @@ def test_altered_index_file_is_refused_by_name(saved, tmp_path, name):
         LateInteractionIndex.load(copy)
 
 
-@pytest.mark.parametrize("name", ["offsets.npy", "scann/ah_codebook.pb", "manifest.json"])
+@pytest.mark.parametrize("name", ["shard_000000/offsets.npy", "shard_000000/scann/ah_codebook.pb",
+                                  "shard_000000/shard.json", "manifest.json"])
 def test_missing_index_file_is_refused_by_name(saved, tmp_path, name):
     copy = tmp_path / "copy"
     shutil.copytree(saved, copy)

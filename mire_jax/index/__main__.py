@@ -1,0 +1,111 @@
+"""Build or search a late-interaction index from the command line, in one process or many.
+
+    python -m mire_jax.index build --encoded SHARDS/ --index INDEX/ [--config '{"shard_tokens": 4194304}']
+        [--calibration-queries Q.npz]
+    python -m mire_jax.index search --index INDEX/ --queries Q.npz --out RESULTS.npz [--k 100] [--exact]
+        [--with-exact]
+
+SHARDS/ is an encoded corpus (`mire_jax.index.shards`, e.g. from eval/encode_corpus.py); query files are
+.npz with `queries` [B, Nq, dim] and `mask` [B, Nq]. Several processes (hosts of a pod, or processes on one
+machine) join through MIRE_COORDINATOR, MIRE_NUM_PROCESSES and MIRE_PROCESS_ID (`mire_jax.train.hosts`):
+each builds and serves its own index shards; process 0 writes the results. `search` also records the time
+and every process's peak memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+
+import numpy as np
+
+
+def _peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _queries(path):
+    if path is None:
+        return None
+    data = np.load(path)
+    return data["queries"], data["mask"]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    build = sub.add_parser("build", help="index an encoded corpus, shard by shard (resumable)")
+    build.add_argument("--encoded", required=True)
+    build.add_argument("--index", required=True)
+    build.add_argument("--config", default="{}", help="IndexConfig fields as JSON")
+    build.add_argument("--calibration-queries", default=None)
+    build.add_argument("--no-verify", action="store_true", help="check sizes, not sha256, of the input")
+    search = sub.add_parser("search", help="search a saved index")
+    search.add_argument("--index", required=True)
+    search.add_argument("--queries", required=True)
+    search.add_argument("--out", required=True)
+    search.add_argument("--k", type=int, default=100)
+    search.add_argument("--exact", action="store_true")
+    search.add_argument("--with-exact", action="store_true", help="also store exact search's results (exact_*)")
+    search.add_argument("--repeat", type=int, default=1, help="timed repetitions (after one warm-up)")
+    for p in (build, search):
+        p.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+
+    from mire_jax.train.hosts import initialize_distributed
+    initialize_distributed()
+    import jax
+
+    from mire_jax.index import LateInteractionIndex
+    from mire_jax.index import distributed as dist
+
+    layout = dist.current_layout()
+    if args.command == "build":
+        t0 = time.perf_counter()
+        index = LateInteractionIndex.from_shards(args.encoded, json.loads(args.config), verify=not args.no_verify,
+                                                 progress=not args.no_progress, directory=args.index,
+                                                 calibration_queries=_queries(args.calibration_queries))
+        seconds = time.perf_counter() - t0
+        peaks = dist.allgather(np.array([_peak_rss_bytes()], np.int64), layout)[:, 0]
+        if layout.index == 0:
+            print("RESULT " + json.dumps({"seconds": seconds, "peak_rss_bytes_per_process": peaks.tolist(),
+                                          "build": index.build_info, "calibration": index.calibration,
+                                          "config": {k: v for k, v in vars(index.config).items()}}))
+        return 0
+
+    t0 = time.perf_counter()
+    index = LateInteractionIndex.load(args.index, verify=False)
+    load_s = time.perf_counter() - t0
+    q, m = _queries(args.queries) if layout.index == 0 else (None, None)
+    warm = min(len(q), index.config.query_batch) if q is not None else 0
+    warm = int(dist.broadcast(np.array([warm], np.int32), layout, (1,), np.int32)[0])
+    index.search_positions(None if q is None else q[:warm], None if m is None else m[:warm], args.k,
+                           exact=args.exact)
+    times = []
+    for _ in range(args.repeat):
+        t0 = time.perf_counter()
+        positions, scores = index.search_positions(q, m, args.k, exact=args.exact)
+        times.append(time.perf_counter() - t0)
+    results = {"": (positions, scores)}
+    if args.with_exact:
+        results["exact_"] = index.search_positions(q, m, args.k, exact=True)
+    peaks = dist.allgather(np.array([_peak_rss_bytes()], np.int64), layout)[:, 0]
+    if layout.index == 0:
+        arrays = {}
+        for prefix, (pos, sc) in results.items():
+            ids = np.array([str(index.ids[p]) if p >= 0 else "" for p in pos.reshape(-1)]).reshape(pos.shape)
+            arrays.update({f"{prefix}positions": pos, f"{prefix}scores": sc, f"{prefix}ids": ids})
+        np.savez(args.out, **arrays)
+        print("RESULT " + json.dumps({"load_s": load_s, "search_s": min(times), "queries": int(len(q)),
+                                      "queries_per_s": len(q) / min(times), "processes": layout.count,
+                                      "peak_rss_bytes_per_process": peaks.tolist(),
+                                      "shards_per_process": int(len(index.shards)),
+                                      "devices": jax.device_count()}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

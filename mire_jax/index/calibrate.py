@@ -1,0 +1,369 @@
+"""Calibration: the index measures its own recall against exact search and picks its search settings.
+
+Queries (real ones when the caller has them, else drawn from the corpus by `draw_queries`) are searched
+exactly once (`mire_jax.index.exact`, MaxSim from `mire_jax.scoring`) for their true top 100. Then a
+small grid of search settings is evaluated, ordered by cost: partitions probed (a fraction of each shard's
+leaves), neighbours per query token, the first stage's fill, and candidates reranked. Because the rerank
+is exact, a true top-k passage is returned exactly when it is among the reranked candidates, so the
+recall of every rerank depth follows from one first-stage ranking per (probe, neighbours, fill), and one
+ScaNN search per probe serves every neighbour count (ScaNN returns each token's neighbours best first).
+Costs per query are measured here (ScaNN time per probe, first-stage time, rerank time per candidate);
+the cheapest setting reaching both targets wins, and exact search when it is cheaper still. Under
+`jax.distributed` every process evaluates its own shards; found counts are summed and times maxed over
+processes, so all processes choose the same settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+
+import numpy as np
+
+from mire_jax.index import distributed as dist
+from mire_jax.index.config import SEARCH_FIELDS, IndexConfig
+
+RERANK_GRID = (100, 125, 160, 200, 250, 320, 400, 500, 640, 800, 1000, 1250, 1600, 2000, 2500, 3200, 4000)
+NEIGHBOR_GRID = (128, 256, 512, 1024, 2048, 4096, 8192, 16384)
+LEAF_FRACTIONS = (1 / 256, 1 / 128, 1 / 64, 1 / 32, 1 / 16, 1 / 8)
+FILL_GRID = (0.8, 0.5)
+TRUTH_K = 100
+SOURCE_SHARE, NEIGHBOUR_SHARE = 0.5, 0.35  # of a drawn query's tokens; the rest are random corpus tokens
+NEIGHBOURS = 10  # passages near the source that a drawn query also takes tokens from
+PERTURBATION = (0.3, 0.9)  # range of the norm of the noise added to a drawn query's tokens
+
+
+def draw_queries(index, count: int, tokens: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Calibration queries that look like real ones, drawn from the corpus.
+
+    A real query shares some words with its best passages and is about their topic: each drawn query takes
+    `SOURCE_SHARE` of its tokens from a source passage, `NEIGHBOUR_SHARE` from passages near the source
+    (found by searching the source's own tokens) and the rest from random corpus tokens (generic words),
+    every token perturbed (Gaussian noise of a norm drawn per query from `PERTURBATION`, then
+    re-normalised); 3/4 to all of its
+    `tokens` are kept. Under `jax.distributed` each process draws its share from its own shards and all
+    processes get all queries.
+
+    Returns:
+        (embeddings [count, tokens, dim] float32, mask [count, tokens] bool).
+    """
+    layout = index.layout
+    per_process = math.ceil(count / layout.count)
+    rng = np.random.default_rng([seed, layout.index])
+    embeddings, offsets = index.embeddings, index._local_view()[1]
+    dim = embeddings.shape[1]
+    lengths = np.diff(offsets)
+    nonempty = np.flatnonzero(lengths > 0)
+    if len(nonempty) == 0:  # a process serving no passage draws empty queries
+        q, mask = np.zeros((per_process, tokens, dim), np.float32), np.zeros((per_process, tokens), bool)
+        return (dist.allgather(q, layout).reshape(-1, tokens, dim)[:count],
+                dist.allgather(mask, layout).reshape(-1, tokens)[:count])
+    sources = rng.choice(nonempty, per_process)
+    neighbours = _neighbours(index, embeddings, offsets, sources, tokens)
+    q = np.zeros((per_process, tokens, dim), np.float32)
+    mask = np.zeros((per_process, tokens), bool)
+    for b, source in enumerate(sources):
+        n = int(rng.integers(max(1, tokens * 3 // 4), tokens + 1))
+        n_src, n_near = max(1, round(n * SOURCE_SHARE)), round(n * NEIGHBOUR_SHARE)
+        near = neighbours[b] if len(neighbours[b]) else np.array([source])
+        near = rng.choice(near, n_near)
+        rows = np.concatenate([offsets[source] + rng.integers(0, lengths[source], n_src),
+                               offsets[near] + rng.integers(0, np.maximum(lengths[near], 1)),
+                               rng.integers(0, offsets[-1], n - n_src - n_near)])
+        order = np.argsort(rows, kind="stable")  # sorted reads, original order kept
+        x = np.empty((n, dim), np.float32)
+        x[order] = np.asarray(embeddings[rows[order]], np.float32)
+        noise = rng.uniform(*PERTURBATION)  # queries of varied difficulty
+        x += rng.standard_normal(x.shape).astype(np.float32) * (noise / np.sqrt(dim))
+        q[b, :n] = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        mask[b, :n] = True
+    q = dist.allgather(q, layout).reshape(-1, tokens, dim)[:count]
+    mask = dist.allgather(mask, layout).reshape(-1, tokens)[:count]
+    return q, mask
+
+
+def _neighbours(index, embeddings, offsets, sources, tokens: int) -> list[np.ndarray]:
+    """Local positions of the passages nearest each source passage (its first `tokens` tokens as the
+    query; ranks 2 to `NEIGHBOURS` + 1 of an approximate search with rule-of-thumb settings)."""
+    from mire_jax.index.late_interaction import SearchSettings
+
+    q = np.zeros((len(sources), tokens, embeddings.shape[1]), np.float32)
+    m = np.zeros((len(sources), tokens), bool)
+    for b, source in enumerate(sources):
+        rows = np.arange(offsets[source], min(offsets[source + 1], offsets[source] + tokens))
+        q[b, :len(rows)] = np.asarray(embeddings[rows], np.float32)
+        m[b, :len(rows)] = True
+    if index.searcher is None:
+        return [np.zeros(0, np.int64)] * len(sources)
+    settings = SearchSettings.of(index.config.with_default_search(int(offsets[-1])))
+    candidates = [pos for pos, _ in index.scored_candidates(q, m, NEIGHBOURS * 4, settings)]
+    found, _ = index.rerank(q, m, candidates, NEIGHBOURS + 1)
+    local = index.to_local(np.maximum(found, 0))
+    return [row[(f >= 0) & (row != s)][:NEIGHBOURS] for row, f, s in zip(local, found, sources)]
+
+
+def exact_report(config: IndexConfig) -> dict:
+    """The calibration record of an exact index: its recall is 1 by construction."""
+    return {"mode": "exact", "reached": True, "measured": {"recall@10": 1.0, "recall@100": 1.0},
+            "targets": {"recall@10": config.target_recall_at_10, "recall@100": config.target_recall_at_100},
+            "num_queries": 0, "queries": "none: exact search", "note": "exact search: recall 1 by construction"}
+
+
+def _ranks(candidates: list[np.ndarray], truth: np.ndarray, width: int) -> np.ndarray:
+    """[Q, width]: rank of each true top-`width` passage among its query's candidates (large if absent)."""
+    out = np.full((len(truth), width), np.iinfo(np.int32).max, np.int64)
+    for b, cand in enumerate(candidates):
+        t = truth[b, :width]
+        order = np.argsort(t)
+        sorted_t = t[order]
+        at = np.minimum(np.searchsorted(sorted_t, cand), width - 1)
+        hit = (sorted_t[at] == cand) & (cand >= 0)
+        out[b, order[at[hit]]] = np.flatnonzero(hit)
+    return out
+
+
+def _recall(found: np.ndarray, valid: np.ndarray, sigmas: float) -> tuple[float, float]:
+    """(recall over all queries, that minus `sigmas` standard errors of the per-query mean)."""
+    keep = valid > 0
+    if not keep.any():
+        return 1.0, 1.0
+    mean = float(found[keep].sum() / valid[keep].sum())
+    per_query = found[keep] / valid[keep]
+    error = float(per_query.std(ddof=1) / np.sqrt(keep.sum())) if keep.sum() > 1 else 0.0
+    return mean, mean - sigmas * error
+
+
+def _timed(fn, *args):
+    t0 = time.perf_counter()
+    out = fn(*args)
+    return out, time.perf_counter() - t0
+
+
+def _global_max(value: float, layout) -> float:
+    return float(dist.allgather(np.array([value], np.float64), layout).max())
+
+
+def _rerank_seconds_per_candidate(index, q, mask, candidates, layout) -> float:
+    """Exact rerank time per candidate passage (after a warm-up compiling its block shapes)."""
+    sample = min(8, len(q))
+    cands = [c for c in candidates[:sample]]
+    index.rerank(q[:sample], mask[:sample], cands, 10)
+    _, seconds = _timed(index.rerank, q[:sample], mask[:sample], cands, 10)
+    total = sum(len(c) for c in cands)
+    return _global_max(seconds / max(total, 1), layout)
+
+
+def _prepare_queries(index, cfg, queries, query_mask):
+    """(queries, mask, given): the caller's (process 0's, under jax.distributed) or drawn ones."""
+    layout = index.layout
+    given = queries is not None
+    if layout.distributed:  # process 0's queries (or none) for every process
+        given = bool(dist.broadcast(np.array([given], np.int32), layout, (1,), np.int32)[0])
+        if given:
+            queries, query_mask, _, _ = dist.broadcast_queries(queries, query_mask, 0, False, layout)
+    if given:
+        return np.asarray(queries, np.float32), np.asarray(query_mask, bool), True
+    q, m = draw_queries(index, cfg.calibration_queries, cfg.calibration_query_tokens, cfg.seed)
+    return q, m, False
+
+
+class _Grid:
+    """The settings grid of one calibration and the best points found so far."""
+
+    def __init__(self, index, cfg, fixed, truth):
+        self.cfg, self.truth = cfg, truth
+        self.leaves = [fixed["leaves_to_search"]] if "leaves_to_search" in fixed else sorted(
+            {max(1, round(f * cfg.num_leaves)) for f in LEAF_FRACTIONS})
+        max_tokens = max([s.num_tokens for s in index.shards] + [1])
+        self.neighbors = [fixed["neighbors_per_token"]] if "neighbors_per_token" in fixed else sorted(
+            {min(n, max_tokens) for n in NEIGHBOR_GRID})
+        self.fills = [fixed["fill_fraction"]] if "fill_fraction" in fixed else list(FILL_GRID)
+        cap = max(min(index.num_passages, RERANK_GRID[-1]), 1)
+        self.depths = [fixed["rerank_passages"]] if "rerank_passages" in fixed else sorted(
+            {min(r, cap) for r in RERANK_GRID})
+        self.full_depth = min(TRUTH_K, index.num_passages)
+        self.valid10, self.valid100 = (truth[:, :10] >= 0).sum(1), (truth >= 0).sum(1)
+        self.best = self.best_effort = None
+        self.points = 0
+
+    def pairs(self):
+        return [(n, f) for n in self.neighbors for f in self.fills]
+
+    def consider(self, probe, n, fill, cost_before_rerank, rerank_s, found10, found100) -> None:
+        """Score every rerank depth of one (probe, neighbours, fill) from its found counts [Q, depths]."""
+        t10, t100 = self.cfg.target_recall_at_10, self.cfg.target_recall_at_100
+        for j, depth in enumerate(self.depths):
+            self.points += 1
+            rec10, low10 = _recall(found10[:, j], self.valid10, self.cfg.calibration_sigmas)
+            rec100, low100 = _recall(found100[:, j], self.valid100, self.cfg.calibration_sigmas)
+            if depth < self.full_depth:
+                rec100 = low100 = 0.0
+            cost = cost_before_rerank + depth * rerank_s
+            point = {"cost": float(cost), "recall@10": rec10, "recall@100": rec100,
+                     "lower_bound": {"recall@10": low10, "recall@100": low100},
+                     "settings": {"leaves_to_search": int(probe), "neighbors_per_token": int(n),
+                                  "fill_fraction": float(fill), "rerank_passages": int(depth)}}
+            if low10 >= t10 and low100 >= t100:
+                if self.best is None or cost < self.best["cost"]:
+                    self.best = point
+                return  # deeper reranks of this (n, fill) only cost more
+            shortfall = min(low10 - t10, low100 - t100)
+            if self.best_effort is None or shortfall > self.best_effort[0] or (
+                    shortfall == self.best_effort[0] and cost < self.best_effort[1]["cost"]):
+                self.best_effort = (shortfall, point)
+
+
+def _evaluate_probe(index, grid: _Grid, probe, queries, query_mask, estimates, rerank_s):
+    """Evaluate every (neighbours, fill) worth trying at one probe, query chunk by query chunk.
+
+    `estimates` maps (n, fill) to its first-stage seconds per query measured at an earlier probe; pairs
+    that cannot beat the best point even so are skipped. Returns (scann seconds per query at the fewest
+    neighbours, updated estimates, rerank seconds per candidate).
+    """
+    from mire_jax.index.late_interaction import query_chunks
+
+    layout = index.layout
+    best_cost = grid.best["cost"] if grid.best else np.inf
+    floor = grid.depths[0] * (rerank_s or 0.0)
+    pairs = [pf for pf in grid.pairs() if estimates.get(pf, 0.0) + floor < best_cost]
+    found = {pf: ([], []) for pf in pairs}
+    first_s = dict.fromkeys(pairs, 0.0)
+    scann_s = dict.fromkeys(grid.neighbors, 0.0)  # ScaNN seconds per neighbour count, on the first chunk
+    for chunk in query_chunks(query_mask, grid.neighbors[-1]):
+        q, m = queries[chunk], query_mask[chunk]
+        hits, seconds = _timed(index.token_hits, q, m, probe, grid.neighbors[-1])
+        if chunk.start == 0:
+            scann_s[grid.neighbors[-1]] = seconds
+            for n in grid.neighbors[:-1]:
+                scann_s[n] = _timed(index.token_hits, q, m, probe, n)[1]
+        # One pass for all pairs. Each neighbour count is charged its own first stage, timed alone once
+        # (on the first chunk of the first probe evaluated; the probe hardly changes it).
+        results = index.merge_first_stage(m, hits, pairs, grid.depths[-1])
+        for n, fill in pairs:
+            if chunk.start == 0 and (n, fill) not in estimates:
+                same_n = [v for (n2, _), v in first_s.items() if n2 == n and v > 0]
+                first_s[(n, fill)] = same_n[0] if same_n else _timed(
+                    index.merge_first_stage, m, hits, [(n, fill)], grid.depths[-1])[1]
+            positions = [c for c, _ in results[(n, fill)]]
+            if rerank_s is None:
+                rerank_s = _rerank_seconds_per_candidate(index, q, m, positions, layout)
+            for width, out in ((10, found[(n, fill)][0]), (TRUTH_K, found[(n, fill)][1])):
+                out.append((_ranks(positions, grid.truth[chunk], width)[..., None] < np.asarray(grid.depths)).sum(1))
+    first_chunk = query_chunks(query_mask, grid.neighbors[-1])[0]
+    timed_queries = first_chunk.stop - first_chunk.start
+    scann_s = dict(zip(scann_s, dist.allgather(np.array(list(scann_s.values())), layout).max(0) / timed_queries))
+    scann_min = scann_s[grid.neighbors[0]]
+    if not pairs:
+        return scann_min, estimates, rerank_s
+    stacked10 = dist.allgather(np.stack([np.concatenate(found[pf][0]) for pf in pairs]), layout).sum(0)
+    stacked100 = dist.allgather(np.stack([np.concatenate(found[pf][1]) for pf in pairs]), layout).sum(0)
+    times = dist.allgather(np.array([first_s[pf] / timed_queries if pf not in estimates else estimates[pf]
+                                     for pf in pairs], np.float64), layout).max(0)
+    for i, (n, fill) in enumerate(pairs):
+        estimates = {**estimates, (n, fill): float(times[i])}
+        grid.consider(probe, n, fill, scann_s[n] + times[i], rerank_s, stacked10[i], stacked100[i])
+    return scann_min, estimates, rerank_s
+
+
+def _search_probes(grid: _Grid, evaluate) -> None:
+    """Probe counts in the order most likely to find the cheapest feasible one in few evaluations: start
+    at ~1/64 of the partitions; while nothing reaches the targets, probe more (recall grows with the
+    probe); then try fewer while that finds cheaper settings, and one more than the first that worked."""
+    leaves = grid.leaves
+    start = int(np.argmin([abs(l - grid.cfg.num_leaves / 64) for l in leaves]))
+    done = set()
+
+    def run(i):
+        done.add(i)
+        return evaluate(i)
+
+    i = start
+    run(i)
+    while grid.best is None and i + 1 < len(leaves):
+        i += 1
+        run(i)
+    if grid.best is None:
+        return
+    first_feasible = i
+    j = min(start, first_feasible) - 1
+    while j >= 0 and j not in done:
+        improved, _ = run(j)
+        if not improved:
+            break
+        j -= 1
+    k = first_feasible + 1
+    if k < len(leaves) and k not in done:
+        _, scann_min = run(k)
+
+
+def calibrate(index, queries=None, query_mask=None, progress: bool = False, **overrides):
+    """Choose the index's search settings (see the module docstring) -> (config, report)."""
+    layout = index.layout
+    previous = (index.calibration or {}).get("calibrated", [])  # chosen by an earlier calibration: free again
+    cfg = dataclasses.replace(index.config, **{name: None for name in previous})
+    if index.searcher is not None:
+        cfg = dataclasses.replace(cfg, mode="scann")
+    cfg = dataclasses.replace(cfg, **overrides)
+    fixed = {name: getattr(cfg, name) for name in SEARCH_FIELDS if getattr(cfg, name) is not None}
+    queries, query_mask, given = _prepare_queries(index, cfg, queries, query_mask)
+    num_queries = len(queries)
+    (truth, _), exact_s = _timed(index.search_positions, queries, query_mask, TRUTH_K, False, True)
+    exact_per_query = _global_max(exact_s, layout) / max(num_queries, 1)
+
+    grid = _Grid(index, cfg, fixed, truth)
+    state = {"estimates": {}, "rerank_s": None}
+
+    def evaluate(i: int) -> tuple[bool, float]:
+        before = grid.best
+        scann_min, state["estimates"], state["rerank_s"] = _evaluate_probe(
+            index, grid, grid.leaves[i], queries, query_mask, state["estimates"], state["rerank_s"])
+        return grid.best is not before, scann_min
+
+    _search_probes(grid, evaluate)
+
+    t10, t100 = cfg.target_recall_at_10, cfg.target_recall_at_100
+    report = {"targets": {"recall@10": t10, "recall@100": t100}, "num_queries": num_queries,
+              "queries": "given" if given else "drawn from the corpus", "processes": layout.count,
+              "calibrated": [n for n in SEARCH_FIELDS if n not in fixed], "grid_points": grid.points,
+              "seconds_per_query": {"exact": exact_per_query}}
+    best, mode = grid.best, "scann"
+    if best is not None and cfg.exact_if_cheaper and best["cost"] >= exact_per_query:
+        best = None
+        mode, note = "exact", "exact search is cheaper than every approximate setting reaching the targets"
+    elif best is None and cfg.calibration_fallback == "exact":
+        mode, note = "exact", "no approximate setting reached the targets: exact search chosen"
+    elif best is None:
+        best, note = grid.best_effort[1], "targets not reached: the settings with the highest recall are kept"
+    else:
+        note = "targets reached"
+    if mode == "exact":
+        report.update(mode="exact", reached=True, measured={"recall@10": 1.0, "recall@100": 1.0}, note=note)
+        return dataclasses.replace(cfg, mode="exact").with_default_search(int(index.offsets[-1])), report
+    low = best["lower_bound"]
+    reached = low["recall@10"] >= t10 and low["recall@100"] >= t100
+    report.update(mode="scann", reached=bool(reached), note=note, settings=best["settings"],
+                  measured={"recall@10": best["recall@10"], "recall@100": best["recall@100"]},
+                  lower_bound={**low, "sigmas": cfg.calibration_sigmas})
+    report["seconds_per_query"]["chosen"] = best["cost"]
+    if not reached:
+        import warnings
+        warnings.warn(f"index calibration: {note} (recall@10 {best['recall@10']:.3f}, recall@100 "
+                      f"{best['recall@100']:.3f}; targets {t10}, {t100})", stacklevel=3)
+    return dataclasses.replace(cfg, **best["settings"]), report
+
+
+def measure_recall(index, queries: np.ndarray, query_mask: np.ndarray, ks=(10, 100)) -> dict:
+    """Recall@k of the index's own search against exact search on these queries (collective)."""
+    k = max(ks)
+    found, _ = index.search_positions(queries, query_mask, k)
+    if index.config.mode == "exact":
+        truth = found
+    else:
+        truth, _ = index.search_positions(queries, query_mask, k, exact=True)
+    out = {"num_queries": int(len(found)), "mode": index.config.mode}
+    for kk in ks:
+        hits = [len(set(f[:kk][f[:kk] >= 0]) & set(t[:kk][t[:kk] >= 0])) for f, t in zip(found, truth)]
+        valid = [int((t[:kk] >= 0).sum()) for t in truth]
+        out[f"recall@{kk}"] = float(sum(hits) / max(sum(valid), 1))
+    return out

@@ -1,0 +1,258 @@
+"""One shard of a LateInteractionIndex: its passages' float16 tokens, their offsets, its own ScaNN searcher.
+
+A shard is built from a float32 copy of its own tokens only (the quantiser trained on a sample of them,
+then every token of the shard hashed), so building a corpus of any size holds one shard at a time.
+Saved as a folder:
+
+    shard_000000/embeddings.npy   float16 [tokens, dim], memory-mapped after loading
+    shard_000000/offsets.npy      int64 [passages + 1], shard-local token offsets
+    shard_000000/ids.json         [passages] passage ids
+    shard_000000/scann/           the ScaNN searcher (scann mode)
+    shard_000000/shard.json       counts, build settings, the source, sha256 of every file above
+
+The first stage of search happens here: ScaNN returns, per query token, its nearest tokens of the shard
+with approximate scores, and each passage gets an approximate MaxSim from them (see `first_stage`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from mire_jax import files
+from mire_jax.index.shards import sha256_file
+
+SHARD_META = "shard.json"
+EMBEDDINGS = "embeddings.npy"
+OFFSETS = "offsets.npy"
+IDS = "ids.json"
+SCANN_DIR = "scann"
+FORMAT = "mire-jax-index-shard"
+
+
+class IndexFileError(ValueError):
+    """A saved index file is missing or altered; the message names the file."""
+
+
+def build_searcher(tokens: np.ndarray, *, num_leaves: int, training_sample_size: int, dims_per_block: int,
+                   anisotropic_threshold: float, spherical: bool, soar_lambda: float | None,
+                   training_threads: int):
+    """A ScaNN tree-AH searcher over `tokens` ([T, dim], any float dtype; copied to float32 in chunks)."""
+    import scann
+
+    data = np.empty(tokens.shape, np.float32)
+    step = 1 << 20
+    for start in range(0, len(tokens), step):
+        data[start:start + step] = tokens[start:start + step]
+    builder = scann.scann_ops_pybind.builder(data, 10, "dot_product")
+    builder = builder.tree(num_leaves=num_leaves, num_leaves_to_search=max(1, num_leaves // 32),
+                           training_sample_size=min(training_sample_size, len(data)), spherical=spherical,
+                           soar_lambda=soar_lambda)
+    builder = builder.score_ah(dims_per_block, anisotropic_quantization_threshold=anisotropic_threshold,
+                               training_sample_size=min(training_sample_size, len(data)))
+    builder.set_n_training_threads(training_threads)
+    searcher = builder.build()
+    del data
+    return searcher
+
+
+class IndexShard:
+    """A shard's data and searcher.
+
+    Attributes:
+        embeddings: [tokens, dim] float16 (an array, or a memory map once loaded).
+        offsets: [passages + 1] int64 shard-local token offsets.
+        searcher: ScaNN searcher, or None in exact mode.
+        num_leaves: ScaNN partitions (0 without a searcher).
+        first_passage: global position of the shard's first passage.
+        name: folder name.
+    """
+
+    def __init__(self, embeddings, offsets: np.ndarray, searcher=None, num_leaves: int = 0,
+                 first_passage: int = 0, name: str = "shard_000000"):
+        self.embeddings = embeddings
+        self.offsets = np.asarray(offsets, np.int64)
+        self.searcher = searcher
+        self.num_leaves = int(num_leaves)
+        self.first_passage = int(first_passage)
+        self.name = name
+
+    @property
+    def num_passages(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.offsets[-1])
+
+    # Persistence -------------------------------------------------------------------------------------
+
+    def save(self, folder: str | os.PathLike, ids: Sequence, extra: Mapping[str, Any] | None = None) -> dict:
+        """Write the shard's files into `folder` (which must be empty or new), shard.json last.
+
+        Returns the shard's metadata (the content of shard.json).
+        """
+        out = pathlib.Path(folder)
+        out.mkdir(parents=True, exist_ok=True)
+        with open(out / EMBEDDINGS, "wb") as f:  # written in chunks: the source may be a memory map
+            np.lib.format.write_array_header_1_0(f, {"descr": np.dtype(np.float16).str, "fortran_order": False,
+                                                     "shape": tuple(self.embeddings.shape)})
+            for start in range(0, self.embeddings.shape[0], 1 << 20):
+                f.write(np.ascontiguousarray(self.embeddings[start:start + (1 << 20)], np.float16).tobytes())
+        np.save(out / OFFSETS, self.offsets)
+        with open(out / IDS, "w") as f:
+            json.dump(list(ids), f)
+        names = [EMBEDDINGS, OFFSETS, IDS]
+        if self.searcher is not None:
+            (out / SCANN_DIR).mkdir(exist_ok=True)
+            self.searcher.serialize(str(out / SCANN_DIR), relative_path=True)
+            names += [f"{SCANN_DIR}/{p.name}" for p in sorted((out / SCANN_DIR).iterdir())]
+        meta = {"format": FORMAT, "name": self.name, "num_passages": self.num_passages,
+                "num_tokens": self.num_tokens, "dim": int(self.embeddings.shape[1]),
+                "first_passage": self.first_passage, "num_leaves": self.num_leaves,
+                **dict(extra or {}),
+                "files": {n: {"sha256": sha256_file(out / n), "bytes": (out / n).stat().st_size} for n in names}}
+        files.write_json(out / SHARD_META, meta, indent=1)
+        return meta
+
+    @staticmethod
+    def read_meta(folder: str | os.PathLike) -> dict:
+        path = pathlib.Path(folder) / SHARD_META
+        if not path.exists():
+            raise IndexFileError(f"{path}: missing")
+        try:
+            with open(path) as f:
+                meta = json.load(f)
+        except json.JSONDecodeError as e:
+            raise IndexFileError(f"{path}: not valid JSON ({e})") from e
+        if meta.get("format") != FORMAT:
+            raise IndexFileError(f"{path}: not a {FORMAT} file")
+        return meta
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike, verify: bool = True, load_ids: bool = True,
+             open_data: bool = True) -> tuple["IndexShard", list | None, dict]:
+        """Open a saved shard: (shard, ids or None, metadata).
+
+        Every file's size is checked against shard.json (and its sha256 with `verify`); the float16
+        embeddings stay on disk, memory-mapped. Without `open_data` only the offsets and ids are read
+        (a shard served by another process): the returned shard has no embeddings and no searcher.
+
+        Raises:
+            IndexFileError: shard.json or a file it lists is missing or altered (names the file).
+        """
+        root = pathlib.Path(folder)
+        meta = cls.read_meta(root)
+        wanted = meta["files"] if open_data else {n: e for n, e in meta["files"].items() if n in (IDS, OFFSETS)}
+        for name, entry in wanted.items():
+            check_file(root / name, entry, verify)
+        ids = None
+        if load_ids:
+            with open(root / IDS) as f:
+                ids = json.load(f)
+            if len(ids) != meta["num_passages"]:
+                raise IndexFileError(f"{root / IDS}: {len(ids)} ids, shard.json says {meta['num_passages']}")
+        offsets = np.load(root / OFFSETS)
+        if not open_data:
+            return cls(None, offsets, None, meta.get("num_leaves", 0), meta["first_passage"], meta["name"]), ids, meta
+        embeddings = np.load(root / EMBEDDINGS, mmap_mode="r")
+        if embeddings.shape[0] != meta["num_tokens"] or len(offsets) != meta["num_passages"] + 1:
+            raise IndexFileError(f"{root}: counts disagree with {SHARD_META}")
+        searcher = None
+        if (root / SCANN_DIR).exists() and any(n.startswith(SCANN_DIR + "/") for n in meta["files"]):
+            import scann
+            searcher = scann.scann_ops_pybind.load_searcher(str(root / SCANN_DIR))
+        shard = cls(embeddings, offsets, searcher, meta.get("num_leaves", 0), meta["first_passage"], meta["name"])
+        return shard, ids, meta
+
+    # First stage -------------------------------------------------------------------------------------
+
+    def token_hits(self, query_tokens: np.ndarray, probe: int, neighbors: int) -> tuple[np.ndarray, np.ndarray]:
+        """ScaNN's `neighbors` nearest shard tokens of every query token: (token rows [R, n] int32,
+        approximate scores [R, n] float32, NaN where fewer were found), best first."""
+        nn, sim = self.searcher.search_batched_parallel(query_tokens, final_num_neighbors=int(neighbors),
+                                                        leaves_to_search=int(probe))
+        return np.asarray(nn), np.asarray(sim, np.float32)
+
+    @property
+    def token_passage(self) -> np.ndarray:
+        """[tokens] int32: the shard-local passage of every token (built on first use)."""
+        if getattr(self, "_token_passage", None) is None:
+            self._token_passage = np.repeat(np.arange(self.num_passages, dtype=np.int32), np.diff(self.offsets))
+        return self._token_passage
+
+    def first_stage(self, rows: np.ndarray, num_queries: int, nq: int, nn: np.ndarray, sim: np.ndarray,
+                    settings: Sequence[tuple[int, float]], count: int) -> dict:
+        """Approximate MaxSim of the passages hit by the query tokens; the best `count` per query.
+
+        A passage's approximate score for a query token is the best approximate score among its retrieved
+        tokens; a query token that retrieved none of them counts `fill_fraction` of its last retrieved
+        score (the true value lies below that score). The sum over query tokens ranks the passages.
+
+        Args:
+            rows: [R] flat query-token rows (b * nq + i) that were searched, ascending.
+            num_queries, nq: the batch's shape.
+            nn, sim: `token_hits` of those rows, best first.
+            settings: (neighbours, fill_fraction) pairs to evaluate: each uses the first `neighbours` hits of
+                every row. Evaluating several at once shares the work (calibration).
+            count: candidates kept per query.
+
+        Returns:
+            {(neighbours, fill_fraction): per query, (global passage positions, approximate scores), best
+            first}.
+        """
+        n = self.num_passages
+        empty = (np.zeros(0, np.int64), np.zeros(0, np.float32))
+        out = {key: [empty] * num_queries for key in settings}
+        if len(rows) == 0 or n == 0 or nn.size == 0:
+            return out
+        valid = ~np.isnan(sim)
+        num_valid = valid.sum(1)
+        passage = self.token_passage[np.where(valid, nn, 0)]
+        passage[~valid] = n  # a spare column for missing results
+        score = np.where(valid, sim, -np.inf).astype(np.float32)
+        query = rows // nq
+        bounds = np.searchsorted(query, np.arange(num_queries + 1))
+        local_row = (rows % nq).astype(np.int64)
+        # Scratch [query token, passage] cells, reused by every query: `first` is back to `unset` after
+        # each. A row's hits come best first, so a cell's first hit is its best one and counts alone.
+        unset = np.iinfo(np.int32).max
+        first = np.full(nq * (n + 1), unset, np.int32)
+        for key in settings:
+            width = min(int(key[0]), nn.shape[1])
+            taken = np.minimum(num_valid, width)
+            last = np.where(taken > 0, sim[np.arange(len(rows)), np.maximum(taken - 1, 0)], 0.0).astype(np.float32)
+            fill = np.minimum(last, key[1] * last)
+            for b in range(num_queries):
+                r0, r1 = bounds[b], bounds[b + 1]
+                if r1 == r0:
+                    continue
+                hit_passage = passage[r0:r1, :width]
+                cells = (local_row[r0:r1, None] * (n + 1) + hit_passage).reshape(-1)
+                order = np.arange(len(cells), dtype=np.int32)
+                np.minimum.at(first, cells, order)
+                gain = (score[r0:r1, :width] - fill[r0:r1, None]).reshape(-1)
+                once = (first[cells] == order) & (gain > 0)
+                first[cells] = unset
+                totals = np.bincount(hit_passage.reshape(-1)[once], weights=gain[once], minlength=n + 1)[:n]
+                cand = np.flatnonzero(totals > 0)
+                part = (totals[cand] + fill[r0:r1].sum()).astype(np.float32)
+                top = np.argpartition(-part, count - 1)[:count] if len(part) > count else np.arange(len(part))
+                top = top[np.argsort(-part[top], kind="stable")]
+                out[key][b] = (cand[top].astype(np.int64) + self.first_passage, part[top])
+        return out
+
+
+def check_file(path: pathlib.Path, entry: Mapping[str, Any], verify: bool) -> None:
+    """Raise IndexFileError naming `path` if it is missing, of another size, or (with `verify`) altered."""
+    if not path.exists():
+        raise IndexFileError(f"{path}: missing")
+    size = path.stat().st_size
+    if size != entry["bytes"]:
+        raise IndexFileError(f"{path}: {size} bytes, the manifest says {entry['bytes']} (altered)")
+    if verify and sha256_file(path) != entry["sha256"]:
+        raise IndexFileError(f"{path}: sha256 differs from the manifest (altered)")

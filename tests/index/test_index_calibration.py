@@ -1,0 +1,92 @@
+"""Calibration: on three differently shaped corpora the index picks search settings reaching its recall
+targets, verified here against exact search on the corpus's own queries; the saved index reports it."""
+import dataclasses
+
+import numpy as np
+import pytest
+
+from mire_jax.index import IndexConfig, LateInteractionIndex
+from mire_jax.index import calibrate as calibrate_lib
+from mire_jax.index.synthetic import SHAPES, SyntheticCorpus, SyntheticSpec
+
+# Small versions of the benchmark's shapes (bench/search.py): dimension 128 vs 64, uniform vs Zipfian
+# topics, single-topic vs two-topic passages, tight function words, short vs long-tailed lengths.
+CORPORA = {
+    "uniform128": SyntheticSpec(num_passages=1600, mean_length=48, vocab_size=8000, num_common=100,
+                                num_topics=100, topic_vocab=80),
+    "short64": dataclasses.replace(SHAPES["short64"], num_passages=3200, vocab_size=8000, num_topics=160),
+    "zipf_mixed": dataclasses.replace(SHAPES["zipf_mixed"], num_passages=1200, vocab_size=8000, num_topics=240),
+}
+# The approximate search is what is under test: calibration may not settle for exact search here.
+CONFIG = {"exact_if_cheaper": False}
+
+
+def _recall(found, truth, k):
+    return np.mean([len(set(a[:k]) & set(b[:k])) / k for a, b in zip(found, truth)])
+
+
+@pytest.mark.parametrize("name", list(CORPORA))
+def test_calibration_reaches_its_targets(name, tmp_path):
+    corpus = SyntheticCorpus(CORPORA[name], seed=0)
+    index = LateInteractionIndex.build(corpus.embeddings(), corpus.lengths, list(range(corpus.spec.num_passages)),
+                                       CONFIG, progress=False)
+    report = index.calibration
+    assert index.config.mode == "scann" and report["mode"] == "scann"
+    assert report["reached"] and report["queries"] == "drawn from the corpus" and report["num_queries"] == 64
+    assert report["lower_bound"]["recall@10"] >= 0.99 and report["lower_bound"]["recall@100"] >= 0.95
+    assert set(report["calibrated"]) == {"leaves_to_search", "neighbors_per_token", "fill_fraction",
+                                         "rerank_passages"}
+    assert {k: getattr(index.config, k) for k in report["settings"]} == report["settings"]
+    assert report["seconds_per_query"]["chosen"] < report["seconds_per_query"]["exact"] * 4
+
+    # Checked here against exact search, on queries made by the corpus's own generator (not the drawn ones).
+    queries, mask, _ = corpus.queries(64, seed=7)
+    truth, _ = index.search_positions(queries, mask, 100, exact=True)
+    found, _ = index.search_positions(queries, mask, 100)
+    assert _recall(found, truth, 10) >= 0.99
+    assert _recall(found, truth, 100) >= 0.95
+    measured = index.measure_recall(queries, mask)  # what eval/evaluate.py reports beside its metrics
+    assert measured["recall@100"] == pytest.approx(_recall(found, truth, 100)) and measured["num_queries"] == 64
+
+    # The saved index reports what was measured, and searches with the chosen settings.
+    index.save(tmp_path / "index")
+    loaded = LateInteractionIndex.load(tmp_path / "index")
+    assert loaded.calibration == report and loaded.config == index.config
+    np.testing.assert_array_equal(loaded.search_positions(queries, mask, 100)[0], found)
+
+
+def test_given_queries_unreachable_targets_and_the_exact_fallback():
+    spec = CORPORA["uniform128"]
+    corpus = SyntheticCorpus(dataclasses.replace(spec, num_passages=1200), seed=1)
+    embeddings, ids = corpus.embeddings(), list(range(1200))
+    real, mask, _ = corpus.queries(24, seed=3)
+    fixed = {**CONFIG, "leaves_to_search": 1, "neighbors_per_token": 16, "rerank_passages": 100}
+    with pytest.warns(UserWarning, match="targets not reached"):
+        index = LateInteractionIndex.build(embeddings, corpus.lengths, ids, fixed, progress=False,
+                                           calibration_queries=(real, mask))
+    report = index.calibration
+    assert report["queries"] == "given" and report["num_queries"] == 24
+    assert not report["reached"] and "not reached" in report["note"]
+    assert report["calibrated"] == ["fill_fraction"] and index.config.neighbors_per_token == 16
+    assert 0 < report["measured"]["recall@100"] < 0.95  # what it did reach is reported
+
+    fallback = LateInteractionIndex.build(embeddings, corpus.lengths, ids,
+                                          {**fixed, "calibration_fallback": "exact"}, progress=False)
+    assert fallback.config.mode == "exact" and fallback.calibration["mode"] == "exact"
+    measured = fallback.measure_recall(real, mask)
+    assert measured["recall@10"] == measured["recall@100"] == 1.0
+
+
+def test_drawn_queries_come_from_the_corpus_and_look_like_queries():
+    corpus = SyntheticCorpus(CORPORA["short64"], seed=2)
+    index = LateInteractionIndex.build(corpus.embeddings(), corpus.lengths, list(range(3200)),
+                                       IndexConfig(mode="scann", calibrate=False), progress=False)
+    q, mask = calibrate_lib.draw_queries(index, 16, 24, seed=5)
+    assert q.shape == (16, 24, 64) and mask.shape == (16, 24) and (mask.sum(1) >= 18).all()
+    np.testing.assert_allclose(np.linalg.norm(q[mask], axis=1), 1.0, atol=1e-5)
+    # Perturbed: no query token is a stored token, yet each is close to one.
+    stored = index.embeddings.astype(np.float32)
+    best = (q[mask] @ stored.T).max(1)
+    assert (best < 0.999).all() and np.median(best) > 0.7
+    again, _ = calibrate_lib.draw_queries(index, 16, 24, seed=5)
+    np.testing.assert_array_equal(q, again)
