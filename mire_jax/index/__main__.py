@@ -23,8 +23,8 @@ import time
 import numpy as np
 
 
-def _peak_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+def _peak_rss_kib() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
 
 
 def _queries(path):
@@ -69,7 +69,7 @@ def main(argv=None) -> int:
                                                  progress=not args.no_progress, directory=args.index,
                                                  calibration_queries=_queries(args.calibration_queries))
         seconds = time.perf_counter() - t0
-        peaks = dist.allgather(np.array([_peak_rss_bytes()], np.int64), layout)[:, 0]
+        peaks = dist.allgather(np.array([_peak_rss_kib()], np.int64), layout)[:, 0] * 1024
         if layout.index == 0:
             print("RESULT " + json.dumps({"seconds": seconds, "peak_rss_bytes_per_process": peaks.tolist(),
                                           "build": index.build_info, "calibration": index.calibration,
@@ -92,7 +92,7 @@ def main(argv=None) -> int:
     results = {"": (positions, scores)}
     if args.with_exact:
         results["exact_"] = index.search_positions(q, m, args.k, exact=True)
-    peaks = dist.allgather(np.array([_peak_rss_bytes()], np.int64), layout)[:, 0]
+    peaks = dist.allgather(np.array([_peak_rss_kib()], np.int64), layout)[:, 0] * 1024
     if layout.index == 0:
         arrays = {}
         for prefix, (pos, sc) in results.items():

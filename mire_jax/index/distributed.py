@@ -72,10 +72,16 @@ def broadcast_queries(query_embs, query_mask, k: int, exact: bool, layout: Proce
 
 def allgather(array: np.ndarray, layout: ProcessLayout) -> np.ndarray:
     """[process_count, ...]: every process's `array` (same shape and dtype everywhere)."""
+    array = np.asarray(array)
     if not layout.distributed:
-        return np.asarray(array)[None]
+        return array[None]
+    import jax
     from jax.experimental import multihost_utils
-    return np.asarray(multihost_utils.process_allgather(np.asarray(array), tiled=False))
+    if array.dtype == np.int64 and not jax.config.jax_enable_x64:  # JAX would silently wrap it to int32
+        if array.size and (array.min() < np.iinfo(np.int32).min or array.max() > np.iinfo(np.int32).max):
+            raise ValueError("int64 values beyond int32 cannot be gathered without jax_enable_x64")
+        return np.asarray(multihost_utils.process_allgather(array.astype(np.int32), tiled=False)).astype(np.int64)
+    return np.asarray(multihost_utils.process_allgather(array, tiled=False))
 
 
 def merge_topk(positions: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
