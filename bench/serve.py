@@ -111,6 +111,14 @@ def measure_round(url: str, bodies: list, clients: int, total: int) -> tuple[dic
     return result["figures"], result["answers"]
 
 
+def _relative_dir(described: dict, demo: str) -> dict:
+    """/healthz's description with its folder given inside the demo folder (results name no local path)."""
+    out = dict(described)
+    if out.get("dir"):
+        out["dir"] = os.path.join("<demo>", os.path.relpath(out["dir"], os.path.abspath(demo)))
+    return out
+
+
 def median_figures(rounds: list[dict]) -> dict:
     keys = ("requests_per_s", "p50_ms", "p99_ms", "mean_batch", "encode_ms_per_query", "search_ms_per_query")
     return {**{k: round(float(np.median([r[k] for r in rounds])), 2) for k in keys}, "rounds": rounds}
@@ -175,7 +183,8 @@ def main(argv=None) -> dict:
     result = {
         "what": f"POST /search (image + question, k={a.k}) over loopback HTTP; clients send one request at a time "
                 "each",
-        "setup": {"model": health["model"], "index": health["index"], "device": health["device"],
+        "setup": {"model": _relative_dir(health["model"], a.demo), "index": _relative_dir(health["index"], a.demo),
+                  "device": health["device"],
                   "host": {"cpus": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version(),
                            "load_average_1_5_15_min": {"before": [round(x, 2) for x in load_before],
                                                        "after": [round(x, 2) for x in os.getloadavg()]}},
