@@ -212,7 +212,10 @@ function setUp() {
   $("heatmap-toggle").addEventListener("change", showView);
   $("view-select").addEventListener("change", showView);
   callApi("/healthz").then((h) => {
-    $("health").textContent = `${h.index.passages} passages · ${h.device.platform} · model ${h.model.dir}`;
+    // The model folder's last three parts name it; the full path is in /healthz.
+    const model = h.model.dir.split("/").filter(Boolean).slice(-3).join("/");
+    $("health").textContent = `${h.index.passages} passages · ${h.device.platform} · model …/${model}`;
+    $("health").title = h.model.dir;
     $("k").max = h.limits.max_k;
   }).catch((e) => { $("health").textContent = e.message; });
 }
