@@ -24,6 +24,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from mire_jax import files
+from mire_jax.index import shards
 from mire_jax.index.shards import sha256_file
 
 SHARD_META = "shard.json"
@@ -249,10 +250,4 @@ class IndexShard:
 
 def check_file(path: pathlib.Path, entry: Mapping[str, Any], verify: bool) -> None:
     """Raise IndexFileError naming `path` if it is missing, of another size, or (with `verify`) altered."""
-    if not path.exists():
-        raise IndexFileError(f"{path}: missing")
-    size = path.stat().st_size
-    if size != entry["bytes"]:
-        raise IndexFileError(f"{path}: {size} bytes, the manifest says {entry['bytes']} (altered)")
-    if verify and sha256_file(path) != entry["sha256"]:
-        raise IndexFileError(f"{path}: sha256 differs from the manifest (altered)")
+    shards.check_file(path, entry, verify, error=IndexFileError)

@@ -224,14 +224,17 @@ def read_manifest(out_dir: str | os.PathLike) -> dict:
     return manifest
 
 
-def _check_file(path: pathlib.Path, expected: Mapping[str, Any], verify: bool) -> None:
+def check_file(path: pathlib.Path, expected: Mapping[str, Any], verify: bool, error: type = None) -> None:
+    """Raise `error` (ShardError by default) naming `path` if it is missing, of another size than `expected`
+    says, or (with `verify`) of another sha256."""
+    error = error or ShardError
     if not path.exists():
-        raise ShardError(f"{path}: missing")
+        raise error(f"{path}: missing")
     size = path.stat().st_size
     if size != expected["bytes"]:
-        raise ShardError(f"{path}: {size} bytes, the manifest says {expected['bytes']} (altered)")
+        raise error(f"{path}: {size} bytes, the manifest says {expected['bytes']} (altered)")
     if verify and sha256_file(path) != expected["sha256"]:
-        raise ShardError(f"{path}: sha256 differs from the manifest (altered)")
+        raise error(f"{path}: sha256 differs from the manifest (altered)")
 
 
 def read_shard(out_dir: str | os.PathLike, entry: Mapping[str, Any], verify: bool = True,
@@ -246,7 +249,7 @@ def read_shard(out_dir: str | os.PathLike, entry: Mapping[str, Any], verify: boo
     """
     folder = pathlib.Path(out_dir) / entry["name"]
     for fn in DATA_FILES:
-        _check_file(folder / fn, entry["files"][fn], verify)
+        check_file(folder / fn, entry["files"][fn], verify)
     embeddings = np.load(folder / EMBEDDINGS, mmap_mode="r" if mmap else None)
     lengths = np.load(folder / LENGTHS)
     with open(folder / IDS) as f:
