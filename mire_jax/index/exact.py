@@ -101,6 +101,10 @@ def exact_search(embeddings: np.ndarray, offsets: np.ndarray, queries: np.ndarra
     num_passages = len(lengths)
     order = np.argsort(lengths, kind="stable")
     num_queries = queries.shape[0]
+    # A few queries are padded to the next power of two, not to a whole `query_batch`: one query then costs
+    # one query's work (a server answering single requests), with few compiled shapes.
+    query_batch = max(1, min(query_batch, 1 << max(num_queries - 1, 0).bit_length()))
+    passages_per_block = max(1, min(passages_per_block, -(-num_passages // 64) * 64))  # a small corpus: one block
     out_ids = np.full((num_queries, k), -1, np.int64)
     out_scores = np.full((num_queries, k), -np.inf, np.float32)
     batches = [slice(s, min(s + query_batch, num_queries)) for s in range(0, num_queries, query_batch)]
