@@ -31,11 +31,11 @@ from mire_jax.index import rerank as rerank_lib
 from mire_jax.index import storage
 from mire_jax.index.config import IndexConfig, as_config, shard_probe
 from mire_jax.index.index_shard import IndexFileError, IndexShard
-from mire_jax.index.rerank import TOKEN_BUCKET, RowConcat, maxsim_passages  # noqa: F401  (public names)
+from mire_jax.index.rerank import RowConcat
 
 HITS_PER_CHUNK = 1 << 22  # retrieved (query token, corpus token) pairs per shard held at once
 
-__all__ = ["IndexConfig", "IndexFileError", "LateInteractionIndex", "TOKEN_BUCKET", "exact_maxsim_flat"]
+__all__ = ["IndexConfig", "IndexFileError", "LateInteractionIndex"]
 
 
 def concat_offsets(parts: Sequence[np.ndarray]) -> np.ndarray:
@@ -58,12 +58,6 @@ def query_chunks(q_mask: np.ndarray, neighbors: int) -> list[slice]:
         hits += tokens * neighbors
     chunks.append(slice(start, len(kept)))
     return chunks
-
-
-def exact_maxsim_flat(q: np.ndarray, embeddings, offsets: np.ndarray, passages: np.ndarray) -> np.ndarray:
-    """Exact MaxSim of one query q [n, dim] (masked tokens zeroed) against the given passages -> [P] float32
-    (see `mire_jax.index.rerank.maxsim_passages`)."""
-    return maxsim_passages(q, embeddings, offsets, passages)
 
 
 @dataclasses.dataclass(frozen=True)

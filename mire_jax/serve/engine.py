@@ -21,7 +21,8 @@ from PIL import Image
 import mire_jax
 from mire_jax.data.images import clip_preprocess
 from mire_jax.eval.heatmaps import patch_attention
-from mire_jax.index import LateInteractionIndex, late_interaction
+from mire_jax.index import LateInteractionIndex
+from mire_jax.index.rerank import TOKEN_BUCKET
 from mire_jax.model_io import load_model, load_tokenizer, resolve_model_dir
 from mire_jax.serve.compile_watch import CompileWatch
 from mire_jax.serve.passages import load_passages
@@ -223,12 +224,12 @@ class Engine:
 
     def _warm_rerank(self) -> None:
         """ScaNN mode reranks each query's candidates as one block of their tokens, padded to a multiple of
-        `late_interaction.TOKEN_BUCKET` rows; rerank, once per block size, the shortest run of the longest passages
+        `mire_jax.index.rerank.TOKEN_BUCKET` rows; rerank, once per block size, the shortest run of the longest passages
         that fills it, up to the largest candidate set (the `rerank_passages` longest passages)."""
         index = self.index
         if index.searcher is None or index.config.mode == "exact":
             return
-        bucket = getattr(late_interaction, "TOKEN_BUCKET", 1)
+        bucket = TOKEN_BUCKET
         lengths = np.diff(index.offsets)
         longest_first = np.argsort(-lengths, kind="stable")[:max(self.max_k, index.config.rerank_passages)]
         blocks = -(-np.cumsum(lengths[longest_first]) // bucket)
