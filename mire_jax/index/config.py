@@ -76,7 +76,7 @@ class IndexConfig:
     rerank_passages: int | None = None
     query_batch: int = 64
     training_threads: int = 0
-    exact_passages_per_block: int = 512
+    exact_passages_per_block: int = 128
     calibrate: bool = True
     calibration_queries: int = 64
     calibration_query_tokens: int = 32

@@ -1,8 +1,10 @@
-"""Exact late-interaction (MaxSim) search: blocked brute force in JAX over `mire_jax.scoring.maxsim`.
+"""Exact late-interaction (MaxSim) search: blocked brute force in JAX, the value of `mire_jax.scoring.maxsim`.
 
 Passages of different lengths are scored in blocks of a fixed number of passages, each block padded to
 its longest passage rounded up to a multiple of `LENGTH_QUANTUM`; passages are visited in length order
-so that padding stays small and only a handful of block shapes are ever compiled.
+so that padding stays small and only a handful of block shapes are ever compiled. A corpus whose blocks
+take at most `KEEP_BLOCKS_BYTES` keeps them on the device between searches (a server's index), a larger
+one is read block by block at every search.
 """
 
 from __future__ import annotations
@@ -14,33 +16,56 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from mire_jax.scoring import maxsim
+from mire_jax.blocks import cpu_or_accelerator, largest_divisor_block
+from mire_jax.scoring import MASKED_SCORE
 
-LENGTH_QUANTUM = 16
+LENGTH_QUANTUM = 8
+CPU_TILE_ELEMENTS = 1 << 22
+KEEP_BLOCKS_BYTES = 512 << 20
 
 
-def maxsim_scores(q: jax.Array, q_mask: jax.Array, d: jax.Array, d_mask: jax.Array) -> jax.Array:
-    """MaxSim of every query against every passage, honouring a query mask.
+def padded_maxsim(q: jax.Array, q_mask: jax.Array, d: jax.Array, nonempty: jax.Array) -> jax.Array:
+    """MaxSim of every query against every passage of a padded block (forward only), as `mire_jax.scoring.maxsim`.
 
-    Masked query tokens are zeroed, so they add 0 to the score of any passage with at least one kept
-    token (a passage with no kept token scores `mire_jax.scoring.MASKED_SCORE` per query token).
+    The block's padding rows repeat a kept token of their own passage (`gather_padded`), so they never change a
+    maximum and no mask is applied: one product of every query token against every passage token, then the
+    maxima (on CPU about twice the speed of masking and of the batched product the training loss needs).
+    Masked query tokens are zeroed, so they add 0; a passage without tokens scores
+    `mire_jax.scoring.MASKED_SCORE` per query token.
 
     Args:
         q: query token embeddings [Bq, Nq, dim].
         q_mask: [Bq, Nq] bool (or 0/1), True where the query token counts.
-        d: passage token embeddings [Bd, Ld, dim].
-        d_mask: [Bd, Ld] bool, True on kept tokens.
+        d: passage tokens [Bd, Ld, dim], padding rows repeating a token of the same passage.
+        nonempty: [Bd] bool, False for passages without tokens.
 
     Returns:
         float32 scores [Bq, Bd].
     """
+    bq, nq, dim = q.shape
+    bd, ld, _ = d.shape
     q = jnp.asarray(q, jnp.float32) * jnp.asarray(q_mask, jnp.float32)[..., None]
-    return maxsim(q, jnp.asarray(d, jnp.float32), jnp.asarray(d_mask, bool))
+    sim = jnp.dot(q.reshape(bq * nq, dim), jnp.asarray(d, jnp.float32).reshape(bd * ld, dim).T)
+    scores = sim.reshape(bq * nq, bd, ld).max(-1).reshape(bq, nq, bd).sum(1)
+    return jnp.where(nonempty[None, :], scores, MASKED_SCORE * nq)
+
+
+def tiled_maxsim(q: jax.Array, q_mask: jax.Array, d: jax.Array, nonempty: jax.Array) -> jax.Array:
+    """`padded_maxsim`; on CPU a few queries at a time, so that each similarity tile holds at most
+    `CPU_TILE_ELEMENTS` values: a tile past glibc's 32 MB mmap threshold is mapped and faulted in at every call,
+    which halved the speed of the product."""
+    def cpu(q, q_mask, d, nonempty):
+        per_query = q.shape[1] * d.shape[0] * d.shape[1]
+        step = largest_divisor_block(q.shape[0], per_query, CPU_TILE_ELEMENTS)
+        return jnp.concatenate([padded_maxsim(q[i:i + step], q_mask[i:i + step], d, nonempty)
+                                for i in range(0, q.shape[0], step)])
+
+    return cpu_or_accelerator(cpu, padded_maxsim, q, q_mask, d, nonempty)
 
 
 @functools.partial(jax.jit, static_argnames=("k",))
-def _block_topk(q, q_mask, d, d_mask, block_ids, best_scores, best_ids, *, k):
-    scores = maxsim_scores(q, q_mask, d, d_mask)  # [B, P]
+def _block_topk(q, q_mask, d, nonempty, block_ids, best_scores, best_ids, *, k):
+    scores = tiled_maxsim(q, q_mask, d, nonempty)  # [B, P]
     scores = jnp.where(block_ids[None, :] >= 0, scores, -jnp.inf)
     all_scores = jnp.concatenate([best_scores, scores], axis=1)
     all_ids = jnp.concatenate([best_ids, jnp.broadcast_to(block_ids, scores.shape)], axis=1)
@@ -55,32 +80,64 @@ def padded_length(max_len: int) -> int:
 
 def gather_padded(embeddings: np.ndarray, offsets: np.ndarray, passages: np.ndarray,
                   pad_to: int) -> tuple[np.ndarray, np.ndarray]:
-    """Passages' token embeddings as a padded float32 block.
+    """Passages' token embeddings as a padded float32 block whose padding repeats each passage's first token.
 
     Args:
         embeddings: [total_tokens, dim] token embeddings (any float dtype, may be a memmap).
         offsets: [N + 1] int64, passage p owns rows offsets[p]:offsets[p + 1].
-        passages: [P] passage indices; -1 gives an empty (fully masked) row.
+        passages: [P] passage indices; -1 gives an empty row.
         pad_to: padded length (>= the longest selected passage).
 
     Returns:
-        (block [P, pad_to, dim] float32, mask [P, pad_to] bool).
+        (block [P, pad_to, dim] float32, nonempty [P] bool: the passage has tokens).
     """
-    dim = embeddings.shape[1]
-    block = np.zeros((len(passages), pad_to, dim), np.float32)
-    mask = np.zeros((len(passages), pad_to), bool)
-    for row, p in enumerate(passages):
-        if p < 0:
-            continue
-        start, stop = int(offsets[p]), int(offsets[p + 1])
-        block[row, :stop - start] = embeddings[start:stop]
-        mask[row, :stop - start] = True
-    return block, mask
+    passages = np.asarray(passages, np.int64)
+    valid = passages >= 0
+    starts = np.where(valid, np.asarray(offsets)[np.maximum(passages, 0)], 0)
+    lengths = np.where(valid, np.asarray(offsets)[np.maximum(passages, 0) + 1] - starts, 0)
+    nonempty = lengths > 0
+    # Row j of passage i reads token starts[i] + j, or its first token past its end.
+    column = np.arange(pad_to)[None, :]
+    rows = starts[:, None] + np.where(column < lengths[:, None], column, 0)
+    block = np.zeros((len(passages), pad_to, embeddings.shape[1]), np.float32)
+    block[nonempty] = embeddings[rows[nonempty].reshape(-1)].reshape(-1, pad_to, embeddings.shape[1])
+    return block, nonempty
+
+
+def iter_blocks(embeddings: np.ndarray, offsets: np.ndarray, passages_per_block: int):
+    """The corpus as padded blocks for `exact_search`: passages in length order, `passages_per_block` per block,
+    each block padded to its longest passage rounded up to LENGTH_QUANTUM. Yields (block, nonempty, ids) as
+    device arrays (ids -1 past the corpus end)."""
+    lengths = np.diff(np.asarray(offsets, np.int64))
+    order = np.argsort(lengths, kind="stable")
+    for start in range(0, len(lengths), passages_per_block):
+        ids = np.full(passages_per_block, -1, np.int64)
+        chunk = order[start:start + passages_per_block]
+        ids[:len(chunk)] = chunk
+        block, nonempty = gather_padded(embeddings, offsets, ids, padded_length(lengths[chunk].max()))
+        yield jnp.asarray(block), jnp.asarray(nonempty), jnp.asarray(ids, jnp.int32)
+
+
+def padded_bytes(offsets: np.ndarray, passages_per_block: int, dim: int) -> int:
+    """Bytes of the float32 blocks `iter_blocks` makes of a corpus of `dim`-d tokens."""
+    lengths = np.sort(np.diff(np.asarray(offsets, np.int64)))
+    if not len(lengths):
+        return 0
+    longest = lengths[np.minimum(np.arange(passages_per_block - 1, len(lengths) + passages_per_block - 1,
+                                           passages_per_block), len(lengths) - 1)]
+    return int(sum(padded_length(n) for n in longest)) * passages_per_block * dim * 4
+
+
+def block_size(num_passages: int, passages_per_block: int) -> int:
+    """Passages per exact-search block: at most `passages_per_block` (rounded up to 8), the corpus split into
+    blocks as even as possible, so that the last one is not mostly empty rows."""
+    blocks = max(1, -(-num_passages // max(1, passages_per_block)))
+    return max(8, -(-(-(-num_passages // blocks)) // 8) * 8)
 
 
 def exact_search(embeddings: np.ndarray, offsets: np.ndarray, queries: np.ndarray,
-                 query_mask: np.ndarray, k: int, *, passages_per_block: int = 512,
-                 query_batch: int = 64, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+                 query_mask: np.ndarray, k: int, *, passages_per_block: int = 128,
+                 query_batch: int = 64, progress: bool = True, blocks=None) -> tuple[np.ndarray, np.ndarray]:
     """Top-k passages of every query by exact MaxSim over the whole corpus.
 
     Args:
@@ -92,19 +149,18 @@ def exact_search(embeddings: np.ndarray, offsets: np.ndarray, queries: np.ndarra
         passages_per_block: passages scored per step.
         query_batch: queries scored together against each block.
         progress: show a progress bar over blocks.
+        blocks: the corpus's `iter_blocks(embeddings, offsets, block_size(N, passages_per_block))`, kept by a
+            caller that searches the same corpus again; None reads them from `embeddings`.
 
     Returns:
         (passage indices [B, k] int64, scores [B, k] float32), best first.
     """
     offsets = np.asarray(offsets, np.int64)
-    lengths = np.diff(offsets)
-    num_passages = len(lengths)
-    order = np.argsort(lengths, kind="stable")
+    num_passages = len(offsets) - 1
     num_queries = queries.shape[0]
     # A few queries are padded to the next power of two, not to a whole `query_batch`: one query then costs
     # one query's work (a server answering single requests), with few compiled shapes.
     query_batch = max(1, min(query_batch, 1 << max(num_queries - 1, 0).bit_length()))
-    passages_per_block = max(1, min(passages_per_block, -(-num_passages // 64) * 64))  # a small corpus: one block
     out_ids = np.full((num_queries, k), -1, np.int64)
     out_scores = np.full((num_queries, k), -np.inf, np.float32)
     batches = [slice(s, min(s + query_batch, num_queries)) for s in range(0, num_queries, query_batch)]
@@ -117,15 +173,13 @@ def exact_search(embeddings: np.ndarray, offsets: np.ndarray, queries: np.ndarra
         q[:sl.stop - sl.start] = queries[sl]
         m[:sl.stop - sl.start] = query_mask[sl]
         padded_q.append((jnp.asarray(q), jnp.asarray(m)))
-    starts = range(0, num_passages, passages_per_block)
-    for start in tqdm(starts, desc="exact MaxSim", unit="block", disable=not progress):
-        ids = np.full(passages_per_block, -1, np.int64)
-        chunk = order[start:start + passages_per_block]
-        ids[:len(chunk)] = chunk
-        block, mask = gather_padded(embeddings, offsets, ids, padded_length(lengths[chunk].max()))
-        block, mask, block_ids = jnp.asarray(block), jnp.asarray(mask), jnp.asarray(ids, jnp.int32)
+    per_block = block_size(num_passages, passages_per_block)
+    if blocks is None:
+        blocks = iter_blocks(embeddings, offsets, per_block)
+    for block, nonempty, block_ids in tqdm(blocks, desc="exact MaxSim", unit="block", disable=not progress,
+                                           total=-(-num_passages // per_block)):
         for i, (q, m) in enumerate(padded_q):
-            best[i] = _block_topk(q, m, block, mask, block_ids, *best[i], k=k)
+            best[i] = _block_topk(q, m, block, nonempty, block_ids, *best[i], k=k)
     for sl, (scores, ids) in zip(batches, best):
         n = sl.stop - sl.start
         out_scores[sl] = np.asarray(scores)[:n]
@@ -135,10 +189,10 @@ def exact_search(embeddings: np.ndarray, offsets: np.ndarray, queries: np.ndarra
 
 
 def exact_search_shards(shards, queries: np.ndarray, query_mask: np.ndarray, k: int, *,
-                        passages_per_block: int = 512, query_batch: int = 64,
+                        passages_per_block: int = 128, query_batch: int = 64,
                         progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """`exact_search` over several index shards (objects with `embeddings`, `offsets`, `first_passage`),
-    merged into one top k of global passage positions."""
+    """`exact_search` over several index shards (`IndexShard`s: their blocks are kept when small), merged into one
+    top k of global passage positions."""
     from mire_jax.index.distributed import merge_topk
 
     if not shards:
@@ -146,7 +200,8 @@ def exact_search_shards(shards, queries: np.ndarray, query_mask: np.ndarray, k: 
     parts_pos, parts_sc = [], []
     for shard in shards:
         pos, sc = exact_search(shard.embeddings, shard.offsets, queries, query_mask, k,
-                               passages_per_block=passages_per_block, query_batch=query_batch, progress=progress)
+                               passages_per_block=passages_per_block, query_batch=query_batch, progress=progress,
+                               blocks=shard.exact_blocks(passages_per_block))
         parts_pos.append(np.where(pos >= 0, pos + shard.first_passage, -1))
         parts_sc.append(sc)
     if len(shards) == 1:

@@ -24,7 +24,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from mire_jax import files
-from mire_jax.index import shards
+from mire_jax.index import exact, shards
 from mire_jax.index.shards import sha256_file
 
 SHARD_META = "shard.json"
@@ -81,6 +81,8 @@ class IndexShard:
         self.num_leaves = int(num_leaves)
         self.first_passage = int(first_passage)
         self.name = name
+        self._token_passage = None
+        self._exact_blocks = None  # (passages per block, blocks)
 
     @property
     def num_passages(self) -> int:
@@ -179,10 +181,21 @@ class IndexShard:
                                                         leaves_to_search=int(probe))
         return np.asarray(nn), np.asarray(sim, np.float32)
 
+    def exact_blocks(self, passages_per_block: int) -> list | None:
+        """The shard's padded blocks for exact search (`mire_jax.index.exact.iter_blocks`), made once and kept if
+        they take at most `exact.KEEP_BLOCKS_BYTES`; None for a larger shard (read at every search)."""
+        per_block = exact.block_size(self.num_passages, passages_per_block)
+        if self._exact_blocks is not None and self._exact_blocks[0] == per_block:
+            return self._exact_blocks[1]
+        if self.num_passages == 0 or exact.padded_bytes(self.offsets, per_block, self.embeddings.shape[1]) > exact.KEEP_BLOCKS_BYTES:
+            return None
+        self._exact_blocks = (per_block, list(exact.iter_blocks(self.embeddings, self.offsets, per_block)))
+        return self._exact_blocks[1]
+
     @property
     def token_passage(self) -> np.ndarray:
         """[tokens] int32: the shard-local passage of every token (built on first use)."""
-        if getattr(self, "_token_passage", None) is None:
+        if self._token_passage is None:
             self._token_passage = np.repeat(np.arange(self.num_passages, dtype=np.int32), np.diff(self.offsets))
         return self._token_passage
 
