@@ -30,17 +30,20 @@ def _apply(config, params, method, *args, **kwargs):
     return model(config).apply({"params": params}, *args, method=method, **kwargs)
 
 
-@functools.partial(jax.jit, static_argnums=0, static_argnames=("pretraining",))
+@functools.partial(jax.jit, static_argnums=0, static_argnames=("pretraining", "pooling_rows"))
 def encode_query(config: MIReConfig, params, input_ids, attention_mask, pixel_values=None, *,
-                 vision_features=None, pretraining: bool = False) -> jax.Array:
+                 vision_features=None, pretraining: bool = False, pooling_rows: int | None = None) -> jax.Array:
     """Query embeddings [B, N, dim], L2-normalised per token.
 
     pixel_values: NHWC float32, already CLIP-normalised; or `vision_features` [B, 1+S, v] from the vision cache;
     neither: a text-only query (N = L). `pretraining`: visual tokens only (N = num_tokens + num_heads);
     otherwise visual + text tokens (N = num_tokens + num_heads + L).
+    `pooling_rows`: the framed query length, when input_ids hold only its first L tokens and every later one is
+    masked padding (`attention_mask` 0): the same embeddings as the full query's first N, without encoding the
+    padding (`MIRe.query_from_text`).
     """
     return _apply(config, params, MIRe.encode_query, input_ids, attention_mask, pixel_values, vision_features,
-                  pretraining)
+                  pretraining, pooling_rows=pooling_rows)
 
 
 @functools.partial(jax.jit, static_argnums=0)

@@ -55,18 +55,33 @@ class MIRe(nn.Module):
         return t * attention_mask[..., None].astype(jnp.float32)
 
     def encode_query(self, input_ids, attention_mask, pixel_values=None, vision_features=None, pretraining=False,
-                     deterministic=True, example_ids=None):
-        """-> [B, N, dim] L2-normalised. With an image N = n_g + h (+ L unless `pretraining`), without one N = L."""
-        t = self.masked_text_tokens(input_ids, attention_mask, deterministic, example_ids)
-        return self.query_from_text(t, attention_mask, pixel_values, vision_features, pretraining)
+                     deterministic=True, example_ids=None, pooling_rows=None):
+        """-> [B, N, dim] L2-normalised. With an image N = n_g + h (+ L unless `pretraining`), without one N = L.
 
-    def query_from_text(self, t, attention_mask, pixel_values=None, vision_features=None, pretraining=False):
-        """`encode_query` from the text tokens T (`masked_text_tokens`) onwards."""
+        `pooling_rows`: the query length the pooling counts rows of (see `query_from_text`), when the text was cut
+        short of it."""
+        t = self.masked_text_tokens(input_ids, attention_mask, deterministic, example_ids)
+        return self.query_from_text(t, attention_mask, pixel_values, vision_features, pretraining, pooling_rows)
+
+    def query_from_text(self, t, attention_mask, pixel_values=None, vision_features=None, pretraining=False,
+                        pooling_rows=None):
+        """`encode_query` from the text tokens T (`masked_text_tokens`) onwards.
+
+        The pooling's sum runs over every text row, masked ones included (`AttentivePooling.pooled_tokens`), so a
+        query framed at `pooling_rows` tokens but encoded cut to its first L (every row past L being masked padding,
+        which nothing attends to) pools as the full query once T is padded back with masked rows; the text tokens
+        returned stay L.
+        """
         if pixel_values is None and vision_features is None:
             return l2_normalize(t)
         if vision_features is None:
             vision_features = self.encode_vision(pixel_values)
-        visual, _ = self.visual_tokens(t, attention_mask, vision_features)
+        pool_t, pool_mask = t, attention_mask
+        if pooling_rows is not None and pooling_rows > t.shape[1]:
+            extra = pooling_rows - t.shape[1]
+            pool_t = jnp.pad(t, ((0, 0), (0, extra), (0, 0)))
+            pool_mask = jnp.pad(attention_mask, ((0, 0), (0, extra)))
+        visual, _ = self.visual_tokens(pool_t, pool_mask, vision_features)
         return l2_normalize(visual if pretraining else jnp.concatenate([visual, t], axis=1))
 
     def pooling_attention(self, input_ids, attention_mask, vision_features):

@@ -56,11 +56,13 @@ class Engine:
         batch_sizes: the padded batch sizes compiled at start-up; a batch of n queries runs at the smallest size
             >= n, so the largest size is the most queries one batch may hold.
         max_k: results searched per query (every request's k is at most this).
+        text_lengths: the shorter text lengths compiled besides `query_maxlen` (see `encode`); default: halving
+            `query_maxlen` down to 16.
     """
 
     def __init__(self, config, params, tokenizer, index: LateInteractionIndex, passages: dict[str, str], *,
                  query_maxlen: int = 64, batch_sizes: Sequence[int] = (1, 2, 4, 8, 12, 16), max_k: int = 100,
-                 model_dir: str = "", index_dir: str = ""):
+                 text_lengths: Sequence[int] | None = None, model_dir: str = "", index_dir: str = ""):
         if not batch_sizes or min(batch_sizes) < 1:
             raise ValueError(f"batch sizes must be positive integers, got {list(batch_sizes)}")
         missing = [pid for pid in index.ids if str(pid) not in passages]
@@ -76,6 +78,10 @@ class Engine:
         self.index = index
         self.passages = passages
         self.query_maxlen = int(query_maxlen)
+        if text_lengths is None:  # halving down to 16 word pieces
+            text_lengths = [self.query_maxlen >> i for i in range(8) if self.query_maxlen >> i >= 16]
+        self.text_lengths = tuple(sorted({int(n) for n in text_lengths if 0 < n < self.query_maxlen}
+                                         | {self.query_maxlen}))
         self.batch_sizes = tuple(sorted({int(b) for b in batch_sizes}))
         self.max_k = int(min(max_k, index.num_passages))
         self.model_dir, self.index_dir = model_dir, index_dir
@@ -101,11 +107,6 @@ class Engine:
     def max_batch(self) -> int:
         return self.batch_sizes[-1]
 
-    @property
-    def query_tokens(self) -> int:
-        """Tokens of every encoded query as searched: visual tokens + text tokens (text-only queries are padded)."""
-        return self.num_visual + self.query_maxlen
-
     def bucket(self, n: int) -> int:
         """The compiled batch size that holds n queries."""
         for size in self.batch_sizes:
@@ -120,40 +121,52 @@ class Engine:
         pixels = None if image is None else clip_preprocess(image, self.image_size)
         return Query(question, pixels)
 
-    def encode(self, queries: Sequence[Query]) -> tuple[np.ndarray, np.ndarray]:
-        """-> (embeddings [B, num_visual + query_maxlen, dim] float32, mask [B, same] bool), in query order.
+    def text_length(self, real_tokens: int) -> int:
+        """The compiled text length that holds a question of `real_tokens` framed word pieces."""
+        return next((n for n in self.text_lengths if n >= real_tokens), self.query_maxlen)
 
-        Queries with an image and text-only queries run as two groups, each padded to its batch size; a text-only
-        query's tokens are placed after `num_visual` masked zero rows, so both kinds are searched together and score
-        as the text-only baseline does.
+    def encode(self, queries: Sequence[Query]) -> tuple[np.ndarray, np.ndarray]:
+        """-> (embeddings [B, num_visual + L, dim] float32, mask [B, same] bool), in query order.
+
+        The questions are framed at `query_maxlen` word pieces; everything past the longest question's own tokens
+        is masked [MASK] padding that nothing attends to, so the batch is encoded cut to the shortest of
+        `text_lengths` holding it (L), the pooling still counting `query_maxlen` rows: the same embeddings as the
+        full query's, whose tokens past L are masked and score 0. Queries with an image and
+        text-only queries run as two groups, each padded to its batch size; a text-only query's tokens are placed
+        after `num_visual` masked zero rows, so both kinds are searched together and score as the text-only
+        baseline does.
         """
-        n_tokens = self.query_tokens
+        ids, text_mask = self.tokenizer.encode_queries([q.question for q in queries], max_len=self.query_maxlen,
+                                                       attend_to_mask_tokens=False)
+        ids, text_mask = np.asarray(ids, np.int32), np.asarray(text_mask, np.int32)
+        length = self.text_length(int(text_mask.sum(1).max()))
+        ids, text_mask = ids[:, :length], text_mask[:, :length]
+        n_tokens = self.num_visual + length
         embs = np.zeros((len(queries), n_tokens, self.config.head.dim), np.float32)
         mask = np.zeros((len(queries), n_tokens), bool)
         for with_image in (True, False):
             rows = [i for i, q in enumerate(queries) if (q.pixels is not None) == with_image]
             if not rows:
                 continue
-            e, m = self._encode_group([queries[i] for i in rows], with_image)
+            e = self._encode_group([queries[i] for i in rows], ids[rows], text_mask[rows], with_image)
             if with_image:
-                embs[rows], mask[rows] = e, m
+                embs[rows], mask[rows, :self.num_visual] = e, True
             else:
-                embs[rows, self.num_visual:], mask[rows, self.num_visual:] = e, m
+                embs[rows, self.num_visual:] = e
+            mask[rows, self.num_visual:] = text_mask[rows].astype(bool)
         return embs, mask
 
-    def _encode_group(self, queries: Sequence[Query], with_image: bool) -> tuple[np.ndarray, np.ndarray]:
+    def _encode_group(self, queries: Sequence[Query], ids: np.ndarray, text_mask: np.ndarray,
+                      with_image: bool) -> np.ndarray:
         n, size = len(queries), self.bucket(len(queries))
-        ids, text_mask = self.tokenizer.encode_queries([q.question for q in queries] + [""] * (size - n),
-                                                       max_len=self.query_maxlen, attend_to_mask_tokens=False)
-        ids, text_mask = np.asarray(ids, np.int32), np.asarray(text_mask, np.int32)
+        pad = ((0, size - n), (0, 0))
+        ids, text_mask = np.pad(ids, pad), np.pad(text_mask, pad)
         if not with_image:
-            out = mire_jax.encode_query(self.config, self.params, ids, text_mask)
-            return np.asarray(out)[:n], text_mask[:n].astype(bool)
+            return np.asarray(mire_jax.encode_query(self.config, self.params, ids, text_mask))[:n]
         pixels = np.zeros((size, self.image_size, self.image_size, 3), np.float32)
         pixels[:n] = np.stack([q.pixels for q in queries])
-        out = mire_jax.encode_query(self.config, self.params, ids, text_mask, pixels)
-        token_mask = np.concatenate([np.ones((n, self.num_visual), bool), text_mask[:n].astype(bool)], axis=1)
-        return np.asarray(out)[:n], token_mask
+        out = mire_jax.encode_query(self.config, self.params, ids, text_mask, pixels, pooling_rows=self.query_maxlen)
+        return np.asarray(out)[:n]
 
     def run_batch(self, queries: Sequence[Query]) -> BatchOutcome:
         """Encode and search a batch (at most `max_batch` queries): each query's top `max_k` passages."""
@@ -206,23 +219,35 @@ class Engine:
     def warm_up(self) -> dict:
         """Compile every program serving can run; afterwards `self.compiles.since_warm_up` counts new ones.
 
-        Compiled: the query encoder with and without an image at every batch size; the index search at every
-        batch size (exact mode: its fixed blocks; ScaNN mode: the exact rerank at every token bucket a query's
-        candidates can fill); the vision tower and the pooling attention at batch 1 (explanations).
+        Compiled: the query encoder with and without an image at every batch size and text length; the index
+        search at every batch size and query length (exact mode: its fixed blocks; ScaNN mode: the exact rerank at
+        every token bucket a query's candidates can fill); the vision tower and the pooling attention at batch 1
+        (explanations).
         """
         t0 = time.perf_counter()
         grey = Image.new("RGB", (self.image_size, self.image_size), (128, 128, 128))
-        with_image, text_only = self.prepare("warm up", grey), self.prepare("warm up", None)
-        for size in self.batch_sizes:
-            self.run_batch([with_image] * size)
-            self.run_batch([text_only] * size)
-        self._warm_rerank()
+        for length in self.text_lengths:
+            question = self._question_of_length(length)
+            with_image, text_only = self.prepare(question, grey), self.prepare(question, None)
+            for size in self.batch_sizes:
+                self.run_batch([with_image] * size)
+                self.run_batch([text_only] * size)
+            self._warm_rerank(self.num_visual + length)
         self.explain(grey, "warm up", [str(self.index.ids[0])])
         seconds = time.perf_counter() - t0
         self.compiles.mark_warm()
         return {"seconds": round(seconds, 1), "programs": self.compiles.total}
 
-    def _warm_rerank(self) -> None:
+    def _question_of_length(self, length: int) -> str:
+        """A question that encodes at text length `length`."""
+        for words in range(length, 0, -1):
+            question = " ".join(["warm"] * words)
+            _, mask = self.tokenizer.encode_queries([question], max_len=self.query_maxlen, attend_to_mask_tokens=False)
+            if self.text_length(int(np.asarray(mask).sum())) == length:
+                return question
+        raise ValueError(f"no question encodes at text length {length}: is it shorter than the framing?")
+
+    def _warm_rerank(self, query_tokens: int) -> None:
         """ScaNN mode reranks each query's candidates as one block of their tokens, padded to a multiple of
         `mire_jax.index.rerank.TOKEN_BUCKET` rows; rerank, once per block size, the shortest run of the longest passages
         that fills it, up to the largest candidate set (the `rerank_passages` longest passages)."""
@@ -233,7 +258,7 @@ class Engine:
         lengths = np.diff(index.offsets)
         longest_first = np.argsort(-lengths, kind="stable")[:max(self.max_k, index.config.rerank_passages)]
         blocks = -(-np.cumsum(lengths[longest_first]) // bucket)
-        q = np.zeros((1, self.query_tokens, self.config.head.dim), np.float32)
+        q = np.zeros((1, query_tokens, self.config.head.dim), np.float32)
         q_mask = np.ones(q.shape[:2], bool)
         for block in np.unique(blocks[blocks > 0]):
             first = int(np.argmax(blocks == block))

@@ -1,0 +1,44 @@
+"""The engine in-process, over the quick demo's model and index: questions encoded cut to the shortest compiled text
+length that holds them give the evaluation's full-length query embeddings, in batches mixing lengths and kinds."""
+import jax
+import numpy as np
+from PIL import Image
+
+import mire_jax
+from mire_jax.serve.engine import Engine
+
+
+def _flag(args, name):
+    return args[args.index(name) + 1]
+
+
+def test_cut_queries_encode_as_full_length_queries(quick_demo):
+    args = quick_demo.serve_args
+    maxlen = int(_flag(args, "--query-maxlen")) if "--query-maxlen" in args else 64
+    engine = Engine.load(_flag(args, "--model"), _flag(args, "--index"), _flag(args, "--passages"),
+                         query_maxlen=maxlen, batch_sizes=(1, 4))
+    assert engine.text_lengths[-1] == maxlen and len(engine.text_lengths) > 1
+    size = engine.image_size
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8))
+    questions = ["who", "what is shown in this picture and who made it", " ".join(["word"] * (maxlen + 5))]
+    for batch in ([(questions[0], image)], [(questions[0], image), (questions[1], None), (questions[2], image)],
+                  [(questions[1], None)]):
+        queries = [engine.prepare(q, im) for q, im in batch]
+        embs, mask = engine.encode(queries)
+        length = embs.shape[1] - engine.num_visual
+        assert length in engine.text_lengths
+        ids, text_mask = engine.tokenizer.encode_queries([q for q, _ in batch], max_len=maxlen,
+                                                         attend_to_mask_tokens=False)
+        assert length == engine.text_length(int(np.asarray(text_mask).sum(1).max()))
+        for row, (question, im) in enumerate(batch):
+            pixels = None if im is None else engine.prepare(question, im).pixels[None]
+            full = np.asarray(mire_jax.encode_query(engine.config, engine.params, np.asarray(ids)[row:row + 1],
+                                                    np.asarray(text_mask)[row:row + 1], pixels))[0]
+            if im is None:  # searched after masked zero rows in place of the visual tokens
+                assert not mask[row, :engine.num_visual].any() and not embs[row, :engine.num_visual].any()
+                full = np.concatenate([np.zeros((engine.num_visual, full.shape[1]), np.float32), full])
+            np.testing.assert_allclose(embs[row], full[:embs.shape[1]], atol=2e-5)
+            assert mask[row, engine.num_visual:].sum() == np.asarray(text_mask)[row].sum()
+            assert not full[embs.shape[1]:].any() or length == maxlen  # what was cut scores nothing (masked)
+    jax.clear_caches()
