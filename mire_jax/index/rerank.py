@@ -1,8 +1,11 @@
 """Exact MaxSim of a query against chosen passages, reading their float16 tokens from the index shards.
 
-The passages' tokens are gathered into one flat block (padded to a multiple of `TOKEN_BUCKET` rows, so
-few shapes are compiled) and scored in float32: one matrix product per query, then the best token per
-passage and query token, summed over query tokens (MaxSim, as `mire_jax.scoring.maxsim` defines it).
+The passages' tokens are copied, whole passages at a time, into chunks of `CHUNK_TOKENS` rows (one compiled
+shape; a passage longer than that gets a chunk of its own, rounded up to a multiple of it) and scored in
+float32: one matrix product per chunk, then the best token per passage and query token, summed over query
+tokens (MaxSim, as `mire_jax.scoring.maxsim` defines it). Chunks keep every buffer under glibc's 32 MB mmap
+threshold: one block of all candidates (130k tokens for 800 long passages) was mapped and faulted in anew at
+every query, which took longer than the product.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import numpy as np
 
 from mire_jax.scoring import MASKED_SCORE
 
-TOKEN_BUCKET = 4096  # rerank blocks are padded to a multiple of this many token rows
+CHUNK_TOKENS = 16384  # token rows scored per product
 
 
 class RowConcat:
@@ -41,6 +44,11 @@ class RowConcat:
             start, stop, step = index.indices(self.shape[0])
             if step != 1:
                 raise IndexError("RowConcat slices must have step 1")
+            if stop <= start:
+                return np.empty((0,) + self.shape[1:], self.dtype)
+            part = int(np.searchsorted(self.starts, start, side="right") - 1)
+            if stop <= self.starts[part + 1]:  # within one part: a view of it
+                return self.parts[part][start - self.starts[part]:stop - self.starts[part]]
             return self[np.arange(start, stop)]
         if isinstance(index, (int, np.integer)):
             index = int(index) + (self.shape[0] if index < 0 else 0)
@@ -65,48 +73,46 @@ def _token_scores(q: jax.Array, tokens: jax.Array) -> jax.Array:
     return jnp.dot(q, tokens.astype(jnp.float32).T)
 
 
-def gather_tokens(embeddings, offsets: np.ndarray, passages: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The tokens of `passages` (ascending positions read sequentially) as one padded float16 block.
-
-    Returns:
-        (block [ceil(T / TOKEN_BUCKET) * TOKEN_BUCKET, dim], lengths [P]); padding rows repeat row 0.
-    """
-    starts, stops = offsets[passages], offsets[passages + 1]
-    lengths = stops - starts
-    total = int(lengths.sum())
-    padded = max(-(-total // TOKEN_BUCKET), 1) * TOKEN_BUCKET
-    block = np.empty((padded, embeddings.shape[1]), np.float16)
-    if isinstance(embeddings, np.ndarray):  # contiguous slices: fast sequential copies
-        row = 0
-        for start, stop in zip(starts.tolist(), stops.tolist()):
-            block[row:row + stop - start] = embeddings[start:stop]
-            row += stop - start
-    else:
-        seg = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-        rows = np.arange(total) - np.repeat(seg - starts, lengths)
-        block[:total] = embeddings[rows]
-    block[total:] = block[0] if total else 0
-    return block, lengths
+def chunks(lengths: np.ndarray, capacity: int = CHUNK_TOKENS) -> list[slice]:
+    """Consecutive runs of passages (of these token counts) holding at most `capacity` tokens each; a longer
+    passage is a run of its own."""
+    out, start, filled = [], 0, 0
+    for i, n in enumerate(lengths.tolist()):
+        if i > start and filled + n > capacity:
+            out.append(slice(start, i))
+            start, filled = i, 0
+        filled += n
+    if len(lengths):
+        out.append(slice(start, len(lengths)))
+    return out
 
 
 def maxsim_passages(q: np.ndarray, embeddings, offsets: np.ndarray, passages: np.ndarray) -> np.ndarray:
     """Exact MaxSim of one query q [n, dim] (masked tokens zeroed) against `passages` -> [P] float32.
 
-    `embeddings` holds every passage's tokens at `offsets` (one array, a memory map or a `RowConcat`).
-    Passages without tokens score `MASKED_SCORE` per query token, as in the exact search.
+    `embeddings` holds every passage's tokens at `offsets` (one array, a memory map or a `RowConcat`); passages
+    in ascending order are read sequentially. Passages without tokens score `MASKED_SCORE` per query token, as in
+    the exact search.
     """
     passages = np.asarray(passages, np.int64)
-    lengths = offsets[passages + 1] - offsets[passages]
-    nonempty = lengths > 0
+    starts, stops = offsets[passages], offsets[passages + 1]
+    lengths = stops - starts
     scores = np.full(len(passages), MASKED_SCORE * len(q), np.float32)
-    if not nonempty.any():
-        return scores
-    kept = passages[nonempty]
-    block, lens = gather_tokens(embeddings, offsets, kept)
-    total = int(lens.sum())
-    sim = np.asarray(_token_scores(np.asarray(q, np.float32), block))[:, :total]
-    seg = np.concatenate([[0], np.cumsum(lens)[:-1]])
-    scores[nonempty] = np.maximum.reduceat(sim, seg, axis=1).sum(axis=0)
+    kept = np.flatnonzero(lengths > 0)
+    q = jnp.asarray(np.asarray(q, np.float32))
+    buffer = np.zeros((CHUNK_TOKENS, embeddings.shape[1]), np.float16)
+    for run in chunks(lengths[kept]):
+        members = kept[run]
+        total = int(lengths[members].sum())
+        block = buffer if total <= CHUNK_TOKENS else np.zeros((-(-total // CHUNK_TOKENS) * CHUNK_TOKENS,
+                                                                embeddings.shape[1]), np.float16)
+        row = 0
+        for start, stop in zip(starts[members].tolist(), stops[members].tolist()):
+            block[row:row + stop - start] = embeddings[start:stop]
+            row += stop - start
+        sim = np.asarray(_token_scores(q, block))[:, :total]
+        seg = np.concatenate([[0], np.cumsum(lengths[members])[:-1]])
+        scores[members] = np.maximum.reduceat(sim, seg, axis=1).sum(axis=0)
     return scores
 
 

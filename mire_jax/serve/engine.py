@@ -22,7 +22,6 @@ import mire_jax
 from mire_jax.data.images import clip_preprocess
 from mire_jax.eval.heatmaps import patch_attention
 from mire_jax.index import LateInteractionIndex
-from mire_jax.index.rerank import TOKEN_BUCKET
 from mire_jax.model_io import load_model, load_tokenizer, resolve_model_dir
 from mire_jax.serve.compile_watch import CompileWatch
 from mire_jax.serve.passages import load_passages
@@ -221,7 +220,7 @@ class Engine:
 
         Compiled: the query encoder with and without an image at every batch size and text length; the index
         search at every batch size and query length (exact mode: its fixed blocks; ScaNN mode: the exact rerank at
-        every token bucket a query's candidates can fill); the vision tower and the pooling attention at batch 1
+        its chunk shapes); the vision tower and the pooling attention at batch 1
         (explanations).
         """
         t0 = time.perf_counter()
@@ -248,21 +247,16 @@ class Engine:
         raise ValueError(f"no question encodes at text length {length}: is it shorter than the framing?")
 
     def _warm_rerank(self, query_tokens: int) -> None:
-        """ScaNN mode reranks each query's candidates as one block of their tokens, padded to a multiple of
-        `mire_jax.index.rerank.TOKEN_BUCKET` rows; rerank, once per block size, the shortest run of the longest passages
-        that fills it, up to the largest candidate set (the `rerank_passages` longest passages)."""
+        """ScaNN mode reranks candidates in chunks of `mire_jax.index.rerank.CHUNK_TOKENS` token rows (a longer passage
+        in a chunk of its own, a multiple of that): rerank the shortest and the longest passage."""
         index = self.index
         if index.searcher is None or index.config.mode == "exact":
             return
-        bucket = TOKEN_BUCKET
         lengths = np.diff(index.offsets)
-        longest_first = np.argsort(-lengths, kind="stable")[:max(self.max_k, index.config.rerank_passages)]
-        blocks = -(-np.cumsum(lengths[longest_first]) // bucket)
         q = np.zeros((1, query_tokens, self.config.head.dim), np.float32)
         q_mask = np.ones(q.shape[:2], bool)
-        for block in np.unique(blocks[blocks > 0]):
-            first = int(np.argmax(blocks == block))
-            index.rerank(q, q_mask, [longest_first[:first + 1]], self.max_k)
+        for passage in {int(np.argmax(lengths)), int(np.argmin(np.where(lengths > 0, lengths, lengths.max() + 1)))}:
+            index.rerank(q, q_mask, [np.array([passage])], self.max_k)
 
     def describe(self) -> dict:
         """What /healthz reports about the model, the index and the device."""

@@ -2,6 +2,7 @@
 import dataclasses
 import itertools
 import json
+import pathlib
 import shutil
 import string
 import subprocess
@@ -15,7 +16,8 @@ from mire_jax.eval.benchmarks import load_benchmark
 from mire_jax.index import shards
 from mire_jax.model_io import load_model
 from mire_jax.tokenizer import ColbertTokenizer
-from conftest import FIXTURES
+
+FIXTURES = pathlib.Path(__file__).resolve().parents[1] / "fixtures"
 
 ROOT = FIXTURES.parents[1]
 
