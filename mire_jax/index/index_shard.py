@@ -162,7 +162,8 @@ class IndexShard:
         offsets = np.load(root / OFFSETS)
         if not open_data:
             return cls(None, offsets, None, meta.get("num_leaves", 0), meta["first_passage"], meta["name"]), ids, meta
-        embeddings = np.load(root / EMBEDDINGS, mmap_mode="r")
+        # A plain array over the mapped file: slicing a np.memmap costs microseconds (the rerank slices thousands).
+        embeddings = np.load(root / EMBEDDINGS, mmap_mode="r").view(np.ndarray)
         if embeddings.shape[0] != meta["num_tokens"] or len(offsets) != meta["num_passages"] + 1:
             raise IndexFileError(f"{root}: counts disagree with {SHARD_META}")
         searcher = None

@@ -96,7 +96,7 @@ def test_auto_mode_follows_corpus_size():
 def test_save_load_gives_identical_results(corpus, scann_index, saved):
     _, _, queries, mask, *_ = corpus
     loaded = LateInteractionIndex.load(saved)
-    assert isinstance(loaded.embeddings, np.memmap)  # full embeddings stay on disk
+    assert isinstance(loaded.embeddings.base, np.memmap)  # full embeddings stay on disk (a view of the map)
     assert loaded.config == scann_index.config and loaded.ids == scann_index.ids
     ids_a, scores_a = scann_index.search(queries, mask, k=50)
     ids_b, scores_b = loaded.search(queries, mask, k=50)
