@@ -303,7 +303,8 @@ def main(argv=None) -> None:
     parser.add_argument("--corpora", default="uniform128,short64,zipf_mixed,distributed")
     parser.add_argument("--out", default=None)
     parser.add_argument("--workdir", default=None, help="where shards and indexes go (default: a temp dir)")
-    parser.add_argument("--force", action="store_true", help="rerun corpora already in the results file")
+    parser.add_argument("--force", action="store_true",
+                        help="rerun the named corpora even if the results file has them (the others are kept)")
     parser.add_argument("--keep", action="store_true", help="keep the built indexes")
     parser.add_argument("--pylate-python", default=None, help="python of a separate venv with pylate")
     parser.add_argument("--pylate-timeout", type=int, default=2400)
@@ -325,7 +326,7 @@ def main(argv=None) -> None:
     out = pathlib.Path(args.out or (RESULTS.with_name("search_small.json") if args.small else RESULTS))
     work = pathlib.Path(args.workdir or tempfile.mkdtemp(prefix="mire-bench-search-"))
     work.mkdir(parents=True, exist_ok=True)
-    report = json.loads(out.read_text()) if out.exists() and not args.force else {}
+    report = json.loads(out.read_text()) if out.exists() else {}
     if report.get("small") != args.small or report.get("passages_per_corpus") != passages:
         report = {}
     report.update({"benchmark": "calibrated sharded late-interaction index vs exact MaxSim", "small": args.small,
@@ -333,7 +334,7 @@ def main(argv=None) -> None:
                    "cpu_count": os.cpu_count(), "note": args.note})
     report.setdefault("corpora", {})
     for name in args.corpora.split(","):
-        if name in report["corpora"] and not isinstance(report["corpora"][name].get("search"), str):
+        if not args.force and name in report["corpora"] and not isinstance(report["corpora"][name].get("search"), str):
             print(f"{name}: kept from {out}")
             continue
         load = os.getloadavg()

@@ -24,7 +24,16 @@ import numpy as np
 
 
 def _peak_rss_kib() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    """This process's peak resident memory in KiB: VmHWM where /proc has it. Linux carries ru_maxrss over exec
+    from the process that forked this one, so a small worker started by a big parent reports the parent's peak."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def _queries(path):
