@@ -135,6 +135,28 @@ def block_size(num_passages: int, passages_per_block: int) -> int:
     return max(8, -(-(-(-num_passages // blocks)) // 8) * 8)
 
 
+def block_shapes(offsets: np.ndarray, passages_per_block: int) -> list[tuple[int, int]]:
+    """The distinct (passages, padded length) block shapes `iter_blocks` makes of a corpus."""
+    lengths = np.sort(np.diff(np.asarray(offsets, np.int64)))
+    per_block = block_size(len(lengths), passages_per_block)
+    return sorted({(per_block, padded_length(lengths[start:start + per_block].max()))
+                   for start in range(0, len(lengths), per_block)})
+
+
+def compile_search(offsets: np.ndarray, num_queries: int, query_len: int, dim: int, k: int, *,
+                   passages_per_block: int = 128, query_batch: int = 64) -> None:
+    """Compile every program `exact_search` runs for these queries over this corpus, on zero inputs made the way it
+    makes its own (host arrays put on the device), so that a timed search measures search, not compilation."""
+    batch = max(1, min(query_batch, 1 << max(num_queries - 1, 0).bit_length()))
+    q = jnp.asarray(np.zeros((batch, query_len, dim), np.float32))
+    m = jnp.asarray(np.ones((batch, query_len), bool))
+    best = (jnp.full((batch, k), -jnp.inf, jnp.float32), jnp.full((batch, k), -1, jnp.int32))
+    for passages, length in block_shapes(offsets, passages_per_block):
+        block = jnp.asarray(np.zeros((passages, length, dim), np.float32))
+        ids = jnp.asarray(np.zeros(passages, np.int64), jnp.int32)
+        jax.block_until_ready(_block_topk(q, m, block, jnp.asarray(np.ones(passages, bool)), ids, *best, k=k))
+
+
 def exact_search(embeddings: np.ndarray, offsets: np.ndarray, queries: np.ndarray,
                  query_mask: np.ndarray, k: int, *, passages_per_block: int = 128,
                  query_batch: int = 64, progress: bool = True, blocks=None) -> tuple[np.ndarray, np.ndarray]:
