@@ -108,24 +108,25 @@ def iter_blocks(embeddings: np.ndarray, offsets: np.ndarray, passages_per_block:
     """The corpus as padded blocks for `exact_search`: passages in length order, `passages_per_block` per block,
     each block padded to its longest passage rounded up to LENGTH_QUANTUM. Yields (block, nonempty, ids) as
     device arrays (ids -1 past the corpus end)."""
-    lengths = np.diff(np.asarray(offsets, np.int64))
-    order = np.argsort(lengths, kind="stable")
-    for start in range(0, len(lengths), passages_per_block):
+    order = np.argsort(np.diff(np.asarray(offsets, np.int64)), kind="stable")
+    pads = block_lengths(offsets, passages_per_block)
+    for start, pad_to in zip(range(0, len(order), passages_per_block), pads):
         ids = np.full(passages_per_block, -1, np.int64)
         chunk = order[start:start + passages_per_block]
         ids[:len(chunk)] = chunk
-        block, nonempty = gather_padded(embeddings, offsets, ids, padded_length(lengths[chunk].max()))
+        block, nonempty = gather_padded(embeddings, offsets, ids, pad_to)
         yield jnp.asarray(block), jnp.asarray(nonempty), jnp.asarray(ids, jnp.int32)
 
 
-def padded_bytes(offsets: np.ndarray, passages_per_block: int, dim: int) -> int:
-    """Bytes of the float32 blocks `iter_blocks` makes of a corpus of `dim`-d tokens."""
+def block_lengths(offsets: np.ndarray, per_block: int) -> list[int]:
+    """The padded length of every block `iter_blocks(..., per_block)` makes of a corpus, in order."""
     lengths = np.sort(np.diff(np.asarray(offsets, np.int64)))
-    if not len(lengths):
-        return 0
-    longest = lengths[np.minimum(np.arange(passages_per_block - 1, len(lengths) + passages_per_block - 1,
-                                           passages_per_block), len(lengths) - 1)]
-    return int(sum(padded_length(n) for n in longest)) * passages_per_block * dim * 4
+    return [padded_length(lengths[start:start + per_block].max()) for start in range(0, len(lengths), per_block)]
+
+
+def padded_bytes(offsets: np.ndarray, per_block: int, dim: int) -> int:
+    """Bytes of the float32 blocks `iter_blocks(..., per_block)` makes of a corpus of `dim`-d tokens."""
+    return sum(block_lengths(offsets, per_block)) * per_block * dim * 4
 
 
 def block_size(num_passages: int, passages_per_block: int) -> int:
@@ -133,14 +134,6 @@ def block_size(num_passages: int, passages_per_block: int) -> int:
     blocks as even as possible, so that the last one is not mostly empty rows."""
     blocks = max(1, -(-num_passages // max(1, passages_per_block)))
     return max(8, -(-(-(-num_passages // blocks)) // 8) * 8)
-
-
-def block_shapes(offsets: np.ndarray, passages_per_block: int) -> list[tuple[int, int]]:
-    """The distinct (passages, padded length) block shapes `iter_blocks` makes of a corpus."""
-    lengths = np.sort(np.diff(np.asarray(offsets, np.int64)))
-    per_block = block_size(len(lengths), passages_per_block)
-    return sorted({(per_block, padded_length(lengths[start:start + per_block].max()))
-                   for start in range(0, len(lengths), per_block)})
 
 
 def compile_search(offsets: np.ndarray, num_queries: int, query_len: int, dim: int, k: int, *,
@@ -151,10 +144,11 @@ def compile_search(offsets: np.ndarray, num_queries: int, query_len: int, dim: i
     q = jnp.asarray(np.zeros((batch, query_len, dim), np.float32))
     m = jnp.asarray(np.ones((batch, query_len), bool))
     best = (jnp.full((batch, k), -jnp.inf, jnp.float32), jnp.full((batch, k), -1, jnp.int32))
-    for passages, length in block_shapes(offsets, passages_per_block):
-        block = jnp.asarray(np.zeros((passages, length, dim), np.float32))
-        ids = jnp.asarray(np.zeros(passages, np.int64), jnp.int32)
-        jax.block_until_ready(_block_topk(q, m, block, jnp.asarray(np.ones(passages, bool)), ids, *best, k=k))
+    per_block = block_size(len(offsets) - 1, passages_per_block)
+    for length in sorted(set(block_lengths(offsets, per_block))):
+        block = jnp.asarray(np.zeros((per_block, length, dim), np.float32))
+        ids = jnp.asarray(np.zeros(per_block, np.int64), jnp.int32)
+        jax.block_until_ready(_block_topk(q, m, block, jnp.asarray(np.ones(per_block, bool)), ids, *best, k=k))
 
 
 def exact_search(embeddings: np.ndarray, offsets: np.ndarray, queries: np.ndarray,

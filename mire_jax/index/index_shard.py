@@ -188,7 +188,8 @@ class IndexShard:
         per_block = exact.block_size(self.num_passages, passages_per_block)
         if self._exact_blocks is not None and self._exact_blocks[0] == per_block:
             return self._exact_blocks[1]
-        if self.num_passages == 0 or exact.padded_bytes(self.offsets, per_block, self.embeddings.shape[1]) > exact.KEEP_BLOCKS_BYTES:
+        if (self.num_passages == 0
+                or exact.padded_bytes(self.offsets, per_block, self.embeddings.shape[1]) > exact.KEEP_BLOCKS_BYTES):
             return None
         self._exact_blocks = (per_block, list(exact.iter_blocks(self.embeddings, self.offsets, per_block)))
         return self._exact_blocks[1]
