@@ -38,6 +38,14 @@ def decode_image(data: bytes, *, source: str = "<bytes>") -> Image.Image:
         raise ImageError(f"empty image data ({source})")
     try:
         image = Image.open(io.BytesIO(data))
+    except Exception as e:  # PIL raises several unrelated types for bad files
+        raise ImageError(f"cannot decode image ({source}): {type(e).__name__}: {e}") from e
+    return load_rgb(image, source=source)
+
+
+def load_rgb(image: Image.Image, *, source: str = "<bytes>") -> Image.Image:
+    """An opened image (only its header read) -> its RGB pixels; `ImageError` names `source` on failure."""
+    try:
         image.load()  # force the full decode here so that truncated files fail now, not later
         return image.convert("RGB")
     except Exception as e:  # PIL raises several unrelated types for bad files

@@ -1,10 +1,14 @@
 """Micro-batching: concurrent requests share one call of the jitted query encoder and one index search.
 
 A request announces itself when it arrives (`expecting`), is read and preprocessed, then puts its query in the
-queue and awaits its answer. One worker task takes the first waiting query and, while other requests are known to
-be on their way, waits for them, at most `window_s` and until `max_batch` are waiting; a lone request therefore
-waits for nothing. The batch runs in one background thread, so the event loop keeps accepting requests meanwhile,
-and whatever arrives while a batch runs forms the next one: batches grow with the load.
+queue and awaits its answer. One worker task takes the first waiting query and waits, at most `window_s` and until
+`max_batch` are waiting, while other requests are known to be on their way or fewer are waiting than the demand:
+the last batch's size plus the queries it left waiting, less the requests refused since. The clients that sent
+the last batch send the next one, but their requests arrive one by one, and between two of them the event loop
+may see an empty queue and nothing announced; without the demand, such a wave splits into batches that then stay
+split. A lone client waits for nothing, and a load that drops waits one window, once. The batch runs in one
+background thread, so the event loop keeps accepting requests meanwhile, and whatever arrives while a batch runs
+forms the next one: batches grow with the load.
 """
 from __future__ import annotations
 
@@ -63,6 +67,7 @@ class MicroBatcher:
         self.split = split or (lambda results, i: results[i])
         self.batch_sizes = collections.Counter()  # batches run, by size
         self._expected = 0
+        self._demand = 1  # see the module's docstring
         self._waiting: collections.deque[_Waiting] = collections.deque()
         self._arrived = asyncio.Event()
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="mire-batch")
@@ -75,10 +80,14 @@ class MicroBatcher:
     @contextlib.contextmanager
     def expecting(self):
         """Announce an item being prepared: a batch being formed waits for it (within the window). Leave the
-        block right before `submit`, with no await between, so the worker never sees the item in neither place."""
+        block right before `submit`, with no await between, so the worker never sees the item in neither place; an
+        exception leaving the block (the request refused) means the item never comes."""
         self._expected += 1
         try:
             yield
+        except BaseException:
+            self._demand = max(1, self._demand - 1)
+            raise
         finally:
             self._expected -= 1
             self._arrived.set()  # wake the worker: the item is queued next, or will never come
@@ -124,7 +133,7 @@ class MicroBatcher:
         if self.window_s > 0:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + self.window_s
-            while len(self._waiting) < self.max_batch and self._expected > 0:
+            while len(self._waiting) < self.max_batch and (self._expected > 0 or len(self._waiting) < self._demand):
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     break
@@ -138,6 +147,7 @@ class MicroBatcher:
             waiting = self._waiting.popleft()
             if not waiting.future.done():  # a client that went away cancels its future
                 batch.append(waiting)
+        self._demand = min(self.max_batch, len(batch) + len(self._waiting))
         return batch
 
     async def _work(self) -> None:

@@ -7,7 +7,7 @@ import warnings
 
 from PIL import Image
 
-from mire_jax.data.images import ImageError, decode_image
+from mire_jax.data.images import ImageError, load_rgb
 
 
 class InputError(Exception):
@@ -72,8 +72,9 @@ def parse_k(raw, default: int, largest: int) -> int:
     return k
 
 
-def decode_upload(data: bytes, filename: str, limits: Limits) -> Image.Image:
-    """Uploaded bytes -> an RGB image, or an InputError: empty, too big, not an image, truncated, too many pixels."""
+def open_upload(data: bytes, filename: str, limits: Limits) -> Image.Image:
+    """Uploaded bytes -> the image with only its header read, or an InputError: empty, too big, not an image, too
+    many pixels. `decode_opened` decodes it."""
     name = filename or "the upload"
     if not data:
         raise InputError(400, f"image {name!r} is empty")
@@ -82,21 +83,33 @@ def decode_upload(data: bytes, filename: str, limits: Limits) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            width, height = Image.open(io.BytesIO(data)).size  # reads the header only
+            image = Image.open(io.BytesIO(data))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise InputError(413, f"image {name!r} has too many pixels; the limit is {limits.max_image_pixels}") from None
     except Exception:
         raise InputError(400, f"{name!r} is not an image Pillow can read (JPEG, PNG, WebP, ...)") from None
+    width, height = image.size
     if width * height > limits.max_image_pixels:
         raise InputError(413, f"image {name!r} is {width}x{height} pixels; the limit is "
                               f"{limits.max_image_pixels} pixels")
     if min(width, height) < 1:
         raise InputError(400, f"image {name!r} has no pixels")
+    return image
+
+
+def decode_opened(image: Image.Image, filename: str) -> Image.Image:
+    """An image from `open_upload` -> its RGB pixels, or an InputError naming the cause (a truncated file, say)."""
+    name = filename or "the upload"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            return decode_image(data, source=name)
+            return load_rgb(image, source=name)
     except ImageError as e:
         cause = e.__cause__
         detail = (f"{type(cause).__name__}: {cause}" if cause else str(e)).splitlines()[0][:200]
         raise InputError(400, f"image {name!r} cannot be decoded: {detail}") from None
+
+
+def decode_upload(data: bytes, filename: str, limits: Limits) -> Image.Image:
+    """Uploaded bytes -> an RGB image, or an InputError: empty, too big, not an image, truncated, too many pixels."""
+    return decode_opened(open_upload(data, filename, limits), filename)

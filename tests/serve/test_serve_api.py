@@ -58,6 +58,14 @@ def test_text_only_and_image_only_queries(client, quick_demo):
     assert client.search(question=query["question"], k=5)["results"] == text_only["results"]
     image_only = client.search(image=quick_demo.image_bytes(query), k=5)
     assert image_only["query"]["image"] and image_only["query"]["question"] == "" and len(image_only["results"]) == 5
+    # an image too large to prepare in the event loop is prepared in a worker thread, to the same result
+    large = _png(Image.open(io.BytesIO(quick_demo.image_bytes(query))).resize((300, 300)))
+    image_size = client.health()["model"]["image_size"]
+    large_answer = client.search(image=large, question=query["question"], k=5)
+    in_loop = client.search(image=_png(Image.open(io.BytesIO(large)).resize((image_size, image_size),
+                                                                       Image.Resampling.BICUBIC)),
+                            question=query["question"], k=5)
+    assert [r["id"] for r in large_answer["results"]] == [r["id"] for r in in_loop["results"]]
     # k defaults to 10 (or the corpus size)
     assert len(client.search(question=query["question"])["results"]) == min(10, len(quick_demo.passages))
 
@@ -98,11 +106,14 @@ def _bad_requests(quick_demo, max_k):
     good = quick_demo.image_bytes(quick_demo.queries[0])
     question = quick_demo.queries[0]["question"]
     noise = _png(Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), np.uint8)))
+    large = _png(Image.open(io.BytesIO(good)).resize((300, 300)))
     form = lambda **fields: multipart(fields)
     cases = [
         ("not an image", form(image=("notes.png", b"this is not an image at all", "image/png"), question=question),
          400),
         ("truncated image", form(image=("cut.png", good[:len(good) // 2], "image/png"), question=question), 400),
+        ("truncated large image (decoded in a worker thread)",
+         form(image=("cut.png", large[:len(large) // 2], "image/png"), question=question), 400),
         ("empty image file", form(image=("empty.png", b"", "image/png"), question=question), 400),
         ("image over the byte limit", form(image=("big.png", noise + b"\0" * (270 * 1024), "image/png")), 413),
         ("body over the request limit", form(image=("bigger.png", noise + b"\0" * (900 * 1024), "image/png")), 413),

@@ -52,11 +52,15 @@ def test_a_lone_item_does_not_wait_for_the_window():
 def test_announced_items_are_waited_for_within_the_window():
     seen = []
 
-    async def arrive_late(batcher, item, delay, submit=True):
-        with batcher.expecting():
-            await asyncio.sleep(delay)
-        if submit:
-            return await batcher.submit(item)
+    async def arrive_late(batcher, item, delay, refused=False):
+        try:
+            with batcher.expecting():
+                await asyncio.sleep(delay)
+                if refused:
+                    raise ValueError("refused while being read")
+        except ValueError:
+            return None
+        return await batcher.submit(item)
 
     async def main():
         batcher = MicroBatcher(lambda items: seen.append(list(items)) or list(items), max_batch=8, window_s=0.3)
@@ -69,7 +73,7 @@ def test_announced_items_are_waited_for_within_the_window():
         await late
         shared_s = time.perf_counter() - t0
         # an announced request that never comes (refused while being read) releases the batch at once
-        gone = asyncio.ensure_future(arrive_late(batcher, "x", 0.05, submit=False))
+        gone = asyncio.ensure_future(arrive_late(batcher, "x", 0.05, refused=True))
         await asyncio.sleep(0)
         t1 = time.perf_counter()
         await batcher.submit("c")
@@ -135,3 +139,41 @@ def test_a_full_queue_refuses_and_a_failing_batch_fails_its_items_only():
     (a, b, failed), after = _run(main())
     assert a.result == "a" and b.result == "b" and after.result == "d"
     assert isinstance(failed, RuntimeError)
+
+
+@pytest.mark.parametrize("clients,max_batch", [(6, 8), (5, 3)])
+def test_clients_that_reply_one_by_one_keep_sharing_batches(clients, max_batch):
+    """Closed-loop clients whose next requests arrive spaced out, with an empty queue and nothing announced between
+    two of them: after the first rounds every batch still holds min(clients, max_batch) queries (the last batch's
+    demand is waited for), and when the load drops to one client, it waits one window once, then nothing."""
+    seen = []
+
+    def run(items):
+        seen.append(len(items))
+        time.sleep(0.02)
+        return list(items)
+
+    async def client(batcher, c, rounds):
+        for r in range(rounds):
+            await batcher.submit((c, r))
+            await asyncio.sleep(0.004 * c)  # client c answers 4c ms after its result
+
+    async def main():
+        batcher = MicroBatcher(run, max_batch=max_batch, window_s=0.15)
+        batcher.start()
+        await asyncio.gather(*(client(batcher, c, 8) for c in range(clients)))
+        waits = []
+        for i in range(3):
+            t0 = time.perf_counter()
+            await batcher.submit(("alone", i))
+            waits.append(time.perf_counter() - t0)
+        await batcher.stop()
+        return waits
+
+    waits = _run(main())
+    full = min(clients, max_batch)
+    steady = seen[-6 - 3:-3]
+    assert steady == [full] * len(steady) or (max_batch < clients and set(steady) <= {full, clients - full}), seen
+    assert seen[-3:] == [1, 1, 1]
+    assert 0.12 <= waits[0] < 0.4, waits  # the window, once
+    assert max(waits[1:]) < 0.1, waits
