@@ -36,7 +36,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch-sizes", type=_sizes, default=[1, 2, 4, 8, 12, 16],
                    help="padded batch sizes compiled at start-up; the largest is the most queries per batch")
     p.add_argument("--window-ms", type=float, default=10.0,
-                   help="how long a query may wait for requests already arriving to share its batch")
+                   help="how long a batch being formed waits for its next request (see mire_jax/serve/batcher.py)")
     p.add_argument("--no-batching", action="store_true", help="one query at a time (batch size 1, no window)")
     p.add_argument("--max-k", type=int, default=100, help="most results per query")
     p.add_argument("--max-queue", type=int, default=512, help="queries waiting before requests get 503")

@@ -66,7 +66,7 @@ def create_app(engine: Engine, *, limits: Limits | None = None, window_ms: float
     Args:
         engine: the model, index and passages (`Engine.warm_up` already called, so nothing compiles while serving).
         limits: what a request may send (`max_k` is capped at the engine's `max_k`).
-        window_ms: how long a query may wait for requests already arriving to share its batch; batches hold at most
+        window_ms: how long a batch being formed waits for its next request (`MicroBatcher`); batches hold at most
             `engine.max_batch`.
         max_queue: queries allowed to wait for the encoder before requests are refused with 503.
     """

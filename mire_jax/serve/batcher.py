@@ -1,14 +1,15 @@
 """Micro-batching: concurrent requests share one call of the jitted query encoder and one index search.
 
 A request announces itself when it arrives (`expecting`), is read and preprocessed, then puts its query in the
-queue and awaits its answer. One worker task takes the first waiting query and waits, at most `window_s` and until
-`max_batch` are waiting, while other requests are known to be on their way or fewer are waiting than the demand:
-the last batch's size plus the queries it left waiting, less the requests refused since. The clients that sent
-the last batch send the next one, but their requests arrive one by one, and between two of them the event loop
-may see an empty queue and nothing announced; without the demand, such a wave splits into batches that then stay
-split. A lone client waits for nothing, and a load that drops waits one window, once. The batch runs in one
-background thread, so the event loop keeps accepting requests meanwhile, and whatever arrives while a batch runs
-forms the next one: batches grow with the load.
+queue and awaits its answer. One worker task takes the first waiting query and waits, until `max_batch` are waiting
+and at most `window_s` for each next one, while other requests are known to be on their way or fewer are waiting
+than the demand: the last batch's size plus the queries it left waiting, less the requests refused since. The
+clients that sent the last batch send the next one, but their requests arrive one by one, and between two of them
+the event loop may see an empty queue and nothing announced; without the demand, such a wave splits into batches
+that then stay split, and so it does when a fixed window ends before its last request. A lone client waits for
+nothing, and a load that drops waits one window, once. The batch runs in one background thread, so the event loop
+keeps accepting requests meanwhile, and whatever arrives while a batch runs forms the next one: batches grow with
+the load.
 """
 from __future__ import annotations
 
@@ -49,8 +50,9 @@ class MicroBatcher:
         run_batch: runs in a worker thread, one batch at a time; returns a list aligned with its input, or
             a single object that `split(result, i)` turns into item i's result.
         max_batch: the most items one batch may hold.
-        window_s: how long the first item of a batch may wait for items announced by `expecting` (0: take only
-            what is already waiting).
+        window_s: how long a batch being formed waits for its next item, while items are announced by `expecting`
+            or fewer than the demand wait; every item that comes starts the window again (0: take only what is
+            already waiting).
         max_queue: items allowed to wait; `submit` raises Busy beyond it.
         split: see run_batch (default: index the returned list).
     """
@@ -132,7 +134,7 @@ class MicroBatcher:
             await self._arrived.wait()
         if self.window_s > 0:
             loop = asyncio.get_running_loop()
-            deadline = loop.time() + self.window_s
+            deadline, arrived = loop.time() + self.window_s, len(self._waiting)
             while len(self._waiting) < self.max_batch and (self._expected > 0 or len(self._waiting) < self._demand):
                 remaining = deadline - loop.time()
                 if remaining <= 0:
@@ -142,6 +144,8 @@ class MicroBatcher:
                     await asyncio.wait_for(self._arrived.wait(), remaining)
                 except asyncio.TimeoutError:
                     break
+                if len(self._waiting) > arrived:  # a query came: the window starts again
+                    deadline, arrived = loop.time() + self.window_s, len(self._waiting)
         batch = []
         while self._waiting and len(batch) < self.max_batch:
             waiting = self._waiting.popleft()

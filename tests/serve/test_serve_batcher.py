@@ -177,3 +177,25 @@ def test_clients_that_reply_one_by_one_keep_sharing_batches(clients, max_batch):
     assert seen[-3:] == [1, 1, 1]
     assert 0.12 <= waits[0] < 0.4, waits  # the window, once
     assert max(waits[1:]) < 0.1, waits
+
+
+def test_a_wave_longer_than_the_window_stays_one_batch_while_its_items_keep_coming():
+    """After a batch of 6, six items that arrive 60 ms apart (over 300 ms, three windows of 100 ms) still form one
+    batch: the window counts from the last arrival, not from the first."""
+    seen = []
+
+    async def main():
+        batcher = MicroBatcher(lambda items: seen.append(list(items)) or list(items), max_batch=8, window_s=0.1)
+        batcher.start()
+        await asyncio.gather(*(batcher.submit(("first", i)) for i in range(6)))
+        wave = []
+        for i in range(6):
+            wave.append(asyncio.ensure_future(batcher.submit(i)))
+            await asyncio.sleep(0.06)
+        answers = await asyncio.gather(*wave)
+        await batcher.stop()
+        return answers
+
+    answers = _run(main())
+    assert [a.result for a in answers] == list(range(6))
+    assert seen == [[("first", i) for i in range(6)], list(range(6))], seen
