@@ -39,6 +39,13 @@ def test_calibration_reaches_its_targets(name, tmp_path):
     assert {k: getattr(index.config, k) for k in report["settings"]} == report["settings"]
     # Both are costed (on corpora this small, compiled exact search is the cheaper: CONFIG keeps ScaNN under test).
     assert report["seconds_per_query"]["chosen"] > 0 and report["seconds_per_query"]["exact"] > 0
+    # The cheapest settings by estimate were searched for real, and the fastest of them was chosen.
+    verified = report["verified"]
+    assert 1 <= len(verified) <= calibrate_lib.VERIFIED and all(v["measured"] > 0 for v in verified)
+    assert [v["estimated"] for v in verified] == sorted(v["estimated"] for v in verified)
+    fastest = min(verified, key=lambda v: v["measured"])
+    assert report["settings"] == fastest["settings"]
+    assert report["seconds_per_query"]["chosen"] == fastest["measured"]
 
     # Checked here against exact search, on queries made by the corpus's own generator (not the drawn ones).
     queries, mask, _ = corpus.queries(64, seed=7)
