@@ -172,7 +172,12 @@ class Engine:
         t0 = time.perf_counter()
         embs, mask = self.encode(queries)
         t1 = time.perf_counter()
-        positions, scores = self.index.search_positions(embs, mask, k=self.max_k)
+        # Searched at the compiled batch size too (the first query repeated): the search pads a batch its own way,
+        # to a power of two, so a batch of 2 under sizes (1, 4) would otherwise compile new programs while serving.
+        fill = [0] * (self.bucket(len(queries)) - len(queries))
+        positions, scores = self.index.search_positions(np.concatenate([embs, embs[fill]]),
+                                                        np.concatenate([mask, mask[fill]]), k=self.max_k)
+        positions, scores = positions[:len(queries)], scores[:len(queries)]
         t2 = time.perf_counter()
         ids = [[self.index.ids[p] for p in row if p >= 0] for row in positions]
         return BatchOutcome(ids, [s[:len(row)] for s, row in zip(scores, ids)], t1 - t0, t2 - t1)

@@ -1,5 +1,6 @@
 """The engine in-process, over the quick demo's model and index: questions encoded cut to the shortest compiled text
-length that holds them give the evaluation's full-length query embeddings, in batches mixing lengths and kinds."""
+length that holds them give the evaluation's full-length query embeddings, in batches mixing lengths and kinds; after
+the warm-up, batches of every size and mix compile nothing."""
 import jax
 import numpy as np
 from PIL import Image
@@ -41,4 +42,24 @@ def test_cut_queries_encode_as_full_length_queries(quick_demo):
             np.testing.assert_allclose(embs[row], full[:embs.shape[1]], atol=2e-5)
             assert mask[row, engine.num_visual:].sum() == np.asarray(text_mask)[row].sum()
             assert not full[embs.shape[1]:].any() or length == maxlen  # what was cut scores nothing (masked)
+    jax.clear_caches()
+
+
+def test_batches_of_every_size_compile_nothing_after_the_warm_up(quick_demo):
+    args = quick_demo.serve_args
+    engine = Engine.load(_flag(args, "--model"), _flag(args, "--index"), _flag(args, "--passages"),
+                         query_maxlen=int(_flag(args, "--query-maxlen")) if "--query-maxlen" in args else 64,
+                         batch_sizes=(1, 3, 5), max_k=7)
+    engine.warm_up()
+    rng = np.random.default_rng(1)
+    size = engine.image_size
+    image = Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8))
+    alone = {}
+    for n in range(1, engine.max_batch + 1):
+        queries = [engine.prepare(f"question number {i}", image if i % 2 else None) for i in range(n)]
+        outcome = engine.run_batch(queries)
+        assert len(outcome.ids) == n and all(len(ids) == 7 for ids in outcome.ids)
+        for i, ids in enumerate(outcome.ids):  # the same answer whatever the batch it is in
+            assert alone.setdefault(i, ids) == ids
+    assert engine.compiles.since_warm_up == 0
     jax.clear_caches()
