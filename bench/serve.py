@@ -8,8 +8,8 @@ Both servers are started once; they are measured in turn (one idles while the ot
 client count, for several rounds, so that drifts in the machine's load hit both alike. Every client sends prepared
 multipart requests (the zero-shot queries of the demo's world: image + question, k=10) over one keep-alive
 connection, one at a time; its first 4 are not measured. Reported per client count: requests/s and the p50/p99
-latency of each round, their medians, and the median over rounds of the ratios batched / one-at-a-time. The answers of the two servers are
-checked to be the same, and neither may compile anything while serving.
+latency of each round, their medians, and the median over rounds of the ratios batched / one-at-a-time. The
+answers of the two servers are checked to be the same, and neither may compile anything while serving.
 """
 from __future__ import annotations
 

@@ -10,9 +10,8 @@ ScaNN search per probe serves every neighbour count (ScaNN returns each token's 
 Costs per query are estimated here (ScaNN time per probe, first-stage time, rerank time per candidate);
 the `VERIFIED` settings of lowest estimated cost that reach both targets are then searched for real on the
 calibration queries, and the fastest wins (estimates of near-equal settings differed by up to 1.5x from the
-search's own time, and picked different settings in different builds), and exact search when it is cheaper
-still. Under
-`jax.distributed` every process evaluates its own shards; found counts are summed and times maxed over
+search's own time, and picked different settings in different builds); exact search wins when it is cheaper
+still. Under `jax.distributed` every process evaluates its own shards; found counts are summed and times maxed over
 processes, so all processes choose the same settings.
 """
 
@@ -374,16 +373,12 @@ def _fastest(index, points: list[dict], queries, query_mask) -> tuple[dict, list
     -> (that point with its measured seconds per query, [{settings, estimated, measured}] of every point)."""
     from mire_jax.index.late_interaction import SearchSettings
 
-    measured, saved = [], index.config
-    index.config = dataclasses.replace(saved, mode="scann")  # a recalibrated exact-mode index searches with ScaNN here
-    try:
-        for point in points:
-            settings = SearchSettings(**point["settings"])
-            index.search_positions(queries[:2], query_mask[:2], TRUTH_K, settings=settings)
-            _, seconds = _timed(index.search_positions, queries, query_mask, TRUTH_K, False, False, settings)
-            measured.append({**point, "measured": _global_max(seconds, index.layout) / max(len(queries), 1)})
-    finally:
-        index.config = saved
+    measured = []
+    for point in points:
+        settings = SearchSettings(**point["settings"])
+        index.search_positions(queries[:2], query_mask[:2], TRUTH_K, settings=settings)
+        _, seconds = _timed(index.search_positions, queries, query_mask, TRUTH_K, False, False, settings)
+        measured.append({**point, "measured": _global_max(seconds, index.layout) / max(len(queries), 1)})
     best = min(measured, key=lambda p: p["measured"])
     return best, [{"settings": p["settings"], "estimated": p["cost"], "measured": p["measured"]} for p in measured]
 

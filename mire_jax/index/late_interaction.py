@@ -239,7 +239,8 @@ class LateInteractionIndex:
                          settings: SearchSettings | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Like `search`, returning passage positions (0..N-1, -1 padding) instead of ids.
 
-        `settings` replaces the index's search settings for this call (calibration uses it).
+        `settings` replaces the index's search settings for this call, and gives the approximate search even when
+        the index's mode is exact (calibration uses it).
         """
         query_embs, query_mask, k, exact = dist.broadcast_queries(query_embs, query_mask, k, exact, self.layout)
         query_embs = np.asarray(query_embs, np.float32)
@@ -251,7 +252,7 @@ class LateInteractionIndex:
             raise ValueError(f"queries have dim {query_embs.shape[2]}, the index {self.dim}")
         if k < 1:
             raise ValueError(f"k must be positive, got {k}")
-        if exact or self.config.mode == "exact" or self.searcher is None:
+        if exact or (self.config.mode == "exact" and settings is None) or self.searcher is None:
             positions, scores = exact_lib.exact_search_shards(
                 self.shards, query_embs, query_mask, k, passages_per_block=self.config.exact_passages_per_block,
                 progress=progress)

@@ -99,6 +99,17 @@ def test_drawn_queries_come_from_the_corpus_and_look_like_queries():
     again, _ = calibrate_lib.draw_queries(index, 16, 24, seed=5)
     np.testing.assert_array_equal(q, again)
 
+    # Calibration times search settings on an index whose mode may be exact (recalibrating one that chose exact
+    # search): given settings, the index searches approximately with them whatever its mode.
+    from mire_jax.index.late_interaction import SearchSettings
+    rough = SearchSettings(leaves_to_search=1, neighbors_per_token=16, fill_fraction=0.5, rerank_passages=100)
+    approximate, _ = index.search_positions(q, mask, 50, settings=rough)
+    exact, _ = index.search_positions(q, mask, 50, exact=True)
+    index.config = dataclasses.replace(index.config, mode="exact")
+    np.testing.assert_array_equal(index.search_positions(q, mask, 50, settings=rough)[0], approximate)
+    np.testing.assert_array_equal(index.search_positions(q, mask, 50)[0], exact)
+    assert (approximate != exact).any()
+
 
 def test_exact_search_is_costed_compiled(monkeypatch):
     """Calibration compiles the exact search's programs before timing it: counted cold, compilation made exact search
