@@ -14,6 +14,7 @@ The results are added under the corpus's name to the JSON file.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import pathlib
@@ -21,9 +22,11 @@ import time
 
 import numpy as np
 
+from mire_jax.index.calibrate import NEIGHBOR_GRID, RERANK_GRID
+from mire_jax.index.late_interaction import SearchSettings
+
 RANKS = (100, 300, 1000, 2000, 4000)
-NEIGHBOURS = (256, 512, 1024, 2048, 4096, 8192, 16384)
-DEEPEST = 4000  # the deepest rerank calibration considers
+DEEPEST = RERANK_GRID[-1]  # the deepest rerank calibration considers
 
 
 def _timed(fn, *args):
@@ -34,8 +37,6 @@ def _timed(fn, *args):
 
 
 def stage_times(index, q: np.ndarray, mask: np.ndarray) -> dict:
-    from mire_jax.index.late_interaction import SearchSettings
-
     s = SearchSettings.of(index.config)
     key = (s.neighbors_per_token, s.fill_fraction)
     hits, scann_s = _timed(index.token_hits, q, mask, s.leaves_to_search, s.neighbors_per_token)
@@ -47,7 +48,7 @@ def stage_times(index, q: np.ndarray, mask: np.ndarray) -> dict:
     tokens = [int(np.sum(index.offsets[c + 1] - index.offsets[c])) for c in candidates]
     n = len(q)
     ms = lambda seconds: round(1000 * seconds / n, 2)
-    return {"settings": dataclass_dict(s), "queries": n,
+    return {"settings": dataclasses.asdict(s), "queries": n,
             "ms_per_query": {"scann_token_neighbours": ms(scann_s), "first_stage": ms(first_s),
                              "exact_rerank": ms(rerank_s), "search": ms(search_s), "exact_search": ms(exact_s),
                              "allowed_at_20x": ms(exact_s / 20)},
@@ -60,12 +61,10 @@ def first_stage_sweep(index, q: np.ndarray, mask: np.ndarray, truth: np.ndarray)
     """The first stage alone (ScaNN + approximate MaxSim) at the calibrated probe and fill and at half the probe, for
     every neighbour count: its time per query, and the recall of the exact top 10 / top 100 among its best
     `DEEPEST` candidates, the most that any rerank calibration considers could reach."""
-    from mire_jax.index.late_interaction import SearchSettings
-
     s = SearchSettings.of(index.config)
     out = []
     for probe in sorted({max(1, s.leaves_to_search // 2), s.leaves_to_search}):
-        for n in NEIGHBOURS:
+        for n in sorted({min(n, max(sh.num_tokens for sh in index.shards)) for n in NEIGHBOR_GRID}):
             settings = SearchSettings(probe, n, s.fill_fraction, DEEPEST)
             candidates, seconds = _timed(index.scored_candidates, q, mask, DEEPEST, settings)
             found10, found100 = [], []
@@ -79,16 +78,14 @@ def first_stage_sweep(index, q: np.ndarray, mask: np.ndarray, truth: np.ndarray)
     return out
 
 
-def dataclass_dict(settings) -> dict:
-    return {k: getattr(settings, k) for k in settings.__dataclass_fields__}
-
-
 def centroid_interaction_recall(index, q: np.ndarray, mask: np.ndarray, truth: np.ndarray) -> dict:
     """Recall of the exact top 10 / top 100 among the N best passages by centroid interaction: per query token, the
     best centroid score among a passage's tokens' partition centroids (each the normalised mean of its tokens)."""
     per_shard = []
     for shard in index.shards:
-        assignment = pathlib.Path(shard.folder) / "scann" / "datapoint_to_token.npy"
+        assignment = pathlib.Path(shard.folder) / "scann" / "datapoint_to_token.npy"  # ScaNN's own file
+        if not assignment.exists():
+            raise SystemExit(f"{assignment}: missing (this ScaNN version saves its partition ids elsewhere)")
         codes = np.load(assignment).astype(np.int64)
         count = int(codes.max()) + 1
         centroids = np.zeros((count, index.dim), np.float32)
@@ -129,14 +126,15 @@ def main(argv=None) -> dict:
     data = np.load(a.queries)
     queries, mask = np.asarray(data["queries"], np.float32), np.asarray(data["mask"], bool)
     index = LateInteractionIndex.load(a.index, verify=False)
+    if index.config.mode != "scann":
+        raise SystemExit(f"{a.index}: the index searches exactly (mode {index.config.mode!r}); it has no stages to time")
     q, m = queries[:a.batch], mask[:a.batch]
     result = {"tokens": int(index.offsets[-1]), "passages": index.num_passages, "dim": index.dim,
               "shards": len(index.shards), "cpus": os.cpu_count(), **stage_times(index, q, m)}
-    if index.config.mode == "scann":
-        truth, _ = index.search_positions(q, m, 100, exact=True)
-        result["first_stage_at_deepest_rerank"] = first_stage_sweep(index, q, m, truth)
-        c = a.centroid_queries
-        result["centroid_interaction"] = centroid_interaction_recall(index, q[:c], m[:c], truth[:c])
+    truth, _ = index.search_positions(q, m, 100, exact=True)
+    result["first_stage_at_deepest_rerank"] = first_stage_sweep(index, q, m, truth)
+    c = a.centroid_queries
+    result["centroid_interaction"] = centroid_interaction_recall(index, q[:c], m[:c], truth[:c])
     results = {}
     if os.path.exists(a.out):
         with open(a.out) as f:
