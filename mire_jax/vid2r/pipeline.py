@@ -14,12 +14,13 @@ Work folder layout:
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
-import json
 import os
 import shutil
 from typing import Callable, Sequence
 
+from mire_jax import files
 from mire_jax.vid2r import stages
 from mire_jax.vid2r.conversion import ConversionConfig, convert_records, cut_passage
 from mire_jax.vid2r.dialogues import SplitCounts, Triple, read_triples
@@ -84,11 +85,6 @@ class PipelineOptions:
                              f"--spacy-model {self.spacy_model}")
 
 
-def _read_json(path: str):
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
 def _summary_table(counts: dict, title: str) -> str:
     width = max(len(k) for k in counts) if counts else 0
     lines = [title]
@@ -128,9 +124,9 @@ class Vid2rPipeline:
         if self._skip("split", fp) is None:
             counts = SplitCounts()
             triples = read_triples(o.dialogues, on_error=o.on_error, counts=counts, progress=o.progress)
-            stages.write_jsonl(path, (t.to_json() for t in triples))
+            files.write_json_lines(path, (t.to_json() for t in triples))
             summary = counts.to_json()
-            stages.write_json(self.markers.path("split_counts.json"), summary)
+            files.write_json(self.markers.path("split_counts.json"), summary, indent=2)
             self.markers.mark("split", fp, [path], summary)
             self.log(_summary_table(summary, "[split] records -> turn pairs"))
             for example in counts.malformed_examples[:5]:
@@ -150,14 +146,14 @@ class Vid2rPipeline:
         if marker is not None:
             counts = marker.get("summary") or {}
         else:
-            triples = (Triple.from_json(d) for d in stages.iter_jsonl(self.markers.path("triples.jsonl")))
+            triples = (Triple.from_json(d) for d in _iter_json_lines(self.markers.path("triples.jsonl")))
             records, counts = filter_triples(triples, o.filter, extractor, seed=o.seed, unique_ids=o.unique_ids,
                                              save_negative=o.save_negative, progress=o.progress)
             counts = {"noun_extractor": extractor_name, "published": o.filter.published, **counts}
             if notice:
                 counts["notes"] = [notice]
-            stages.write_json(path, records)
-            stages.write_json(self.markers.path("filter_counts.json"), counts)
+            files.write_json(path, records, indent=2)
+            files.write_json(self.markers.path("filter_counts.json"), counts, indent=2)
             self.markers.mark("filter", fp, [path], counts)
             self.log(_summary_table(counts, f"[filter] {counts['triples']} turn pairs -> {counts['kept']} kept"))
         self.results["filter_counts"] = counts
@@ -215,7 +211,7 @@ class Vid2rPipeline:
         path = self.markers.path("hits.jsonl")
         if self._skip("search", fp) is not None:
             return path
-        records = _read_json(self.markers.path("vid2r_wo_conversion.json"))
+        records = files.read_json(self.markers.path("vid2r_wo_conversion.json"))
         if o.hits_file:
             rows = self._hits_from_file(records)
         else:
@@ -224,21 +220,43 @@ class Vid2rPipeline:
             if self.fingerprints.get("index"):
                 self.retriever.load_index(self.markers.path("kb_index"))
             rows = self._search_in_chunks(records, fp, k)
-        stages.write_jsonl(path, rows)
+        files.write_json_lines(path, rows)
         self.markers.mark("search", fp, [path], {"records": len(rows)})
         self.log(f"[search] top-{k} hits of {len(rows)} responses -> {path}")
         return path
 
     def _hits_from_file(self, records: list[dict]) -> list[dict]:
-        by_id = {}
-        for line_no, row in enumerate(stages.read_jsonl(self.o.hits_file), start=1):
+        """Each filtered record's row of the hits file. Rows are found by record id; where an id is not enough (the
+        published filter numbers records per image, so two images can both give `x_0`), by the row's "image" or
+        "document" (the response searched) as well. A record no row, or more than one row, fits is refused by name:
+        a record never takes another record's hits."""
+        path = self.o.hits_file
+        by_id: dict[str, list[dict]] = {}
+        for _, where, row in files.iter_json_lines(path, objects_only=False):
             if not isinstance(row, dict) or not isinstance(row.get("pids"), list) or "id" not in row:
-                raise ValueError(f"{self.o.hits_file}: line {line_no}: expected {{\"id\": ..., \"pids\": [...]}}")
-            by_id[str(row["id"])] = [str(p) for p in row["pids"]]
-        missing = [r["id"] for r in records if r["id"] not in by_id]
+                raise ValueError(f"{where}: expected {{\"id\": ..., \"pids\": [...]}}")
+            by_id.setdefault(str(row["id"]), []).append({**row, "pids": [str(p) for p in row["pids"]]})
+        shared = collections.Counter(r["id"] for r in records)
+        missing, out = [], []
+        for r in records:
+            rows = by_id.get(r["id"], [])
+            if len(rows) > 1 or (rows and shared[r["id"]] > 1):
+                keys = ("image", "document")
+                rows = [row for row in rows if any(k in row for k in keys)
+                        and all(row[k] == r.get(k) for k in keys if k in row)]
+                if len(rows) != 1:
+                    images = sorted(str(x["image"]) for x in records if x["id"] == r["id"])
+                    raise ValueError(f"{path}: record id {r['id']!r} is shared by {shared[r['id']]} filtered records "
+                                     f"(images {images}) and {len(by_id[r['id']])} hit rows; give each row the "
+                                     "\"image\" (or the \"document\") of its record, so that no record takes "
+                                     "another's hits")
+            if not rows:
+                missing.append(r["id"])
+                continue
+            out.append({"id": r["id"], "pids": rows[0]["pids"]})
         if missing:
-            raise KeyError(f"{self.o.hits_file}: no hits for {len(missing)} filtered record(s), e.g. {missing[:5]}")
-        return [{"id": r["id"], "pids": by_id[r["id"]]} for r in records]
+            raise KeyError(f"{path}: no hits for {len(missing)} filtered record(s), e.g. {missing[:5]}")
+        return out
 
     def _search_in_chunks(self, records: list[dict], fp: str, k: int) -> list[dict]:
         from tqdm.auto import tqdm
@@ -248,12 +266,11 @@ class Vid2rPipeline:
         manifest = {"fingerprint": fp, "chunk_size": size}
         current = None
         if os.path.exists(manifest_path):
-            with open(manifest_path, encoding="utf-8") as f:
-                current = json.load(f)
+            current = files.read_json(manifest_path)
         if current != manifest or self.o.force:
             shutil.rmtree(chunk_dir, ignore_errors=True)
             os.makedirs(chunk_dir)
-            stages.write_json(manifest_path, manifest)
+            files.write_json(manifest_path, manifest, indent=2)
         starts = range(0, len(records), size)
         scored = hasattr(self.retriever, "search_with_scores")
         rows = []
@@ -269,8 +286,8 @@ class Vid2rPipeline:
                 else:
                     pids = self.retriever.search(texts, k)
                     chunk_rows = [{"id": r["id"], "pids": list(p)} for r, p in zip(batch, pids)]
-                stages.write_jsonl(chunk_path, chunk_rows)
-            chunk_rows = stages.read_jsonl(chunk_path)
+                files.write_json_lines(chunk_path, chunk_rows)
+            chunk_rows = _read_json_lines(chunk_path)
             if [row["id"] for row in chunk_rows] != [r["id"] for r in batch]:
                 raise ValueError(f"{chunk_path} does not match the filtered records: delete {chunk_dir} and rerun")
             rows.extend(chunk_rows)
@@ -282,15 +299,15 @@ class Vid2rPipeline:
         fp = stages.fingerprint("compose", self.fingerprints["filter"], self.fingerprints["search"],
                                 kb.signature(), o.conversion.to_json(), os.path.abspath(self.out_path))
         if self._skip("compose", fp) is None:
-            records = _read_json(self.markers.path("vid2r_wo_conversion.json"))
-            hits = [row["pids"] for row in stages.read_jsonl(self.markers.path("hits.jsonl"))]
+            records = files.read_json(self.markers.path("vid2r_wo_conversion.json"))
+            hits = [row["pids"] for row in _read_json_lines(self.markers.path("hits.jsonl"))]
             needed = {p for pids in hits for p in pids[:o.conversion.k]}
             # Only the cut of each hit is kept in memory (cutting is idempotent, compose cuts again).
             c = o.conversion
             texts = kb.texts_for(needed, progress=o.progress,
                                  transform=lambda t: cut_passage(t, c.sentences, c.cut))
             converted = convert_records(records, hits, texts, o.conversion)
-            stages.write_json(self.out_path, converted)
+            files.write_json(self.out_path, converted, indent=2)
             short = sum(len(h) < o.conversion.k for h in hits)
             self.markers.mark("compose", fp, [self.out_path], {"records": len(converted),
                                                                "records_with_fewer_hits_than_k": short})
@@ -318,3 +335,11 @@ def run(options: PipelineOptions, retriever: Retriever | None = None, log: Calla
 
 
 __all__ = ["DROP_REASONS", "PipelineOptions", "STAGES", "Vid2rPipeline", "run"]
+
+
+def _iter_json_lines(path: str):
+    return (record for _, _, record in files.iter_json_lines(path, objects_only=False))
+
+
+def _read_json_lines(path: str) -> list:
+    return list(_iter_json_lines(path))

@@ -378,3 +378,33 @@ def test_vid2r_builder_reads_the_output(tmp_path):
     by_id = {r["id"].decode() if isinstance(r["id"], bytes) else r["id"]: r for r in rows}
     row = by_id["000000000139_4"]
     assert len(row["negs"]) == 1 and len(row["answers"]) == 1
+
+
+def test_hits_of_records_sharing_an_id_are_never_mixed(tmp_path, capsys):
+    """The published filter numbers records per image, so records `x` on two images both become `x_0`: each must
+    compose its passage from its own hits (found by the hits row's image), and a hits file that cannot tell them apart
+    is refused, naming the id."""
+    turn = lambda response: [{"from": "human", "value": "<image>\nWhat can you tell me about this place?"},
+                             {"from": "gpt", "value": response}]
+    dialogue_file = tmp_path / "dialogues.json"
+    dialogue_file.write_text(json.dumps([
+        {"id": "x", "image": "coco/a.jpg", "conversations": turn("This is a famous tower of iron that stands in a "
+                                                                 "large city and draws many visitors each year.")},
+        {"id": "x", "image": "coco/b.jpg", "conversations": turn("This is a wide river flowing through the middle "
+                                                                 "of an old city with many bridges across it.")}]))
+    base = [str(dialogue_file), "--kb", str(WIKI6M), "--no-progress", "--nouns", "none"]
+    ambiguous = tmp_path / "ambiguous.jsonl"
+    ambiguous.write_text(json.dumps({"id": "x_0", "pids": ["Q243"]}) + "\n")
+    assert cli.main([*base, "--hits", str(ambiguous), "--work-dir", str(tmp_path / "w1"),
+                     "--out", str(tmp_path / "a.json")]) == 1
+    err = capsys.readouterr().err
+    assert "record id 'x_0' is shared by 2 filtered records" in err and "coco/a.jpg" in err and "coco/b.jpg" in err
+    by_image = tmp_path / "by_image.jsonl"
+    by_image.write_text(json.dumps({"id": "x_0", "image": "coco/b.jpg", "pids": ["Q90"]}) + "\n"
+                        + json.dumps({"id": "x_0", "image": "coco/a.jpg", "pids": ["Q243"]}) + "\n")
+    out = tmp_path / "ViD2R.json"
+    assert cli.main([*base, "--hits", str(by_image), "--work-dir", str(tmp_path / "w2"), "--out", str(out)]) == 0
+    records = {r["image"]: r for r in _load(out)}
+    assert [r["id"] for r in records.values()] == ["x_0", "x_0"]
+    assert records["coco/a.jpg"]["document"].startswith("The Eiffel Tower is")
+    assert records["coco/b.jpg"]["document"].startswith("Paris is the capital")
