@@ -18,16 +18,23 @@ every epoch, in-batch validation after every epoch on the set's published valida
 """
 from mire_jax.train.config import base_config
 
-# builder, builder config, files, image root, epochs, lr, warm-up, per-process batch, validation
 RECIPES = {
-    "evqa": ("m2kr", "EVQA_data", "data/m2kr", "data/evqa", 5, 5e-5, 200, 128, {"split": "valid"}),
-    "infoseek": ("m2kr", "Infoseek_data", "data/m2kr", "data/infoseek_images", 5, 5e-5, 200, 128,
-                 {"holdout": 512}),
-    "okvqa_gs": ("okvqa_gs", "", "data/okvqa/RAVQA_v2_data/okvqa/pre-extracted_features/passages",
-                 "data/vid2r/images", 15, 5e-5, 10, 128, {"split": "validation"}),
-    "remuq": ("remuq", "", "data/remuq", "", 10, 5e-5, 10, 128, {"split": "train"}),
-    "aokvqa": ("aokvqa", "", "data/aokvqa", "data/vid2r/images", 10, 2e-5, 50, 32, {"holdout": 500}),
-    "jsonl": ("image_question_jsonl", "", "data/jsonl", "data/jsonl/images", 5, 5e-5, 200, 128, {"holdout": 512}),
+    "evqa": dict(builder="m2kr", builder_config="EVQA_data", manual_dir="data/m2kr", image_root="data/evqa",
+                 epochs=5, lr=5e-5, warmup_steps=200, per_process_batch=128, validation={"split": "valid"}),
+    "infoseek": dict(builder="m2kr", builder_config="Infoseek_data", manual_dir="data/m2kr",
+                     image_root="data/infoseek_images", epochs=5, lr=5e-5, warmup_steps=200, per_process_batch=128,
+                     validation={"holdout": 512}),
+    "okvqa_gs": dict(builder="okvqa_gs", builder_config="",
+                     manual_dir="data/okvqa/RAVQA_v2_data/okvqa/pre-extracted_features/passages",
+                     image_root="data/vid2r/images", epochs=15, lr=5e-5, warmup_steps=10, per_process_batch=128,
+                     validation={"split": "validation"}),
+    "remuq": dict(builder="remuq", builder_config="", manual_dir="data/remuq", image_root="", epochs=10, lr=5e-5,
+                  warmup_steps=10, per_process_batch=128, validation={"split": "train"}),
+    "aokvqa": dict(builder="aokvqa", builder_config="", manual_dir="data/aokvqa", image_root="data/vid2r/images",
+                   epochs=10, lr=2e-5, warmup_steps=50, per_process_batch=32, validation={"holdout": 500}),
+    "jsonl": dict(builder="image_question_jsonl", builder_config="", manual_dir="data/jsonl",
+                  image_root="data/jsonl/images", epochs=5, lr=5e-5, warmup_steps=200, per_process_batch=128,
+                  validation={"holdout": 512}),
 }
 PROCESSES = 4  # the published runs: 4 GPUs, one process each, negatives never gathered across them
 
@@ -35,19 +42,19 @@ PROCESSES = 4  # the published runs: 4 GPUs, one process each, negatives never g
 def get_config(arg: str = "evqa"):
     if arg not in RECIPES:
         raise ValueError(f"unknown fine-tuning set {arg!r}; known: {sorted(RECIPES)}")
-    builder, builder_config, manual_dir, images, epochs, lr, warmup, per_process, validation = RECIPES[arg]
+    r = RECIPES[arg]
     c = base_config()
     c.phase = "finetune"
-    c.epochs = epochs
-    c.batch_size, c.negatives_group = PROCESSES * per_process, per_process
-    c.lr, c.weight_decay, c.warmup_steps, c.temperature = lr, 0.0, warmup, 0.8
+    c.epochs = r["epochs"]
+    c.batch_size, c.negatives_group = PROCESSES * r["per_process_batch"], r["per_process_batch"]
+    c.lr, c.weight_decay, c.warmup_steps, c.temperature = r["lr"], 0.0, r["warmup_steps"], 0.8
     c.tokenizer = "runs/pretrain/model"
     c.model.dir = "runs/pretrain/model"
-    c.data.builder, c.data.builder_config = builder, builder_config
-    c.data.manual_dir, c.data.image_root = manual_dir, images
+    c.data.builder, c.data.builder_config = r["builder"], r["builder_config"]
+    c.data.manual_dir, c.data.image_root = r["manual_dir"], r["image_root"]
     c.data.data_dir = "data/tfds"              # where the dataset is built (train/cache_vision.py reads it too)
     c.data.query_maxlen, c.data.doc_maxlen = 32, 180
     c.data.reshuffle_each_epoch = False
-    for key, value in validation.items():
+    for key, value in r["validation"].items():
         c.validation[key] = value
     return c

@@ -178,7 +178,14 @@ def _unknown_override_line(error: AttributeError | KeyError, argv: Sequence[str]
     """`--config.no_such_key=1` reaches us as ConfigDict's bare `AttributeError("'no_such_key'")` (a KeyError for
     a missing parent): one line naming the override, when one on the command line has that field."""
     from absl import flags
-    field = str(error.args[0]).strip("'\"") if error.args else ""
+    # ml_collections' message is the quoted field, then on a second line a suggestion ("Did you mean ...?"), held in
+    # a KeyError that the AttributeError wraps.
+    message = error.args[0] if error.args else ""
+    while isinstance(message, BaseException):
+        message = message.args[0] if message.args else ""
+    first, _, hint = str(message).partition("\n")
+    field = first.strip("'\"")
+    hint = " ".join(hint.split()).rstrip("?")
     for arg in argv[1:]:
         match = re.match(r"-{1,2}([\w.]+)", arg)
         if not match or "." not in match.group(1):
@@ -187,7 +194,8 @@ def _unknown_override_line(error: AttributeError | KeyError, argv: Sequence[str]
         flag_name, *path = spelled.split(".")
         flag_name = flag_name if flag_name in flags.FLAGS else flag_name.removeprefix("no")  # --noconfig.flag
         if field in path and flag_name in flags.FLAGS:
-            return f"--{spelled}: the config of --{flag_name} has no field {field!r}"
+            return (f"--{spelled}: the config of --{flag_name} has no field {field!r}"
+                    + (f" ({hint[0].lower() + hint[1:]}?)" if hint else ""))
     return None
 
 

@@ -8,6 +8,7 @@ import pathlib
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -46,10 +47,10 @@ def _assert_traceback(proc: subprocess.CompletedProcess, *named: str) -> None:
 def model_dir(tmp_path_factory) -> pathlib.Path:
     """A tiny mire-jax model folder of zero weights (shapes only, nothing compiled) with a small vocabulary."""
     import mire_jax
-    from mire_jax.model_io import save_model
+    from mire_jax.retrieval.model_folder import save_model
     directory = tmp_path_factory.mktemp("model")
     config = mire_jax.MIReConfig.tiny()
-    params = convert.jax.tree_util.tree_map(lambda shape: np.zeros(shape, np.float32), convert.param_shapes(config),
+    params = jax.tree_util.tree_map(lambda shape: np.zeros(shape, np.float32), convert.param_shapes(config),
                                             is_leaf=lambda x: isinstance(x, tuple))
     save_model(directory, config, params)
     (directory / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
@@ -67,6 +68,9 @@ def test_train_config_typo_is_one_line_and_debug_brings_the_traceback(tmp_path):
     command = ("train/train.py", "--config", "configs/tiny.py", "--workdir", str(tmp_path), "--config.no_such_key=1")
     _assert_one_line_error(_run(*command), "--config.no_such_key", "'no_such_key'")
     _assert_traceback(_run(*command, "--debug"), "no_such_key")
+    # a near miss: ml_collections' suggestion, on the same line
+    near = ("train/train.py", "--config", "configs/tiny.py", "--workdir", str(tmp_path), "--config.totl_steps=3")
+    _assert_one_line_error(_run(*near), "--config.totl_steps", "'totl_steps'", 'did you mean "total_steps"')
 
 
 def test_train_bad_config_value_and_missing_flag_are_one_line(tmp_path):
@@ -209,7 +213,7 @@ def test_program_faults_keep_their_traceback():
 
 def test_a_corrupt_model_folder_is_named(tmp_path):
     import mire_jax
-    from mire_jax.model_io import ModelFolderError, load_model, save_model
+    from mire_jax.retrieval.model_folder import ModelFolderError, load_model, save_model
     config = mire_jax.MIReConfig.tiny()
     save_model(tmp_path, config, {"bert": {"pooler": {"kernel": np.zeros((2, 2), np.float32)}}})
     (tmp_path / "params.safetensors").write_bytes(b"\x00" * 16)
