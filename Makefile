@@ -35,7 +35,9 @@ browser:
 	  else echo "chromium is not installed and this is not root with apt-get: the browser test will skip"; fi; }
 
 # pytest's exit status 5 (no tests collected) is non-zero, so it fails the target like any other failure.
+# The linter first (pyflakes and import rules, configured in pyproject.toml), then the suite.
 test: $(VENV)/.installed-test browser
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q tests
 
 demo: $(VENV)/.installed-demo
