@@ -103,9 +103,9 @@ def _run_processes(args: list[str], processes: int, timeout: int) -> tuple[dict 
 
 
 def _search_worker(args) -> None:
-    from mire_jax.index import LateInteractionIndex
-
     import jax.numpy as jnp
+
+    from mire_jax.index import LateInteractionIndex
 
     data = np.load(args.queries)
     queries, mask = data["queries"], data["mask"]
@@ -185,7 +185,7 @@ def _pylate_worker(args) -> None:
 def _write_encoded(corpus, folder: pathlib.Path, shard_size: int) -> float:
     """The corpus as encoded shards (the fake "model" maps a passage number to its generated tokens)."""
     from mire_jax.index.encode import encode_to_shards
-    from mire_jax.index.shards import write_manifest
+    from mire_jax.index.encoded_corpus import write_manifest
 
     t0 = time.perf_counter()
     dim = corpus.spec.dim

@@ -23,7 +23,7 @@ import time
 import numpy as np
 
 from mire_jax.index.calibrate import NEIGHBOR_GRID, RERANK_GRID
-from mire_jax.index.late_interaction import SearchSettings
+from mire_jax.index.search import SearchSettings
 
 RANKS = (100, 300, 1000, 2000, 4000)
 DEEPEST = RERANK_GRID[-1]  # the deepest rerank calibration considers

@@ -5,7 +5,7 @@
     python -m mire_jax.index search --index INDEX/ --queries Q.npz --out RESULTS.npz [--k 100] [--exact]
         [--with-exact]
 
-SHARDS/ is an encoded corpus (`mire_jax.index.shards`, e.g. from eval/encode_corpus.py); query files are
+SHARDS/ is an encoded corpus (`mire_jax.index.encoded_corpus`, e.g. from eval/encode_corpus.py); query files are
 .npz with `queries` [B, Nq, dim] and `mask` [B, Nq]. Several processes (hosts of a pod, or processes on one
 machine) join through MIRE_COORDINATOR, MIRE_NUM_PROCESSES and MIRE_PROCESS_ID (`mire_jax.train.hosts`):
 each builds and serves its own index shards; process 0 writes the results. `search` also records the time

@@ -20,12 +20,14 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import warnings
 
 import numpy as np
 
 from mire_jax.index import distributed as dist
 from mire_jax.index import exact as exact_lib
 from mire_jax.index.config import SEARCH_FIELDS, IndexConfig
+from mire_jax.index.search import SearchSettings, query_chunks
 
 RERANK_GRID = (100, 125, 160, 200, 250, 320, 400, 500, 640, 800, 1000, 1250, 1600, 2000, 2500, 3200, 4000)
 NEIGHBOR_GRID = (128, 256, 512, 1024, 2048, 4096, 8192, 16384)
@@ -34,7 +36,7 @@ FILL_GRID = (0.8, 0.5)
 VERIFIED = 3  # feasible settings of lowest estimated cost whose real search time is measured
 TRUTH_K = 100
 SOURCE_SHARE, NEIGHBOUR_SHARE = 0.5, 0.35  # of a drawn query's tokens; the rest are random corpus tokens
-NEIGHBOURS = 10  # passages near the source that a drawn query also takes tokens from
+NEARBY_PASSAGES = 10  # passages near the source that a drawn query also takes tokens from
 PERTURBATION = (0.3, 0.9)  # range of the norm of the noise added to a drawn query's tokens
 
 
@@ -55,7 +57,8 @@ def draw_queries(index, count: int, tokens: int, seed: int = 0) -> tuple[np.ndar
     layout = index.layout
     per_process = math.ceil(count / layout.count)
     rng = np.random.default_rng([seed, layout.index])
-    embeddings, offsets = index.embeddings, index._local_view()[1]
+    view = index.local_view()
+    embeddings, offsets = view.embeddings, view.offsets
     dim = embeddings.shape[1]
     lengths = np.diff(offsets)
     nonempty = np.flatnonzero(lengths > 0)
@@ -89,9 +92,7 @@ def draw_queries(index, count: int, tokens: int, seed: int = 0) -> tuple[np.ndar
 
 def _neighbours(index, embeddings, offsets, sources, tokens: int) -> list[np.ndarray]:
     """Local positions of the passages nearest each source passage (its first `tokens` tokens as the
-    query; ranks 2 to `NEIGHBOURS` + 1 of an approximate search with rule-of-thumb settings)."""
-    from mire_jax.index.late_interaction import SearchSettings
-
+    query; ranks 2 to `NEARBY_PASSAGES` + 1 of an approximate search with rule-of-thumb settings)."""
     q = np.zeros((len(sources), tokens, embeddings.shape[1]), np.float32)
     m = np.zeros((len(sources), tokens), bool)
     for b, source in enumerate(sources):
@@ -101,10 +102,10 @@ def _neighbours(index, embeddings, offsets, sources, tokens: int) -> list[np.nda
     if index.searcher is None:
         return [np.zeros(0, np.int64)] * len(sources)
     settings = SearchSettings.of(index.config.with_default_search(int(offsets[-1])))
-    candidates = [pos for pos, _ in index.scored_candidates(q, m, NEIGHBOURS * 4, settings)]
-    found, _ = index.rerank(q, m, candidates, NEIGHBOURS + 1)
+    candidates = [pos for pos, _ in index.scored_candidates(q, m, NEARBY_PASSAGES * 4, settings)]
+    found, _ = index.rerank(q, m, candidates, NEARBY_PASSAGES + 1)
     local = index.to_local(np.maximum(found, 0))
-    return [row[(f >= 0) & (row != s)][:NEIGHBOURS] for row, f, s in zip(local, found, sources)]
+    return [row[(f >= 0) & (row != s)][:NEARBY_PASSAGES] for row, f, s in zip(local, found, sources)]
 
 
 def exact_report(config: IndexConfig) -> dict:
@@ -227,8 +228,6 @@ def _evaluate_probe(index, grid: _Grid, probe, queries, query_mask, estimates, r
     that cannot beat the best point even so are skipped. Returns (scann seconds per query at the fewest
     neighbours, updated estimates, rerank seconds per candidate).
     """
-    from mire_jax.index.late_interaction import query_chunks
-
     layout = index.layout
     best_cost = grid.best["cost"] if grid.best else np.inf
     floor = grid.depths[0] * (rerank_s or 0.0)
@@ -303,6 +302,17 @@ def _search_probes(grid: _Grid, evaluate) -> None:
         _, scann_min = run(k)
 
 
+def calibrate_index(index, queries=None, query_mask=None, progress: bool = False, **overrides) -> dict:
+    """Choose the cheapest search settings reaching the config's recall targets against exact search, on `queries`
+    (e.g. real ones) or on queries drawn from the corpus; sets `index.config` and `index.calibration` and returns
+    the latter. Collective under `jax.distributed`."""
+    t0 = time.perf_counter()
+    config, report = calibrate(index, queries, query_mask, progress=progress, **overrides)
+    report["seconds"] = time.perf_counter() - t0
+    index.config, index.calibration = config, report
+    return report
+
+
 def calibrate(index, queries=None, query_mask=None, progress: bool = False, **overrides):
     """Choose the index's search settings (see the module docstring) -> (config, report)."""
     layout = index.layout
@@ -361,7 +371,6 @@ def calibrate(index, queries=None, query_mask=None, progress: bool = False, **ov
                   lower_bound={**low, "sigmas": cfg.calibration_sigmas})
     report["seconds_per_query"]["chosen"] = best.get("measured", best["cost"])
     if not reached:
-        import warnings
         warnings.warn(f"index calibration: {note} (recall@10 {best['recall@10']:.3f}, recall@100 "
                       f"{best['recall@100']:.3f}; targets {t10}, {t100})", stacklevel=3)
     return dataclasses.replace(cfg, **best["settings"]), report
@@ -371,8 +380,6 @@ def _fastest(index, points: list[dict], queries, query_mask) -> tuple[dict, list
     """The point whose search (settings as chosen, top 100) is fastest on the calibration queries, after one
     untimed search of a few queries each (collective: every process times the same points in the same order).
     -> (that point with its measured seconds per query, [{settings, estimated, measured}] of every point)."""
-    from mire_jax.index.late_interaction import SearchSettings
-
     measured = []
     for point in points:
         settings = SearchSettings(**point["settings"])
@@ -381,19 +388,3 @@ def _fastest(index, points: list[dict], queries, query_mask) -> tuple[dict, list
         measured.append({**point, "measured": _global_max(seconds, index.layout) / max(len(queries), 1)})
     best = min(measured, key=lambda p: p["measured"])
     return best, [{"settings": p["settings"], "estimated": p["cost"], "measured": p["measured"]} for p in measured]
-
-
-def measure_recall(index, queries: np.ndarray, query_mask: np.ndarray, ks=(10, 100)) -> dict:
-    """Recall@k of the index's own search against exact search on these queries (collective)."""
-    k = max(ks)
-    found, _ = index.search_positions(queries, query_mask, k)
-    if index.config.mode == "exact":
-        truth = found
-    else:
-        truth, _ = index.search_positions(queries, query_mask, k, exact=True)
-    out = {"num_queries": int(len(found)), "mode": index.config.mode}
-    for kk in ks:
-        hits = [len(set(f[:kk][f[:kk] >= 0]) & set(t[:kk][t[:kk] >= 0])) for f, t in zip(found, truth)]
-        valid = [int((t[:kk] >= 0).sum()) for t in truth]
-        out[f"recall@{kk}"] = float(sum(hits) / max(sum(valid), 1))
-    return out

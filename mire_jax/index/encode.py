@@ -1,7 +1,8 @@
-"""Encode a passage corpus into shards: readers, the resumable shard loop, the model's encode function.
+"""Encode a passage corpus into shards: the resumable shard loop.
 
 The loop is independent of the model: it takes any `encode_fn(texts) -> (embeddings [B, L, dim],
-keep [B, L])` and keeps, per passage, the embeddings of its kept tokens. Work is split between processes
+keep [B, L])` (the model's is `mire_jax.retrieval.Searcher.passage_encoder`) and keeps, per passage, the
+embeddings of its kept tokens. Work is split between processes
 by shard (shard g belongs to process g % process_count), so every host reads the same input stream and
 encodes only its own shards; finished shards are skipped when a run is repeated.
 """
@@ -15,64 +16,9 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from mire_jax.files import iter_json_lines
-from mire_jax.index import shards as shard_io
+from mire_jax.index import encoded_corpus as shard_io
 
 EncodeFn = Callable[[Sequence[str]], tuple[np.ndarray, np.ndarray]]
-
-
-def iter_jsonl_passages(path: str | os.PathLike, id_field: str = "id",
-                        text_field: str = "text") -> Iterator[tuple[str, str]]:
-    """(passage id, text) per line of a JSON Lines file; blank lines are skipped.
-
-    Raises:
-        ValueError: a line is not a JSON object with both fields (names the file and line).
-    """
-    for _, where, record in iter_json_lines(path):
-        if id_field not in record or text_field not in record:
-            raise ValueError(f"{where}: needs the fields {id_field!r} and {text_field!r}")
-        yield str(record[id_field]), str(record[text_field])
-
-
-def iter_parquet_passages(path: str | os.PathLike, id_column: str = "passage_id",
-                          text_column: str = "passage_content",
-                          batch_rows: int = 8192) -> Iterator[tuple[str, str]]:
-    """(passage id, text) per row of a parquet file, read in record batches.
-
-    Raises:
-        ValueError: a column is missing, or a row has a null id or text (names the file and row).
-    """
-    import pyarrow.parquet as pq
-
-    parquet = pq.ParquetFile(path)
-    names = parquet.schema_arrow.names
-    for column in (id_column, text_column):
-        if column not in names:
-            raise ValueError(f"{path}: no column {column!r} (columns: {names})")
-    row = 0
-    for batch in parquet.iter_batches(batch_size=batch_rows, columns=[id_column, text_column]):
-        for pid, text in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist()):
-            if pid is None or text is None:
-                raise ValueError(f"{path}: row {row}: null {id_column if pid is None else text_column}")
-            yield str(pid), str(text)
-            row += 1
-
-
-def count_passages(path: str | os.PathLike) -> int:
-    """Number of passages in a parquet file (from its metadata) or a JSON Lines file (non-blank lines)."""
-    if str(path).endswith(".parquet"):
-        import pyarrow.parquet as pq
-        return pq.ParquetFile(path).metadata.num_rows
-    with open(path, "rb") as f:
-        return sum(1 for line in f if line.strip())
-
-
-def iter_passages(path: str | os.PathLike, id_field: str | None = None,
-                  text_field: str | None = None) -> Iterator[tuple[str, str]]:
-    """Passages of a `.parquet` or JSON Lines file, with that format's default field names unless given."""
-    if str(path).endswith(".parquet"):
-        return iter_parquet_passages(path, id_field or "passage_id", text_field or "passage_content")
-    return iter_jsonl_passages(path, id_field or "id", text_field or "text")
 
 
 @dataclasses.dataclass
@@ -166,45 +112,3 @@ def encode_to_shards(passages: Iterable[tuple[str, str]], out_dir: str | os.Path
         bar.close()
     summary.num_shards = shard
     return summary
-
-
-def model_encode_fn(config, params, tokenizer, *, max_len: int = 384, batch_size: int = 64,
-                    devices: Sequence | None = None, passage_keep: str = "punctuation_and_padding",
-                    length_bucket: int | None = None) -> EncodeFn:
-    """The MIRe passage encoder as an `EncodeFn`, data-parallel over this process's devices.
-
-    Texts are tokenised with `tokenizer.encode_docs` (ColBERT passage conventions) and encoded with
-    `mire_jax.encode_doc` by a `mire_jax.sharding.DataParallel` (fixed batches split over the devices, so one
-    program is compiled per passage width).
-
-    Args:
-        config: the model's MIReConfig.
-        params: its parameters.
-        tokenizer: a `mire_jax.tokenizer.ColbertTokenizer`.
-        max_len: passage length in word pieces (doc_maxlen).
-        batch_size: texts per `encode_doc` call, split over the devices (rounded up to a multiple of their count).
-        devices: devices to use; default `jax.local_devices()`.
-        passage_keep: the tokens stored per passage, a `mire_jax.tokenizer.PASSAGE_KEEP_POLICIES` name:
-            "punctuation_and_padding" (ColBERT's skiplist, the default) or "padding_only" (MIRe's
-            published indexer keeps punctuation).
-        length_bucket: None encodes every batch at `max_len`; a number trims the padding of each batch to its
-            longest passage rounded up to a multiple of it (fewer wasted FLOPs, a few more compiled widths).
-    """
-    import functools
-
-    import mire_jax
-    from mire_jax.sharding import DataParallel
-    from mire_jax.tokenizer import PASSAGE_KEEP_POLICIES
-
-    if passage_keep not in PASSAGE_KEEP_POLICIES:
-        raise ValueError(f"passage_keep must be one of {PASSAGE_KEEP_POLICIES}, got {passage_keep!r}")
-    encoder = DataParallel(functools.partial(mire_jax.encode_doc, config), params, batch_size, devices=devices)
-
-    def encode(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        ids, mask, keep = tokenizer.encode_docs(list(texts), max_len=max_len, keep_policy=passage_keep)
-        if length_bucket and len(texts):
-            width = min(max_len, -(-int(mask.sum(axis=1).max()) // length_bucket) * length_bucket)
-            ids, mask, keep = ids[:, :width], mask[:, :width], keep[:, :width]
-        return encoder(ids, mask, keep)
-
-    return encode

@@ -16,7 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from mire_jax.blocks import cpu_or_accelerator, largest_divisor_block
+from mire_jax.index.distributed import merge_topk
+from mire_jax.models.blocks import cpu_or_accelerator, largest_divisor_block
 from mire_jax.scoring import MASKED_SCORE
 
 LENGTH_QUANTUM = 8
@@ -209,8 +210,6 @@ def exact_search_shards(shards, queries: np.ndarray, query_mask: np.ndarray, k: 
                         progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """`exact_search` over several index shards (`IndexShard`s: their blocks are kept when small), merged into one
     top k of global passage positions."""
-    from mire_jax.index.distributed import merge_topk
-
     if not shards:
         return (np.full((len(queries), k), -1, np.int64), np.full((len(queries), k), -np.inf, np.float32))
     parts_pos, parts_sc = [], []

@@ -23,9 +23,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from mire_jax import files
-from mire_jax.index import exact, shards
-from mire_jax.index.shards import sha256_file
+from mire_jax.files import read_json
+from mire_jax.index import exact, storage
+from mire_jax.index.storage import IndexFileError
 
 SHARD_META = "shard.json"
 EMBEDDINGS = "embeddings.npy"
@@ -33,10 +33,6 @@ OFFSETS = "offsets.npy"
 IDS = "ids.json"
 SCANN_DIR = "scann"
 FORMAT = "mire-jax-index-shard"
-
-
-class IndexFileError(ValueError):
-    """A saved index file is missing or altered; the message names the file."""
 
 
 def build_searcher(tokens: np.ndarray, *, num_leaves: int, training_sample_size: int, dims_per_block: int,
@@ -117,24 +113,13 @@ class IndexShard:
         meta = {"format": FORMAT, "name": self.name, "num_passages": self.num_passages,
                 "num_tokens": self.num_tokens, "dim": int(self.embeddings.shape[1]),
                 "first_passage": self.first_passage, "num_leaves": self.num_leaves,
-                **dict(extra or {}),
-                "files": {n: {"sha256": sha256_file(out / n), "bytes": (out / n).stat().st_size} for n in names}}
-        files.write_json(out / SHARD_META, meta, indent=1)
+                **dict(extra or {}), "files": storage.file_entries(out, names)}
+        storage.write_meta(out / SHARD_META, meta)
         return meta
 
     @staticmethod
     def read_meta(folder: str | os.PathLike) -> dict:
-        path = pathlib.Path(folder) / SHARD_META
-        if not path.exists():
-            raise IndexFileError(f"{path}: missing")
-        try:
-            with open(path) as f:
-                meta = json.load(f)
-        except json.JSONDecodeError as e:
-            raise IndexFileError(f"{path}: not valid JSON ({e})") from e
-        if meta.get("format") != FORMAT:
-            raise IndexFileError(f"{path}: not a {FORMAT} file")
-        return meta
+        return storage.read_meta(pathlib.Path(folder) / SHARD_META, IndexFileError, FORMAT)
 
     @classmethod
     def load(cls, folder: str | os.PathLike, verify: bool = True, load_ids: bool = True,
@@ -152,11 +137,10 @@ class IndexShard:
         meta = cls.read_meta(root)
         wanted = meta["files"] if open_data else {n: e for n, e in meta["files"].items() if n in (IDS, OFFSETS)}
         for name, entry in wanted.items():
-            check_file(root / name, entry, verify)
+            storage.check_file(root / name, entry, verify)
         ids = None
         if load_ids:
-            with open(root / IDS) as f:
-                ids = json.load(f)
+            ids = read_json(root / IDS, error=IndexFileError)
             if len(ids) != meta["num_passages"]:
                 raise IndexFileError(f"{root / IDS}: {len(ids)} ids, shard.json says {meta['num_passages']}")
         offsets = np.load(root / OFFSETS)
@@ -261,8 +245,3 @@ class IndexShard:
                 top = top[np.argsort(-part[top], kind="stable")]
                 out[key][b] = (cand[top].astype(np.int64) + self.first_passage, part[top])
         return out
-
-
-def check_file(path: pathlib.Path, entry: Mapping[str, Any], verify: bool) -> None:
-    """Raise IndexFileError naming `path` if it is missing, of another size, or (with `verify`) altered."""
-    shards.check_file(path, entry, verify, error=IndexFileError)

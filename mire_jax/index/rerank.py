@@ -21,52 +21,6 @@ from mire_jax.scoring import MASKED_SCORE
 CHUNK_TOKENS = 16384  # token rows scored per product
 
 
-class RowConcat:
-    """Several [rows, dim] arrays (e.g. memory maps of index shards) read as one, without copying them.
-
-    Supports `shape`, `dtype`, `len`, and indexing by an int, a slice (step 1) or an integer array.
-    """
-
-    def __init__(self, parts: Sequence[np.ndarray]):
-        if not parts:
-            raise ValueError("RowConcat needs at least one part")
-        self.parts = list(parts)
-        self.starts = np.concatenate([[0], np.cumsum([p.shape[0] for p in self.parts])]).astype(np.int64)
-        self.shape = (int(self.starts[-1]),) + tuple(self.parts[0].shape[1:])
-        self.dtype = self.parts[0].dtype
-        self.ndim = len(self.shape)
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __getitem__(self, index):
-        if isinstance(index, slice):
-            start, stop, step = index.indices(self.shape[0])
-            if step != 1:
-                raise IndexError("RowConcat slices must have step 1")
-            if stop <= start:
-                return np.empty((0,) + self.shape[1:], self.dtype)
-            part = int(np.searchsorted(self.starts, start, side="right") - 1)
-            if stop <= self.starts[part + 1]:  # within one part: a view of it
-                return self.parts[part][start - self.starts[part]:stop - self.starts[part]]
-            return self[np.arange(start, stop)]
-        if isinstance(index, (int, np.integer)):
-            index = int(index) + (self.shape[0] if index < 0 else 0)
-            part = int(np.searchsorted(self.starts, index, side="right") - 1)
-            return self.parts[part][index - self.starts[part]]
-        rows = np.asarray(index, np.int64)
-        out = np.empty((len(rows),) + self.shape[1:], self.dtype)
-        part = np.searchsorted(self.starts, rows, side="right") - 1
-        for p in np.unique(part):
-            sel = part == p
-            out[sel] = self.parts[p][rows[sel] - self.starts[p]]
-        return out
-
-    def __array__(self, dtype=None, copy=None):
-        out = np.concatenate([np.asarray(p) for p in self.parts])
-        return out if dtype is None else out.astype(dtype)
-
-
 @jax.jit
 def _token_scores(q: jax.Array, tokens: jax.Array) -> jax.Array:
     """q [n, dim] float32 against stored tokens [T, dim] (float16): [n, T] float32 dot products."""

@@ -101,7 +101,7 @@ def test_drawn_queries_come_from_the_corpus_and_look_like_queries():
 
     # Calibration times search settings on an index whose mode may be exact (recalibrating one that chose exact
     # search): given settings, the index searches approximately with them whatever its mode.
-    from mire_jax.index.late_interaction import SearchSettings
+    from mire_jax.index.search import SearchSettings
     rough = SearchSettings(leaves_to_search=1, neighbors_per_token=16, fill_fraction=0.5, rerank_passages=100)
     approximate, _ = index.search_positions(q, mask, 50, settings=rough)
     exact, _ = index.search_positions(q, mask, 50, exact=True)

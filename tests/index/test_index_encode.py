@@ -12,8 +12,9 @@ import pytest
 
 from mire_jax.index import LateInteractionIndex
 from mire_jax.index import encode as enc
-from mire_jax.index import shards
+from mire_jax.index import encoded_corpus as shards
 from mire_jax.index.synthetic import SyntheticCorpus, SyntheticSpec
+from mire_jax.retrieval import passages as passage_files
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 SPEC = SyntheticSpec(num_passages=1200, mean_length=24, vocab_size=4000, num_common=50, num_topics=80,
@@ -93,18 +94,18 @@ def test_processes_split_shards_and_join_in_order(tmp_path):
 def test_readers_take_configurable_fields(tmp_path):
     jsonl = tmp_path / "p.jsonl"
     jsonl.write_text('{"pid": 7, "body": "first"}\n\n{"pid": "x", "body": "second"}\n')
-    assert list(enc.iter_passages(jsonl, "pid", "body")) == [("7", "first"), ("x", "second")]
-    assert enc.count_passages(jsonl) == 2
+    assert list(passage_files.iter_passages(jsonl, "pid", "body")) == [("7", "first"), ("x", "second")]
+    assert passage_files.count_passages(jsonl) == 2
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": 1, "text": "a"}\n{"id": 2}\n')
     with pytest.raises(ValueError, match="bad.jsonl: line 2: needs the fields"):
-        list(enc.iter_passages(bad))
+        list(passage_files.iter_passages(bad))
     parquet = tmp_path / "p.parquet"
     pq.write_table(pa.table({"passage_id": ["a", "b", "c"], "passage_content": ["x", "y", "z"]}), parquet)
-    assert list(enc.iter_passages(parquet)) == [("a", "x"), ("b", "y"), ("c", "z")]
-    assert enc.count_passages(parquet) == 3
+    assert list(passage_files.iter_passages(parquet)) == [("a", "x"), ("b", "y"), ("c", "z")]
+    assert passage_files.count_passages(parquet) == 3
     with pytest.raises(ValueError, match="no column 'text'"):
-        list(enc.iter_parquet_passages(parquet, "passage_id", "text"))
+        list(passage_files.iter_parquet_passages(parquet, "passage_id", "text"))
 
 
 def test_cli_encodes_with_the_model_and_builds_an_index(tmp_path):
@@ -113,7 +114,7 @@ def test_cli_encodes_with_the_model_and_builds_an_index(tmp_path):
     import jax
 
     import mire_jax
-    from mire_jax.model_io import save_model
+    from mire_jax.retrieval.model_folder import save_model
 
     passages = REPO / "tests" / "fixtures" / "m2kr" / "EVQA_passages" / "test_passages-00000-of-00001.parquet"
     config = mire_jax.MIReConfig.tiny(vocab_size=30522)

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from mire_jax.index import IndexFileError, LateInteractionIndex
-from mire_jax.index import sharded
+from mire_jax.index import build as build_lib
 from mire_jax.index.encode import encode_to_shards
-from mire_jax.index.shards import write_manifest
+from mire_jax.index.encoded_corpus import write_manifest
 from mire_jax.index.synthetic import SyntheticCorpus, SyntheticSpec
 
 SPEC = SyntheticSpec(num_passages=1600, mean_length=24, vocab_size=5000, num_common=60, num_topics=80,
@@ -69,7 +69,7 @@ def test_sharded_index_equals_a_single_index_in_exact_mode(corpus):
 
 
 def test_build_resumes_at_the_first_missing_shard(encoded, tmp_path, monkeypatch):
-    real_build, calls = sharded.build_shard, []
+    real_build, calls = build_lib.build_shard, []
 
     def interrupted(*args, **kwargs):
         if len(calls) == 2:
@@ -77,16 +77,16 @@ def test_build_resumes_at_the_first_missing_shard(encoded, tmp_path, monkeypatch
         calls.append(args[-1])
         return real_build(*args, **kwargs)
 
-    monkeypatch.setattr(sharded, "build_shard", interrupted)
+    monkeypatch.setattr(build_lib, "build_shard", interrupted)
     with pytest.raises(KeyboardInterrupt):
         LateInteractionIndex.from_shards(encoded, FIXED, directory=tmp_path / "index", progress=False)
     assert calls == ["shard_000000", "shard_000001"]
     assert not (tmp_path / "index" / "manifest.json").exists()  # unfinished, so never loadable
     finished = {p: p.stat().st_mtime_ns for p in (tmp_path / "index" / "shard_000000").rglob("*") if p.is_file()}
 
-    monkeypatch.setattr(sharded, "build_shard", real_build)
+    monkeypatch.setattr(build_lib, "build_shard", real_build)
     built = []
-    monkeypatch.setattr(sharded, "build_shard", lambda *a, **k: built.append(a[-1]) or real_build(*a, **k))
+    monkeypatch.setattr(build_lib, "build_shard", lambda *a, **k: built.append(a[-1]) or real_build(*a, **k))
     index = LateInteractionIndex.from_shards(encoded, FIXED, directory=tmp_path / "index", progress=False)
     assert built == ["shard_000002", "shard_000003"]
     assert index.build_info["shards_kept_here"] == [0, 1] and index.build_info["shards_built_here"] == [2, 3]

@@ -1,11 +1,18 @@
 """Shard files: round trip, manifest, atomic writes, refusal of altered or missing files."""
 import json
+import os
+import pathlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from mire_jax import files
-from mire_jax.index import shards
+from mire_jax.index import encoded_corpus as shards
+from mire_jax.index import storage
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 def _write_three(folder):
@@ -66,15 +73,16 @@ def test_manifest_refuses_a_gap(tmp_path):
         shards.write_manifest(tmp_path, num_shards=4)
 
 
-def test_unfinished_write_is_not_a_shard(tmp_path, monkeypatch):
+def test_unfinished_write_is_not_a_shard(tmp_path):
     _write_three(tmp_path)
-
-    def killed(path):
-        raise KeyboardInterrupt
-    monkeypatch.setattr(shards, "sha256_file", killed)  # the process dies after writing the data files
-    with pytest.raises(KeyboardInterrupt):
-        shards.write_shard(tmp_path, 3, np.zeros((3, 2)), [1, 2], ["a", "b"])
-    monkeypatch.undo()
+    # A process killed after writing the data files, before the shard's metadata (no cleanup runs).
+    killed = ("import os, sys, numpy as np\n"
+              "from mire_jax.index import encoded_corpus, storage\n"
+              "storage.sha256_file = lambda path: os._exit(9)\n"
+              "encoded_corpus.write_shard(sys.argv[1], 3, np.zeros((3, 2)), [1, 2], ['a', 'b'])\n")
+    proc = subprocess.run([sys.executable, "-c", killed, str(tmp_path)], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 9, proc.stderr[-2000:]
     (tmp,) = [p for p in tmp_path.iterdir() if p.name.startswith(".")]
     assert files.is_temporary(tmp.name) and (tmp / "embeddings.npy").exists()
     assert shards.list_shards(tmp_path) == [0, 1, 2]
@@ -82,6 +90,13 @@ def test_unfinished_write_is_not_a_shard(tmp_path, monkeypatch):
     assert shards.remove_stale_temporaries(tmp_path, [2]) == []
     assert shards.remove_stale_temporaries(tmp_path, [3]) == [tmp.name]
     assert not tmp.exists()
+
+
+def test_an_interrupted_write_leaves_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(storage, "sha256_file", lambda path: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        shards.write_shard(tmp_path, 0, np.zeros((3, 2)), [1, 2], ["a", "b"])
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_other_settings_are_refused(tmp_path):

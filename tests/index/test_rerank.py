@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from mire_jax.index import rerank
+from mire_jax.index.tokens import RowConcat
 from mire_jax.scoring import MASKED_SCORE
 
 
@@ -23,7 +24,7 @@ def test_chunked_rerank_equals_brute_force(monkeypatch, chunk, parts):
     tokens = rng.standard_normal((int(offsets[-1]), 8)).astype(np.float16)
     if parts > 1:  # shards split between passages, as index shards are
         cuts = [0, int(offsets[20]), int(offsets[41]), len(tokens)]
-        embeddings = rerank.RowConcat([tokens[a:b] for a, b in zip(cuts, cuts[1:])])
+        embeddings = RowConcat([tokens[a:b] for a, b in zip(cuts, cuts[1:])])
     else:
         embeddings = tokens
     q = rng.standard_normal((5, 8)).astype(np.float32)
@@ -46,7 +47,7 @@ def test_chunks_hold_whole_passages_within_capacity():
 
 def test_row_concat_slices_are_views_within_a_part_and_copies_across():
     a, b = np.arange(12.0).reshape(6, 2), np.arange(12.0, 20.0).reshape(4, 2)
-    rows = rerank.RowConcat([a, b])
+    rows = RowConcat([a, b])
     assert np.shares_memory(rows[2:5], a) and np.shares_memory(rows[6:9], b)
     np.testing.assert_array_equal(rows[4:8], np.concatenate([a, b])[4:8])
     assert rows[10:10].shape == (0, 2)

@@ -1,4 +1,4 @@
-"""On-disk shards of an encoded corpus: writer (atomic, resumable) and verified reader.
+"""An encoded corpus on disk, in shards: writer (atomic, resumable) and verified reader.
 
 Layout of a shard directory `out/`:
 
@@ -11,28 +11,28 @@ Layout of a shard directory `out/`:
 Shard g holds passages g*shard_size ... (g+1)*shard_size - 1 of the input, so the concatenation of all
 shards in index order is the input order, whichever process wrote each shard. A shard is written in a
 hidden temporary directory (named as `mire_jax.files` names its temporaries) and renamed into place when
-complete: a directory named `shard_*` is always finished, and an interrupted run leaves only a temporary
-directory that the next run removes.
+complete (`mire_jax.index.storage`): a directory named `shard_*` is always finished, and an interrupted run leaves
+only a temporary directory that the next run removes.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pathlib
 import re
-import shutil
-import uuid
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
+from tqdm.auto import tqdm
 
-from mire_jax import files
+from mire_jax.files import read_json
+from mire_jax.index import storage
+from mire_jax.index.storage import ShardError
 
 FORMAT = "mire-jax-shards"
 VERSION = 1
-MANIFEST = "manifest.json"
+MANIFEST = storage.MANIFEST
 SHARD_META = "shard.json"
 EMBEDDINGS = "embeddings.npy"
 LENGTHS = "lengths.npy"
@@ -41,38 +41,9 @@ DATA_FILES = (EMBEDDINGS, LENGTHS, IDS)
 _SHARD_RE = re.compile(r"^shard_(\d{6})$")
 
 
-class ShardError(ValueError):
-    """A shard or manifest is missing, inconsistent or altered; the message names the file."""
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def shard_name(index: int) -> str:
     """Directory name of global shard `index`."""
     return f"shard_{index:06d}"
-
-
-def _write_json_atomic(path: pathlib.Path, obj: Any) -> None:
-    # Synced before the rename: a shard.json or manifest that exists is whole.
-    with files.atomic_open(path, fsync=True) as f:
-        json.dump(obj, f, indent=1)
-
-
-def _read_json(path: pathlib.Path) -> Any:
-    if not path.exists():
-        raise ShardError(f"{path}: missing")
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise ShardError(f"{path}: not valid JSON ({e})") from e
 
 
 def write_shard(out_dir: str | os.PathLike, index: int, embeddings: np.ndarray, lengths: Sequence[int],
@@ -103,30 +74,20 @@ def write_shard(out_dir: str | os.PathLike, index: int, embeddings: np.ndarray, 
     if int(lengths.sum()) != embeddings.shape[0]:
         raise ValueError(f"shard {index}: lengths sum to {int(lengths.sum())} but there are "
                          f"{embeddings.shape[0]} token rows")
-    name = shard_name(index)
-    tmp = out / f".{name}.{os.getpid()}-{uuid.uuid4().hex[:8]}{files.TEMPORARY_SUFFIX}"
-    tmp.mkdir()
-    np.save(tmp / EMBEDDINGS, embeddings)
-    np.save(tmp / LENGTHS, lengths)
-    with open(tmp / IDS, "w") as f:
-        json.dump(ids, f)
-    meta = {
-        "name": name, "index": index, "num_passages": len(ids), "num_tokens": int(embeddings.shape[0]),
-        "dim": int(embeddings.shape[1]), "dtype": "float16",
-        "files": {fn: {"sha256": sha256_file(tmp / fn), "bytes": (tmp / fn).stat().st_size}
-                  for fn in DATA_FILES},
-        "settings": dict(settings or {}),
-    }
-    _write_json_atomic(tmp / SHARD_META, meta)
-    final = out / name
-    try:
-        os.rename(tmp, final)
-    except OSError:
-        # Another writer finished the same shard first; theirs stands.
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not (final / SHARD_META).exists():
-            raise
-    return meta
+
+    def write(folder: pathlib.Path) -> dict:
+        np.save(folder / EMBEDDINGS, embeddings)
+        np.save(folder / LENGTHS, lengths)
+        with open(folder / IDS, "w") as f:
+            json.dump(ids, f)
+        meta = {"name": shard_name(index), "index": index, "num_passages": len(ids),
+                "num_tokens": int(embeddings.shape[0]), "dim": int(embeddings.shape[1]), "dtype": "float16",
+                "files": storage.file_entries(folder, DATA_FILES), "settings": dict(settings or {})}
+        storage.write_meta(folder / SHARD_META, meta)
+        return meta
+
+    # Another writer finishing the same shard first is no error: theirs stands.
+    return storage.write_folder(out, shard_name(index), write, replace=False)
 
 
 def finished_shard(out_dir: str | os.PathLike, index: int,
@@ -139,7 +100,7 @@ def finished_shard(out_dir: str | os.PathLike, index: int,
     path = pathlib.Path(out_dir) / shard_name(index) / SHARD_META
     if not path.exists():
         return None
-    meta = _read_json(path)
+    meta = storage.read_meta(path, ShardError)
     if settings is not None and meta.get("settings") != json.loads(json.dumps(dict(settings))):
         raise ShardError(f"{path}: made with settings {meta.get('settings')}, not {dict(settings)}; "
                          "use another output directory or remove the old shards")
@@ -147,22 +108,10 @@ def finished_shard(out_dir: str | os.PathLike, index: int,
 
 
 def remove_stale_temporaries(out_dir: str | os.PathLike, indices: Sequence[int] | None = None) -> list[str]:
-    """Delete temporary directories left by interrupted writes of shards `indices` (None: all shards).
-
-    Only pass the shards this process owns when other processes may be writing into the same directory.
-    Returns the names removed.
-    """
-    out = pathlib.Path(out_dir)
-    wanted = None if indices is None else {shard_name(i) for i in indices}
-    removed = []
-    for child in out.iterdir() if out.exists() else []:
-        if not (files.is_temporary(child.name) and child.is_dir()):
-            continue
-        name = child.name[1:].split(".", 1)[0]  # ".shard_000003.<random>.partial"
-        if wanted is None or name in wanted:
-            shutil.rmtree(child, ignore_errors=True)
-            removed.append(child.name)
-    return removed
+    """Delete temporary directories left by interrupted writes of shards `indices` (None: all shards); only pass
+    the shards this process owns when other processes may be writing into the same directory."""
+    names = None if indices is None else [shard_name(i) for i in indices]
+    return storage.remove_stale_temporaries(pathlib.Path(out_dir), names)
 
 
 def list_shards(out_dir: str | os.PathLike) -> list[int]:
@@ -194,7 +143,7 @@ def write_manifest(out_dir: str | os.PathLike, num_shards: int | None = None,
     missing = sorted(set(range(expected)) - set(present))
     if missing:
         raise ShardError(f"{out / shard_name(missing[0])}: missing ({len(missing)} shard(s) not finished)")
-    shards = [_read_json(out / shard_name(i) / SHARD_META) for i in range(expected)]
+    shards = [storage.read_meta(out / shard_name(i) / SHARD_META, ShardError) for i in range(expected)]
     dims = {s["dim"] for s in shards}
     if len(dims) > 1:
         raise ShardError(f"{out}: shards disagree on the embedding size {sorted(dims)}")
@@ -207,7 +156,7 @@ def write_manifest(out_dir: str | os.PathLike, num_shards: int | None = None,
         "shards": [{k: s[k] for k in ("name", "num_passages", "num_tokens", "files")} for s in shards],
         **dict(extra or {}),
     }
-    _write_json_atomic(out / MANIFEST, manifest)
+    storage.write_meta(out / MANIFEST, manifest)
     return manifest
 
 
@@ -217,24 +166,7 @@ def read_manifest(out_dir: str | os.PathLike) -> dict:
     Raises:
         ShardError: manifest.json is missing or not of this format.
     """
-    path = pathlib.Path(out_dir) / MANIFEST
-    manifest = _read_json(path)
-    if manifest.get("format") != FORMAT:
-        raise ShardError(f"{path}: not a {FORMAT} manifest")
-    return manifest
-
-
-def check_file(path: pathlib.Path, expected: Mapping[str, Any], verify: bool, error: type = None) -> None:
-    """Raise `error` (ShardError by default) naming `path` if it is missing, of another size than `expected`
-    says, or (with `verify`) of another sha256."""
-    error = error or ShardError
-    if not path.exists():
-        raise error(f"{path}: missing")
-    size = path.stat().st_size
-    if size != expected["bytes"]:
-        raise error(f"{path}: {size} bytes, the manifest says {expected['bytes']} (altered)")
-    if verify and sha256_file(path) != expected["sha256"]:
-        raise error(f"{path}: sha256 differs from the manifest (altered)")
+    return storage.read_meta(pathlib.Path(out_dir) / MANIFEST, ShardError, FORMAT)
 
 
 def read_shard(out_dir: str | os.PathLike, entry: Mapping[str, Any], verify: bool = True,
@@ -249,30 +181,19 @@ def read_shard(out_dir: str | os.PathLike, entry: Mapping[str, Any], verify: boo
     """
     folder = pathlib.Path(out_dir) / entry["name"]
     for fn in DATA_FILES:
-        check_file(folder / fn, entry["files"][fn], verify)
+        storage.check_file(folder / fn, entry["files"][fn], verify, ShardError)
     embeddings = np.load(folder / EMBEDDINGS, mmap_mode="r" if mmap else None)
     lengths = np.load(folder / LENGTHS)
-    with open(folder / IDS) as f:
-        ids = json.load(f)
+    ids = read_json(folder / IDS, error=ShardError)
     if (embeddings.shape[0] != entry["num_tokens"] or len(lengths) != entry["num_passages"]
             or len(ids) != entry["num_passages"] or int(lengths.sum()) != entry["num_tokens"]):
         raise ShardError(f"{folder}: counts disagree with the manifest")
     return embeddings, lengths, ids
 
 
-def iter_shards(out_dir: str | os.PathLike, verify: bool = True,
-                mmap: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray, list[str]]]:
-    """Every shard's (embeddings, lengths, ids), in corpus order, each checked against the manifest."""
-    manifest = read_manifest(out_dir)
-    for entry in manifest["shards"]:
-        yield read_shard(out_dir, entry, verify=verify, mmap=mmap)
-
-
 def read_corpus(out_dir: str | os.PathLike, verify: bool = True,
                 progress: bool = False) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """The whole encoded corpus: (embeddings [total_tokens, dim] float16, lengths [N] int32, ids [N])."""
-    from tqdm.auto import tqdm
-
     manifest = read_manifest(out_dir)
     embeddings = np.empty((manifest["num_tokens"], manifest["dim"] or 0), np.float16)
     lengths, ids, row = [], [], 0

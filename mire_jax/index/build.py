@@ -20,12 +20,16 @@ from typing import Callable, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
+from mire_jax.files import read_json
+from mire_jax.index import calibrate as calibrate_lib
 from mire_jax.index import distributed as dist
-from mire_jax.index import shards as encoded
+from mire_jax.index import encoded_corpus as encoded
 from mire_jax.index import storage
 from mire_jax.index.config import IndexConfig, shard_leaves
-from mire_jax.index.index_shard import SHARD_META, IndexFileError, IndexShard, build_searcher, check_file
-from mire_jax.index.rerank import RowConcat
+from mire_jax.index.index_shard import SHARD_META, IndexShard, build_searcher
+from mire_jax.index.search import INDEX_META, write_index_root
+from mire_jax.index.storage import IndexFileError
+from mire_jax.index.tokens import RowConcat
 
 # Build settings a finished shard must share with the current build to be kept on resume.
 BUILD_FIELDS = ("mode", "num_leaves", "dims_per_block", "anisotropic_threshold", "spherical",
@@ -86,22 +90,21 @@ def _check_corpus(embeddings, lengths, ids):
 
 def finish(index, config: IndexConfig, calibration_queries, progress: bool) -> None:
     """Calibrate the index's None search settings (collective), or fill them by rule of thumb."""
-    from mire_jax.index import calibrate as calibrate_lib
-
     if config.mode == "exact":
         index.config = config.with_default_search(int(index.offsets[-1]))
         index.calibration = calibrate_lib.exact_report(config)
     elif config.calibrate and any(v is None for v in config.search_fields().values()):
         queries, mask = calibration_queries if calibration_queries is not None else (None, None)
-        index.calibrate(queries, mask, progress=progress)
+        calibrate_lib.calibrate_index(index, queries, mask, progress=progress)
     else:
         index.config = config.with_default_search(int(index.offsets[-1]))
         index.calibration = None
 
 
 def build_in_memory(cls, embeddings: np.ndarray, lengths, ids, config: IndexConfig, progress: bool,
-                    calibration_queries):
-    """`LateInteractionIndex.build`: shards over slices of `embeddings`, kept as float16 in memory."""
+                    calibration_queries, encoding: dict | None = None):
+    """An index of class `cls` (`LateInteractionIndex.build`): shards over slices of `embeddings`, kept as
+    float16 in memory."""
     lengths, ids = _check_corpus(embeddings, lengths, ids)
     t0 = time.perf_counter()
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
@@ -112,8 +115,8 @@ def build_in_memory(cls, embeddings: np.ndarray, lengths, ids, config: IndexConf
     for number, (a, b) in enumerate(tqdm(plan, desc="index shards", disable=not progress or len(plan) < 2)):
         part = np.asarray(embeddings[offsets[a]:offsets[b]], np.float16)
         shards.append(build_shard(part, offsets[a:b + 1] - offsets[a], cfg, largest, a,
-                                  storage.shard_folder_name(number)))
-    index = cls(shards, ids, cfg, offsets=offsets, build_info={"shards": len(shards)})
+                                  encoded.shard_name(number)))
+    index = cls(shards, ids, cfg, offsets=offsets, build_info={"shards": len(shards)}, encoding=encoding)
     build_s = time.perf_counter() - t0
     finish(index, cfg, calibration_queries, progress)
     _record_times(index, build_s, time.perf_counter() - t0)
@@ -142,8 +145,8 @@ def _group_reader(shard_dir, entries: list[dict], verify: bool) -> Callable[[boo
 
 
 def build_from_encoded(cls, shard_dir, config: IndexConfig, *, verify: bool, progress: bool, directory,
-                       calibration_queries):
-    """`LateInteractionIndex.from_shards`."""
+                       calibration_queries, encoding: dict | None = None):
+    """An index of class `cls` over an encoded corpus (`LateInteractionIndex.from_shards`)."""
     t0 = time.perf_counter()
     manifest = encoded.read_manifest(shard_dir)
     entries = manifest["shards"]
@@ -159,9 +162,9 @@ def build_from_encoded(cls, shard_dir, config: IndexConfig, *, verify: bool, pro
             embeddings, lengths, shard_ids = _group_reader(shard_dir, entries[a:b], verify)(False)
             local = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
             shards.append(build_shard(embeddings, local, cfg, largest, int(first_passages[number]),
-                                      storage.shard_folder_name(number)))
+                                      encoded.shard_name(number)))
             ids.extend(shard_ids)
-        index = cls(shards, ids, cfg, build_info={"shards": len(shards)})
+        index = cls(shards, ids, cfg, build_info={"shards": len(shards)}, encoding=encoding)
         build_s = time.perf_counter() - t0
         finish(index, cfg, calibration_queries, progress)
         _record_times(index, build_s, time.perf_counter() - t0)
@@ -173,10 +176,10 @@ def build_from_encoded(cls, shard_dir, config: IndexConfig, *, verify: bool, pro
     settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k in BUILD_FIELDS}
     built, kept, seconds = [], [], {}
     mine = [g for g in range(len(plan)) if layout.owns(g)]
-    storage.remove_stale_temporaries(root, {storage.shard_folder_name(g) for g in mine})
+    storage.remove_stale_temporaries(root, [encoded.shard_name(g) for g in mine])
     for number in tqdm(mine, desc=f"index shards (process {layout.index})", disable=not progress):
         a, b = plan[number]
-        name = storage.shard_folder_name(number)
+        name = encoded.shard_name(number)
         source = {"encoded_shards": [e["name"] for e in entries[a:b]],
                   "sha256": [e["files"][encoded.EMBEDDINGS]["sha256"] for e in entries[a:b]]}
         if _finished(root / name, source, settings, verify):
@@ -186,24 +189,26 @@ def build_from_encoded(cls, shard_dir, config: IndexConfig, *, verify: bool, pro
         embeddings, lengths, shard_ids = _group_reader(shard_dir, entries[a:b], verify)(True)
         local = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         shard = build_shard(embeddings, local, cfg, largest, int(first_passages[number]), name)
-        storage.save_shard_atomically(shard, shard_ids, root, {"source": source, "build_settings": settings})
+        extra = {"source": source, "build_settings": settings}
+        storage.write_folder(root, name, lambda out, s=shard, i=shard_ids: s.save(out, i, extra), replace=True)
         del shard, embeddings
         built.append(number)
         seconds[name] = time.perf_counter() - ts
     dist.barrier("index shards built", layout)
     build_s = time.perf_counter() - t0
     rebuilt = int(dist.allgather(np.array([len(built)], np.int32), layout).sum())
-    if not rebuilt and _complete(root, plan, cfg):  # nothing changed since a finished build
-        return storage.load_index(cls, root, verify=False, layout=layout)
-    index = _open_unfinished(cls, root, plan, cfg, layout, int(manifest["dim"]))
+    if not rebuilt and _complete(root, plan, cfg, encoding):  # nothing changed since a finished build
+        return cls.load(root, verify=False)
+    names = [encoded.shard_name(g) for g in range(len(plan))]
+    index = cls.open_shards(root, names, cfg, layout, verify=False, dim=int(manifest["dim"]), encoding=encoding)
     finish(index, cfg, calibration_queries, progress)
     info = {"shards": len(plan), "shards_built_here": built, "shards_kept_here": kept, "shard_seconds": seconds,
             "process_count": layout.count}
     index.build_info = info
     _record_times(index, build_s, time.perf_counter() - t0)
     if layout.index == 0:
-        metas = [IndexShard.read_meta(root / storage.shard_folder_name(g)) for g in range(len(plan))]
-        storage.write_root(root, index.config, index.calibration, metas, index.build_info)
+        metas = [IndexShard.read_meta(root / encoded.shard_name(g)) for g in range(len(plan))]
+        write_index_root(root, index.config, index.calibration, metas, index.build_info, index.encoding)
     dist.barrier("index root written", layout)
     return index
 
@@ -217,36 +222,21 @@ def _finished(folder: pathlib.Path, source: dict, settings: dict, verify: bool) 
         if meta.get("source") != source or meta.get("build_settings") != settings:
             return False
         for name, entry in meta["files"].items():
-            check_file(folder / name, entry, verify)
+            storage.check_file(folder / name, entry, verify)
     except IndexFileError:
         return False
     return True
 
 
-def _complete(root: pathlib.Path, plan, cfg: IndexConfig) -> bool:
-    """Whether root holds a finished index of these shards, built and calibrated with `cfg`'s settings."""
+def _complete(root: pathlib.Path, plan, cfg: IndexConfig, encoding: dict | None) -> bool:
+    """Whether root holds a finished index of these shards, built and calibrated with `cfg`'s settings from a
+    corpus encoded as `encoding` says."""
     if not (root / storage.MANIFEST).exists():
         return False
     try:
-        meta = storage._read_json(root / storage.INDEX_META)
+        meta = read_json(root / INDEX_META, error=IndexFileError)
     except (IndexFileError, FileNotFoundError):
         return False
     saved = meta.get("config", {})
     same = all(saved.get(k) == v for k, v in dataclasses.asdict(cfg).items() if v is not None)
-    return same and len(meta.get("shards", [])) == len(plan)
-
-
-def _open_unfinished(cls, root: pathlib.Path, plan, cfg: IndexConfig, layout: dist.ProcessLayout, dim: int):
-    """The freshly built shards of `root` (no root files yet), this process's opened, the others' counted."""
-    from mire_jax.index.late_interaction import concat_offsets
-
-    shards, ids, offsets = [], [], []
-    for number in range(len(plan)):
-        shard, shard_ids, _ = IndexShard.load(root / storage.shard_folder_name(number), verify=False,
-                                              open_data=layout.owns(number))
-        shard.folder = str(root / shard.name)
-        if layout.owns(number):
-            shards.append(shard)
-        ids.extend(shard_ids)
-        offsets.append(shard.offsets)
-    return cls(shards, ids, cfg, offsets=concat_offsets(offsets), layout=layout, dim=dim)
+    return same and len(meta.get("shards", [])) == len(plan) and meta.get("encoding", {}) == dict(encoding or {})
