@@ -1,6 +1,7 @@
-"""Files in and out. Writing: so that no reader, and no crash, ever sees half of one, each file is written under a
-temporary name beside its target, then renamed over it (atomic on POSIX filesystems). Reading: JSON Lines (plain
-or .gz) with errors that name the file and line."""
+"""Files in and out, the project's one place for JSON. Writing: so that no reader, and no crash, ever sees half of
+one, each file is written under a temporary name beside its target, then renamed over it (atomic on POSIX
+filesystems). Reading: JSON, a JSON array and JSON Lines (plain or .gz), with errors that name the file and the
+line (or record)."""
 from __future__ import annotations
 
 import contextlib
@@ -8,7 +9,7 @@ import gzip
 import json
 import os
 import secrets
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 TEMPORARY_SUFFIX = ".partial"
 
@@ -48,9 +49,41 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", *, fsync: bool = False
             yield f
 
 
-def write_json(path: str | os.PathLike, obj: Any, **dump_kwargs) -> None:
+def write_json(path: str | os.PathLike, obj: Any, *, indent: int | None = 1, fsync: bool = False,
+               **dump_kwargs) -> None:
+    """Atomically write `obj` as UTF-8 JSON (non-ASCII characters kept); with `fsync`, synced before the rename, so
+    a file that exists is whole even after a power loss (manifests)."""
+    dump_kwargs.setdefault("ensure_ascii", False)
+    with atomic_open(path, encoding="utf-8", fsync=fsync) as f:
+        json.dump(obj, f, indent=indent, **dump_kwargs)
+
+
+def write_json_lines(path: str | os.PathLike, rows: Iterable[Any]) -> None:
+    """Atomically write one JSON value per line."""
     with atomic_open(path, encoding="utf-8") as f:
-        json.dump(obj, f, **dump_kwargs)
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def read_json(path: str | os.PathLike, *, error: type[Exception] = ValueError) -> Any:
+    """The JSON value of a file (plain or .gz). A missing file raises FileNotFoundError naming it; invalid JSON or
+    text that is not UTF-8 raises `error` naming the file, line and column."""
+    path = os.fspath(path)
+    try:
+        with open_text(path) as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise error(f"{path}: line {e.lineno} column {e.colno}: invalid JSON: {e.msg}") from e
+    except UnicodeDecodeError as e:
+        raise error(f"{path}: not UTF-8 text ({e})") from e
+
+
+def read_json_array(path: str | os.PathLike, *, error: type[Exception] = ValueError, what: str = "records") -> list:
+    """A file holding one JSON array (of `what`, for the message); `error` naming the file otherwise."""
+    data = read_json(path, error=error)
+    if not isinstance(data, list):
+        raise error(f"{os.fspath(path)}: expected a JSON array of {what}, found {type(data).__name__}")
+    return data
 
 
 def is_temporary(name: str) -> bool:

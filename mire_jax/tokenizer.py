@@ -14,7 +14,6 @@ Which passage tokens are kept depends on the phase in MIRe's published code (yeo
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import string
 from typing import Sequence
@@ -22,12 +21,13 @@ from typing import Sequence
 import numpy as np
 import tokenizers
 
+from mire_jax.config import PASSAGE_KEEP_POLICIES
+from mire_jax.files import read_json
+
 QUERY_MARKER = "[unused0]"
 DOC_MARKER = "[unused1]"
 
-DROP_PUNCTUATION = "punctuation_and_padding"
-DROP_PADDING_ONLY = "padding_only"
-PASSAGE_KEEP_POLICIES = (DROP_PUNCTUATION, DROP_PADDING_ONLY)
+DROP_PUNCTUATION, DROP_PADDING_ONLY = PASSAGE_KEEP_POLICIES
 
 
 class ColbertTokenizer:
@@ -63,8 +63,7 @@ class ColbertTokenizer:
             lowercase = True
             cfg_file = os.path.join(path, "tokenizer_config.json")
             if os.path.exists(cfg_file):
-                with open(cfg_file) as f:
-                    lowercase = json.load(f).get("do_lower_case", True)
+                lowercase = read_json(cfg_file).get("do_lower_case", True)
             return cls.from_vocab(vocab, lowercase=lowercase)
         return cls.from_vocab(path)
 

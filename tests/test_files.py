@@ -1,6 +1,6 @@
 """The shared JSON Lines reader: plain and gzipped files, and errors that name the file and line."""
-import json
 import gzip
+import json
 
 import pytest
 

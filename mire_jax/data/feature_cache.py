@@ -29,6 +29,7 @@ import numpy as np
 import tqdm
 
 from mire_jax import files
+from mire_jax.config import ImageProcessing
 from mire_jax.data import images
 
 FORMAT = "mire-vision-features/1"
@@ -65,8 +66,7 @@ def _read_meta(directory: pathlib.Path) -> dict | None:
     path = directory / "meta.json"
     if not path.exists():
         return None
-    with open(path, encoding="utf-8") as f:
-        meta = json.load(f)
+    meta = files.read_json(path, error=FeatureCacheError)
     if meta.get("format") != FORMAT:
         raise FeatureCacheError(f"{path}: not a vision-feature cache of format {FORMAT} (got {meta.get('format')})")
     return meta
@@ -75,8 +75,7 @@ def _read_meta(directory: pathlib.Path) -> dict | None:
 def _build_index(directory: pathlib.Path, shards: Sequence[str]) -> dict[str, tuple[int, int]]:
     index: dict[str, tuple[int, int]] = {}
     for s, name in enumerate(shards):
-        with open(directory / f"{name}.ids.json", encoding="utf-8") as f:
-            ids = json.load(f)
+        ids = files.read_json(directory / f"{name}.ids.json", error=FeatureCacheError)
         for row, image_id in enumerate(ids):
             index.setdefault(image_id, (s, row))  # a duplicate (two writers raced) resolves to its first copy
     return index
@@ -209,8 +208,7 @@ class FeatureCache:
     def _load_index(self) -> dict[str, tuple[int, int]]:
         path = self.directory / "index.json"
         if path.exists():
-            with open(path, encoding="utf-8") as f:
-                stored = json.load(f)
+            stored = files.read_json(path, error=FeatureCacheError)
             if stored.get("shards") == self._shards:
                 return {k: (v[0], v[1]) for k, v in stored["ids"].items()}
         return _build_index(self.directory, self._shards)
@@ -284,22 +282,22 @@ def _as_str(value) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
-def _load_pixels(source, index: int, image_id: str, image_size: int, image_root: str | None) -> np.ndarray:
+def _load_pixels(source, index: int, image_id: str, image: ImageProcessing, image_root: str | None) -> np.ndarray:
     record = source[index]
     data = record.get("image") or b""
     if data:
-        return images.preprocess_bytes(data, image_size, source=f"image {image_id} (embedded in record "
+        return images.preprocess_bytes(data, image, source=f"image {image_id} (embedded in record "
                                                                  f"{_as_str(record.get('id'))!r})")
     if image_root is None:
         raise images.ImageError(f"image {image_id} (record {_as_str(record.get('id'))!r}): no bytes in the record "
                                 "and no image_root to read it from")
     path = os.path.join(image_root, image_id)
-    return images.preprocess_bytes(images.read_image_file(path), image_size,
+    return images.preprocess_bytes(images.read_image_file(path), image,
                                    source=f"image {path} (record {_as_str(record.get('id'))!r})")
 
 
 def fill_from_sources(directory: str | os.PathLike, sources: Mapping[str, Any],
-                      encode_fn: Callable[[np.ndarray], Any], *, feature_shape: Sequence[int], image_size: int,
+                      encode_fn: Callable[[np.ndarray], Any], *, feature_shape: Sequence[int], image: ImageProcessing,
                       dtype: str = "float16", shard_size: int = 1024, batch_size: int = 64,
                       image_root: str | None = None, image_policy: str = "fail", process_index: int = 0,
                       process_count: int = 1, read_threads: int = 8, metadata: dict | None = None,
@@ -332,7 +330,7 @@ def fill_from_sources(directory: str | os.PathLike, sources: Mapping[str, Any],
     def load(image_id: str):
         split, index = first[image_id]
         try:
-            return _load_pixels(sources[split], index, image_id, image_size, image_root)
+            return _load_pixels(sources[split], index, image_id, image, image_root)
         except images.ImageError as e:
             if image_policy == "fail":
                 raise
@@ -347,7 +345,7 @@ def fill_from_sources(directory: str | os.PathLike, sources: Mapping[str, Any],
             good = [(i, x) for i, x in zip(ids, loaded) if not isinstance(x, Exception)]
             report.skipped += [(i, str(x)) for i, x in zip(ids, loaded) if isinstance(x, Exception)]
             if good:
-                pixels = np.zeros((batch_size, image_size, image_size, 3), np.float32)
+                pixels = np.zeros((batch_size, image.size, image.size, 3), np.float32)
                 pixels[: len(good)] = np.stack([x for _, x in good])
                 features = np.asarray(encode_fn(pixels))[: len(good)]
                 writer.add([i for i, _ in good], features)
@@ -359,10 +357,10 @@ def fill_from_sources(directory: str | os.PathLike, sources: Mapping[str, Any],
 
 def vision_encoder(config, params, batch_size: int = 64, *, devices: Sequence | None = None):
     """The frozen vision tower as `fill_from_sources`'s `encode_fn`: pixels [B, S, S, 3] -> features [B, 1+P, v],
-    data-parallel over this process's devices (a `mire_jax.sharding.DataParallel`). Give `fill_from_sources`
+    data-parallel over this process's devices (a `mire_jax.retrieval.data_parallel.DataParallel`). Give `fill_from_sources`
     its `batch_size` (the one asked for, rounded up to a multiple of the device count)."""
     import functools
 
     import mire_jax
-    from mire_jax.sharding import DataParallel
+    from mire_jax.retrieval.data_parallel import DataParallel
     return DataParallel(functools.partial(mire_jax.encode_vision, config), params, batch_size, devices=devices)

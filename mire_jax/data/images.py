@@ -1,9 +1,10 @@
-"""CLIP image preprocessing on the host (numpy + Pillow), the same as transformers' PIL CLIPImageProcessor.
+"""Image decoding and preprocessing on the host (numpy + Pillow), as transformers' PIL image processors do it.
 
-Steps: convert to RGB, resize so that the SHORTER side equals `size` (the longer side is
-`int(size * long / short)`, truncated) with bicubic resampling, centre crop `size` x `size`
-(offsets `(dim - size) // 2`), scale by 1/255, subtract the CLIP mean and divide by the CLIP std.
-Output is NHWC-ready float32 [size, size, 3] (the model's pixel layout).
+`preprocess` follows an `ImageProcessing` (`mire_jax.config`). CLIP's: convert to RGB, resize so that the SHORTER
+side equals `size` (the longer side is `int(size * long / short)`, truncated) with bicubic resampling, centre crop
+`size` x `size` (offsets `(dim - size) // 2`), scale by 1/255, subtract the mean and divide by the std. "square":
+bicubic resize straight to `size` x `size`, then the same scaling. Output is NHWC-ready float32 [size, size, 3]
+(the model's pixel layout).
 """
 from __future__ import annotations
 
@@ -13,11 +14,7 @@ import os
 import numpy as np
 from PIL import Image
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
-_MEAN = np.asarray(CLIP_MEAN, np.float32)
-_STD = np.asarray(CLIP_STD, np.float32)
+from mire_jax.config import ImageProcessing
 
 
 class ImageError(ValueError):
@@ -82,20 +79,24 @@ def center_crop(array: np.ndarray, size: int) -> np.ndarray:
     return array[top: top + size, left: left + size]
 
 
-def normalize(array: np.ndarray) -> np.ndarray:
-    """uint8 HWC -> float32 HWC: x / 255, then (x - CLIP mean) / CLIP std."""
+def normalize(array: np.ndarray, processing: ImageProcessing) -> np.ndarray:
+    """uint8 HWC -> float32 HWC: x / 255, then (x - mean) / std."""
     scaled = (array.astype(np.float64) * (1.0 / 255.0)).astype(np.float32)
-    return (scaled - _MEAN) / _STD
+    return (scaled - np.asarray(processing.mean, np.float32)) / np.asarray(processing.std, np.float32)
 
 
-def clip_preprocess(image: Image.Image, size: int = 224) -> np.ndarray:
-    """One PIL image -> CLIP-normalised float32 [size, size, 3]."""
+def preprocess(image: Image.Image, processing: ImageProcessing = ImageProcessing()) -> np.ndarray:
+    """One PIL image -> normalised float32 [size, size, 3]."""
     if image.mode != "RGB":
         image = image.convert("RGB")
-    resized = np.asarray(resize_shorter_side(image, size))
-    return normalize(center_crop(resized, size))
+    size = processing.size
+    if processing.resize == "square":
+        resized = image if image.size == (size, size) else image.resize((size, size), Image.Resampling.BICUBIC)
+        return normalize(np.asarray(resized), processing)
+    return normalize(center_crop(np.asarray(resize_shorter_side(image, size)), size), processing)
 
 
-def preprocess_bytes(data: bytes, size: int = 224, *, source: str = "<bytes>") -> np.ndarray:
-    """Encoded image bytes -> CLIP-normalised float32 [size, size, 3]; `ImageError` names `source` on failure."""
-    return clip_preprocess(decode_image(data, source=source), size)
+def preprocess_bytes(data: bytes, processing: ImageProcessing = ImageProcessing(), *,
+                     source: str = "<bytes>") -> np.ndarray:
+    """Encoded image bytes -> normalised float32 [size, size, 3]; `ImageError` names `source` on failure."""
+    return preprocess(decode_image(data, source=source), processing)

@@ -24,6 +24,7 @@ from typing import Any, Mapping, Sequence
 import grain
 import numpy as np
 
+from mire_jax.config import ImageProcessing
 from mire_jax.data import images
 from mire_jax.data.feature_cache import FeatureCache
 
@@ -45,7 +46,7 @@ class PipelineConfig:
       batch_size: examples per batch on THIS process (the global batch is batch_size * process_count).
       accum_steps: micro-batches per global batch: this process's batch holds its share of each micro-batch,
         micro-batch after micro-batch (the training step's layout).
-      image_size: side of the square CLIP input (224 for ViT-B/32).
+      image: how images become pixels (the vision tower's preprocessing).
       query_maxlen, doc_maxlen: fixed token lengths of queries and passages.
       attend_to_mask_tokens: query [MASK] padding attends (published training behaviour).
       use_instruction: query text = instruction + " " + question (M2KR's optional prompt).
@@ -67,7 +68,7 @@ class PipelineConfig:
     """
     batch_size: int
     accum_steps: int = 1
-    image_size: int = 224
+    image: ImageProcessing = ImageProcessing()
     query_maxlen: int = 32
     doc_maxlen: int = 220
     attend_to_mask_tokens: bool = True
@@ -224,7 +225,7 @@ class LoadExample:
         else:
             raise images.ImageError(f"image {image_id}: no bytes in the record (missing when the dataset was "
                                     "built?) and no image_root to read it from")
-        return images.preprocess_bytes(data, self._cfg.image_size, source=where)
+        return images.preprocess_bytes(data, self._cfg.image, source=where)
 
 
 class Collate:

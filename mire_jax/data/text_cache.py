@@ -66,7 +66,7 @@ def text_encoders(config, params, batch_size: int, *, devices: Sequence | None =
 
     from mire_jax.api import model
     from mire_jax.models.mire import MIRe
-    from mire_jax.sharding import DataParallel
+    from mire_jax.retrieval.data_parallel import DataParallel
 
     net = model(config)
 

@@ -12,13 +12,12 @@ input files, as the published script does.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Any, Iterator, Sequence
 
 from tqdm.auto import tqdm
 
-from mire_jax.files import iter_json_lines, open_text
+from mire_jax.files import iter_json_lines, read_json_array
 
 IMAGE_TAG = "<image>"
 HUMAN, GPT = "human", "gpt"
@@ -88,13 +87,7 @@ def iter_raw_records(path: str | os.PathLike) -> Iterator[tuple[str, Any]]:
         for _, where, record in iter_json_lines(path, error=DialogueFormatError, objects_only=False):
             yield where, record
         return
-    with open_text(path) as f:
-        try:
-            data = json.load(f)
-        except json.JSONDecodeError as e:
-            raise DialogueFormatError(f"{path}: line {e.lineno} column {e.colno}: invalid JSON: {e.msg}") from e
-    if not isinstance(data, list):
-        raise DialogueFormatError(f"{path}: expected a JSON array of dialogue records, found {type(data).__name__}")
+    data = read_json_array(path, error=DialogueFormatError, what="dialogue records")
     for index, record in enumerate(data):
         yield f"{path}: record {index}", record
 

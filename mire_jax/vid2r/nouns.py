@@ -102,14 +102,6 @@ def spacy_nouns_extractor(model: str = "en_core_web_sm", full_pipeline: bool = F
     return extract
 
 
-def spacy_available(model: str = "en_core_web_sm") -> bool:
-    try:
-        _spacy_pipeline(model, False)
-    except (ImportError, OSError):
-        return False
-    return True
-
-
 def make_noun_extractor(kind: str = "auto", spacy_model: str = "en_core_web_sm",
                         full_pipeline: bool = False) -> tuple[NounExtractor, str]:
     """-> (extractor, the name of what was chosen: "spacy:<model>", "heuristic" or "none").

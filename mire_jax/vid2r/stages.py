@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 from mire_jax import files
 
@@ -26,29 +26,6 @@ def file_signature(path: str | os.PathLike) -> dict:
     path = os.fspath(path)
     st = os.stat(path)
     return {"path": os.path.abspath(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-
-
-def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> None:
-    """Atomically write JSON (UTF-8, non-ASCII kept, as the published scripts write)."""
-    files.write_json(path, obj, indent=indent, ensure_ascii=False)
-
-
-def write_jsonl(path: str | os.PathLike, rows: Iterable[Any]) -> None:
-    """Atomically write JSON Lines."""
-    with files.atomic_open(path, encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-
-
-def iter_jsonl(path: str | os.PathLike) -> Iterator[Any]:
-    """Stream the objects of a JSON Lines file (blank lines skipped); errors name the file and line."""
-    for _, _, record in files.iter_json_lines(path, objects_only=False):
-        yield record
-
-
-def read_jsonl(path: str | os.PathLike) -> list:
-    """All objects of a JSON Lines file."""
-    return list(iter_jsonl(path))
 
 
 class StageMarkers:
@@ -69,8 +46,7 @@ class StageMarkers:
         """The marker of `stage` when it is complete with fingerprint `fp` (else None)."""
         if self.force or not os.path.exists(self._marker(stage)):
             return None
-        with open(self._marker(stage), encoding="utf-8") as f:
-            marker = json.load(f)
+        marker = files.read_json(self._marker(stage))
         if marker.get("fingerprint") != fp or not all(os.path.exists(p) for p in marker.get("outputs", [])):
             return None
         return marker
@@ -78,7 +54,7 @@ class StageMarkers:
     def mark(self, stage: str, fp: str, outputs: Iterable[str], summary: Any = None) -> dict:
         marker = {"stage": stage, "fingerprint": fp, "outputs": [os.path.abspath(p) for p in outputs],
                   "summary": summary}
-        write_json(self._marker(stage), marker)
+        files.write_json(self._marker(stage), marker, indent=2)
         return marker
 
     def clear(self, stage: str) -> None:

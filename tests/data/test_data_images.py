@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mire_jax.config import ImageProcessing
 from mire_jax.data import images
 
 MEAN = np.array([0.48145466, 0.4578275, 0.40821073])
@@ -32,7 +33,7 @@ def _direct(image: Image.Image, size: int) -> np.ndarray:
 @pytest.mark.parametrize("shape", [(300, 451), (640, 480), (32, 32), (225, 223), (97, 701)])
 def test_matches_direct_computation(shape):
     image = _random_image(*shape, seed=shape[0])
-    out = images.clip_preprocess(image, 224)
+    out = images.preprocess(image, ImageProcessing(size=224))
     assert out.shape == (224, 224, 3) and out.dtype == np.float32
     np.testing.assert_allclose(out, _direct(image, 224), atol=2e-6)
 
@@ -40,7 +41,7 @@ def test_matches_direct_computation(shape):
 def test_other_size_and_modes():
     for mode in ("L", "RGBA", "P"):
         image = _random_image(50, 70, seed=3, mode=mode)
-        out = images.clip_preprocess(image, 32)
+        out = images.preprocess(image, ImageProcessing(size=32))
         assert out.shape == (32, 32, 3)
         np.testing.assert_allclose(out, _direct(image, 32), atol=2e-6)
 
@@ -53,13 +54,13 @@ def test_matches_transformers_clip_processor():
     for shape in [(300, 451), (480, 640), (64, 64)]:
         image = _random_image(*shape, seed=7)
         ref = processor(image, return_tensors="np")["pixel_values"][0].transpose(1, 2, 0)
-        np.testing.assert_allclose(images.clip_preprocess(image, 224), ref, atol=1e-6)
+        np.testing.assert_allclose(images.preprocess(image, ImageProcessing(size=224)), ref, atol=1e-6)
 
 
 def test_bytes_roundtrip_and_errors(fixtures_dir):
     path = fixtures_dir / "vid2r/images/coco/train2017/000000000139.jpg"
     data = images.read_image_file(path)
-    out = images.preprocess_bytes(data, 32, source=str(path))
+    out = images.preprocess_bytes(data, ImageProcessing(size=32), source=str(path))
     np.testing.assert_allclose(out, _direct(Image.open(path), 32), atol=2e-6)
 
     with pytest.raises(images.ImageError, match="empty image data.*rec-1"):
@@ -76,4 +77,5 @@ def test_png_bytes():
     image = _random_image(40, 30, seed=5)
     buf = io.BytesIO()
     image.save(buf, "PNG")
-    np.testing.assert_allclose(images.preprocess_bytes(buf.getvalue(), 24), _direct(image, 24), atol=2e-6)
+    np.testing.assert_allclose(images.preprocess_bytes(buf.getvalue(), ImageProcessing(size=24)),
+                               _direct(image, 24), atol=2e-6)

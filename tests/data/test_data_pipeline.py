@@ -4,6 +4,7 @@ import json
 import numpy as np
 import pytest
 
+from mire_jax.config import ImageProcessing
 from mire_jax.data import feature_cache, images
 from mire_jax.data.pipeline import EpochShardIndices, PipelineConfig, RecordError, holdout_split, make_pipeline
 
@@ -34,7 +35,7 @@ def _records(fixtures_dir, n, overrides=None):
 
 
 def _cfg(**kw):
-    base = dict(batch_size=2, image_size=32, query_maxlen=16, doc_maxlen=24, read_threads=2, read_buffer=4,
+    base = dict(batch_size=2, image=ImageProcessing(size=32), query_maxlen=16, doc_maxlen=24, read_threads=2, read_buffer=4,
                 batch_prefetch=0, with_record_ids=True)
     base.update(kw)
     return PipelineConfig(**base)
@@ -67,7 +68,7 @@ def test_batch_contents(fixtures_dir, tokenizer):
     np.testing.assert_array_equal(b["d_ids"], d_ids)
     np.testing.assert_array_equal(b["d_keep"], d_keep)
     for row, rec in enumerate(records[3:]):
-        np.testing.assert_array_equal(b["pixels"][row], images.preprocess_bytes(rec["image"], 32))
+        np.testing.assert_array_equal(b["pixels"][row], images.preprocess_bytes(rec["image"], ImageProcessing(size=32)))
 
 
 def test_instruction_prefix(fixtures_dir, tokenizer):
@@ -195,7 +196,7 @@ def test_missing_and_corrupt_images(fixtures_dir, tokenizer, tmp_path):
                             process_index=0, process_count=1))
     batches = list(it)
     assert _ids(batches) == [["r1"]] and it.num_skipped == 1
-    np.testing.assert_array_equal(batches[0]["pixels"][0], images.preprocess_bytes(data, 32))
+    np.testing.assert_array_equal(batches[0]["pixels"][0], images.preprocess_bytes(data, ImageProcessing(size=32)))
 
 
 def test_bad_records_fail_naming_the_record(fixtures_dir, tokenizer):
@@ -242,7 +243,7 @@ def test_end_to_end_from_tfds(vid2r_source, fixtures_dir, tokenizer):
     for b in batches:
         for row, record_id in enumerate(b["id"]):
             path = fixtures_dir / "vid2r" / "images" / by_id[record_id]["image"]
-            np.testing.assert_array_equal(b["pixels"][row], images.preprocess_bytes(path.read_bytes(), 32))
+            np.testing.assert_array_equal(b["pixels"][row], images.preprocess_bytes(path.read_bytes(), ImageProcessing(size=32)))
 
 
 @pytest.mark.parametrize("processes,accum", [(1, 1), (2, 1), (4, 1), (2, 2), (4, 2)])

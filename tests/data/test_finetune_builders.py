@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mire_jax.config import ImageProcessing
 from mire_jax.data import builders
 from mire_jax.data.pipeline import PipelineConfig, make_pipeline
 
@@ -252,7 +253,7 @@ def test_aokvqa_missing_files_and_bad_record(tmp_path, fixtures_dir):
 @pytest.mark.parametrize("name", ["okvqa_gs", "remuq", "aokvqa"])
 def test_pipeline_reads_train_split(tmp_path, fixtures_dir, tokenizer, name):
     source = builders.prepare(name, data_dir=tmp_path, manual_dir=fixtures_dir / name).as_data_source()["train"]
-    config = PipelineConfig(batch_size=len(source), image_size=32, query_maxlen=16, doc_maxlen=32, shuffle=False,
+    config = PipelineConfig(batch_size=len(source), image=ImageProcessing(size=32), query_maxlen=16, doc_maxlen=32, shuffle=False,
                             num_epochs=1, read_threads=1, batch_prefetch=0, with_record_ids=True)
     batches = list(make_pipeline(source, tokenizer, config, process_index=0, process_count=1))
     assert len(batches) == 1

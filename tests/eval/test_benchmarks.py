@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from mire_jax.eval import metrics
-from mire_jax.eval.benchmarks import (BENCHMARK_NAMES, BenchmarkFormatError, ImageFile, load_benchmark)
+from mire_jax.eval.benchmarks import BENCHMARK_NAMES, BenchmarkFormatError, ImageFile, load_benchmark
 
 FIXTURES = pathlib.Path(__file__).resolve().parent.parent / "fixtures"
 GS_PASSAGES = pathlib.Path("RAVQA_v2_data", "okvqa", "pre-extracted_features", "passages")

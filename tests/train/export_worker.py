@@ -8,11 +8,11 @@ import sys
 import jax
 import jax.numpy as jnp
 from jax import export
+from step_worker import global_batch_for, small_config
 
 import mire_jax
 from mire_jax.train.optim import learning_rate_schedule, make_optimizer
 from mire_jax.train.step import DataParallelStep, StepConfig, init_state
-from step_worker import global_batch_for, small_config
 
 BATCH = 16
 

@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 
+from mire_jax.config import ImageProcessing
 from mire_jax.data import images
 from mire_jax.data.feature_cache import FeatureCache, fill_from_sources
 
@@ -28,7 +29,7 @@ def _vid2r_images(fixtures_dir):
 
 
 def _fill(tmp_path, sources, **kw):
-    args = dict(feature_shape=SHAPE, image_size=32, dtype="float32", shard_size=2, batch_size=2, read_threads=2,
+    args = dict(feature_shape=SHAPE, image=ImageProcessing(size=32), dtype="float32", shard_size=2, batch_size=2, read_threads=2,
                 progress=False)
     args.update(kw)
     return fill_from_sources(tmp_path / "cache", sources, fake_encode, **args)
@@ -45,7 +46,7 @@ def test_fill_resume_and_sharding(tmp_path, fixtures_dir, vid2r_source):
     cache = FeatureCache(tmp_path / "cache")
     assert set(cache.ids()) == set(expected)
     for image_id, data in expected.items():
-        want = fake_encode(images.preprocess_bytes(data, 32)[None])[0]
+        want = fake_encode(images.preprocess_bytes(data, ImageProcessing(size=32))[None])[0]
         np.testing.assert_allclose(cache[image_id], want, rtol=1e-6)
     # A rerun finds everything cached and writes nothing.
     again = _fill(tmp_path, sources)
@@ -71,7 +72,7 @@ def _random_tiny_model(directory):
 
     import mire_jax
     from mire_jax.convert import param_shapes
-    from mire_jax.model_io import save_model
+    from mire_jax.retrieval.model_folder import save_model
     config = mire_jax.MIReConfig.tiny()
     rng = np.random.default_rng(0)
 
@@ -118,7 +119,7 @@ def get_config(arg=None):
                                                                  config.vision.hidden_size)
     ids = sorted(cache.ids())
     assert ids == ["coco/000000000139.jpg", "coco/000000000285.jpg", "inat/monarch.jpg"]
-    pixels = np.stack([images.preprocess_bytes((fixtures_dir / "jsonl/images" / i).read_bytes(), 32) for i in ids])
+    pixels = np.stack([images.preprocess_bytes((fixtures_dir / "jsonl/images" / i).read_bytes(), ImageProcessing(size=32)) for i in ids])
     want = np.asarray(mire_jax.encode_vision(config, params, pixels))
     got = np.stack([cache[i] for i in ids]).astype(np.float32)
     assert np.abs(want).max() > 0.1  # a real signal, not all zeros

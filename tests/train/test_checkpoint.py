@@ -5,6 +5,7 @@ import json
 import jax
 import numpy as np
 
+from mire_jax.config import ImageProcessing
 from mire_jax.data.pipeline import PipelineConfig, make_pipeline
 from mire_jax.train.checkpoint import Checkpointer
 
@@ -21,7 +22,7 @@ def _records(fixtures_dir, n):
 
 
 def _pipeline(fixtures_dir, tokenizer):
-    cfg = PipelineConfig(batch_size=2, image_size=32, query_maxlen=16, doc_maxlen=24, read_threads=2, read_buffer=4,
+    cfg = PipelineConfig(batch_size=2, image=ImageProcessing(size=32), query_maxlen=16, doc_maxlen=24, read_threads=2, read_buffer=4,
                          batch_prefetch=2, with_record_ids=True, seed=11, image_policy="skip")
     return make_pipeline(_records(fixtures_dir, 7), tokenizer, cfg, process_index=0, process_count=1)
 

@@ -3,11 +3,10 @@ import json
 import os
 
 import pytest
+from tiny_setup import tiny_config
 
 from mire_jax.data.feature_cache import FeatureCacheError
-from tiny_setup import tiny_config
 from mire_jax.train.loop import train
-
 
 
 @pytest.fixture(scope="module")

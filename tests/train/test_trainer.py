@@ -10,8 +10,8 @@ import sys
 import time
 
 import pytest
-
 from tiny_setup import TINY, tiny_config
+
 from mire_jax.train.loop import TrainingDiverged, train
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]

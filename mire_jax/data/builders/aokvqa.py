@@ -19,6 +19,7 @@ import pathlib
 import numpy as np
 import tensorflow_datasets as tfds
 
+from mire_jax import files
 from mire_jax.data.builders import common
 
 # tfds split -> (file, COCO image folder under the image root)
@@ -54,7 +55,7 @@ class Aokvqa(common.PairBuilderBase):
                 for split, (f, folder) in SPLITS.items()}
 
     def _generate_examples(self, path: pathlib.Path, folder: str, embedder: common.ImageEmbedder, split: str):
-        for index, record in enumerate(common.read_json_array(path)):
+        for index, record in enumerate(files.read_json_array(path, error=common.RecordError)):
             where = f"{path} record {index}"
             if not isinstance(record, dict):
                 raise common.RecordError(f"{where}: expected an object, got {type(record).__name__}")

@@ -23,15 +23,14 @@ pipeline then reads `<image_root>/<image_id>` at run time.
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 import os
 import pathlib
 from typing import Iterable, Sequence
 
 import numpy as np
-from etils import epath
 import tensorflow_datasets as tfds
+from etils import epath
 
 log = logging.getLogger(__name__)
 
@@ -88,18 +87,6 @@ def check_files(builder_name: str, manual_dir: pathlib.Path, paths: Iterable[pat
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         raise ManualFilesMissingError(builder_name, manual_dir, missing, instructions)
-
-
-def read_json_array(path: pathlib.Path) -> list:
-    """A file holding one JSON array; `RecordError` naming the file otherwise."""
-    with open(path, encoding="utf-8") as f:
-        try:
-            records = json.load(f)
-        except json.JSONDecodeError as e:
-            raise RecordError(f"{path}: not valid JSON: {e}") from e
-    if not isinstance(records, list):
-        raise RecordError(f"{path}: expected a JSON array of records, got {type(records).__name__}")
-    return records
 
 
 def normalize_image_id(path: str) -> str:

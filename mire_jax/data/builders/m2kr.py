@@ -12,7 +12,6 @@ Config `<task>_passages` yields the passage tables (`passage_id`, `passage_conte
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import pathlib
 from typing import Iterator, Sequence
@@ -22,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import tensorflow_datasets as tfds
 
+from mire_jax import files
 from mire_jax.data.builders import common
 
 # Splits of the hub repo per task (Infoseek has no valid split).
@@ -143,8 +143,7 @@ def _table_files(folder: pathlib.Path, prefix: str) -> list[pathlib.Path]:
         return parquet
     state = folder / prefix / "state.json"
     if state.is_file():
-        with open(state, encoding="utf-8") as f:
-            names = [d["filename"] for d in json.load(f).get("_data_files", [])]
+        names = [d["filename"] for d in files.read_json(state, error=common.RecordError).get("_data_files", [])]
         return [folder / prefix / n for n in names]
     return []
 

@@ -11,6 +11,7 @@ import logging
 import pathlib
 from typing import Iterator
 
+from mire_jax import files
 from mire_jax.data.builders import common
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ def parse_retriever_record(record, where: str) -> RetrieverRecord | None:
 
 def usable_records(path: pathlib.Path, name: str) -> Iterator[tuple[int, str, RetrieverRecord]]:
     """(index in the file, where, record) of every record with a positive; logs how many were dropped."""
-    records = common.read_json_array(path)
+    records = files.read_json_array(path, error=common.RecordError)
     dropped = 0
     for index, raw in enumerate(records):
         where = f"{path} record {index}"

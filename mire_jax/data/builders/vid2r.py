@@ -6,6 +6,7 @@ import pathlib
 
 import tensorflow_datasets as tfds
 
+from mire_jax import files
 from mire_jax.data.builders import common
 
 # The README of MIRe calls the file ViD2R.json, its configs ViD2R_all.json: either is accepted.
@@ -41,7 +42,7 @@ class Vid2r(common.PairBuilderBase):
         return {"train": self._generate_examples(found[0], self._embedder(manual))}
 
     def _generate_examples(self, path: pathlib.Path, embedder: common.ImageEmbedder):
-        for index, record in enumerate(common.read_json_array(path)):
+        for index, record in enumerate(files.read_json_array(path, error=common.RecordError)):
             where = f"{path} record {index}"
             if not isinstance(record, dict):
                 raise common.RecordError(f"{where}: expected an object, got {type(record).__name__}")

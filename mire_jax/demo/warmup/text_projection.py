@@ -24,11 +24,10 @@ import optax
 from tqdm import tqdm
 
 from mire_jax.config import MIReConfig
+from mire_jax.demo.warmup.common import as_pairs, distinct_target_batches, frozen_bert_hidden, index_texts, trim_padding
 from mire_jax.models.layers import l2_normalize
-from mire_jax.train.optim import make_optimizer
 from mire_jax.scoring import in_batch_loss, maxsim
-from mire_jax.demo.warmup.common import (as_pairs, distinct_target_batches, frozen_bert_hidden, index_texts,
-                                    trim_padding)
+from mire_jax.train.optim import make_optimizer
 
 DEFAULT_TEMPERATURE = 0.1
 

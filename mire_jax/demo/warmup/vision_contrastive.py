@@ -30,11 +30,17 @@ import optax
 from tqdm import tqdm
 
 from mire_jax.config import MIReConfig
+from mire_jax.demo.warmup.common import (
+    as_pairs,
+    distinct_target_batches,
+    frozen_bert_hidden,
+    index_texts,
+    load_images,
+    trim_padding,
+)
 from mire_jax.models.clip_vision import ClipVision
 from mire_jax.models.layers import l2_normalize
 from mire_jax.models.mire import DTYPES
-from mire_jax.demo.warmup.common import (as_pairs, distinct_target_batches, frozen_bert_hidden, index_texts,
-                                    load_images, trim_padding)
 
 MAX_LOGIT_SCALE = 100.0
 INITIAL_TEMPERATURE = 0.07

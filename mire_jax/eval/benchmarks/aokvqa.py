@@ -15,7 +15,8 @@ from mire_jax.eval import metrics
 from mire_jax.eval.benchmarks.base import Benchmark, Query, collapse_by_id
 from mire_jax.eval.benchmarks.corpus import MemoryCorpus
 from mire_jax.eval.benchmarks.image_refs import ImageFile
-from mire_jax.eval.benchmarks.readers import BenchmarkFormatError, get_field, read_json_array, str_list
+from mire_jax.eval.benchmarks.readers import BenchmarkFormatError, get_field, str_list
+from mire_jax.files import read_json_array
 
 AOKVQA_SPLITS = ("train", "val", "test")
 
@@ -35,7 +36,7 @@ def load_aokvqa(root: os.PathLike | str, split: str = "val", *, queries_file: os
     queries_file = os.fspath(queries_file or root / f"aokvqa_v1p0_{split}.json")
     image_root = pathlib.Path(image_root) if image_root else root / "images" / "coco" / f"{split}2017"
     queries, passages = [], []
-    for index, record in enumerate(read_json_array(queries_file)):
+    for index, record in enumerate(read_json_array(queries_file, error=BenchmarkFormatError)):
         where = f"{queries_file}: record {index}"
         qid = str(get_field(record, "question_id", where, (str, int)))
         question = get_field(record, "question", where, str)

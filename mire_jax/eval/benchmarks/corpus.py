@@ -19,8 +19,8 @@ from typing import Iterable, Iterator
 
 from tqdm import tqdm
 
-from mire_jax.eval.benchmarks.readers import BenchmarkFormatError, read_json
-from mire_jax.files import iter_json_lines
+from mire_jax.eval.benchmarks.readers import BenchmarkFormatError
+from mire_jax.files import iter_json_lines, read_json
 
 _INT_LITERAL = re.compile(r"\s*[+-]?\d+\s*")
 
@@ -207,7 +207,7 @@ class JsonlBlocksCorpus(Corpus):
         if not self.line_map_path:
             raise BenchmarkFormatError(f"{self.source}: ids repeat (e.g. {sorted(repeated)[:3]}) and no "
                                        "passage_id_to_line_id.json was given to say which line MIRe reads")
-        line_map = read_json(self.line_map_path)
+        line_map = read_json(self.line_map_path, error=BenchmarkFormatError)
         resolved = {}
         for pid, hits in repeated.items():
             line = line_map.get(pid)

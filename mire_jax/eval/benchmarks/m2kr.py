@@ -27,7 +27,8 @@ from mire_jax.eval import metrics
 from mire_jax.eval.benchmarks.base import Benchmark, Query, collapse_by_id
 from mire_jax.eval.benchmarks.corpus import MemoryCorpus
 from mire_jax.eval.benchmarks.image_refs import ImageFile
-from mire_jax.eval.benchmarks.readers import BenchmarkFormatError, read_json, str_list
+from mire_jax.eval.benchmarks.readers import BenchmarkFormatError, str_list
+from mire_jax.files import read_json
 
 ANSWER_TASKS = ("EVQA", "Infoseek", "OKVQA")
 BASENAME_TASKS = ("Infoseek",)
@@ -48,7 +49,7 @@ def table_files(table_dir: pathlib.Path, split: str) -> tuple[list[pathlib.Path]
     state_path = split_dir / "state.json"
     if not state_path.exists():
         raise FileNotFoundError(f"split {split!r} not found: {state_path} does not exist")
-    state = read_json(state_path)
+    state = read_json(state_path, error=BenchmarkFormatError)
     try:
         return [split_dir / entry["filename"] for entry in state["_data_files"]], "arrow"
     except (KeyError, TypeError) as e:

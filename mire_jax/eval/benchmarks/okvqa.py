@@ -30,9 +30,8 @@ from mire_jax.eval import metrics
 from mire_jax.eval.benchmarks.base import Benchmark, Query, collapse_by_id
 from mire_jax.eval.benchmarks.corpus import CsvCorpus, JsonlBlocksCorpus
 from mire_jax.eval.benchmarks.image_refs import ImageFile
-from mire_jax.files import iter_json_lines
-from mire_jax.eval.benchmarks.readers import (BenchmarkFormatError, dedupe, get_field, read_json,
-                                              read_json_array)
+from mire_jax.eval.benchmarks.readers import BenchmarkFormatError, dedupe, get_field
+from mire_jax.files import iter_json_lines, read_json, read_json_array
 
 GS_PASSAGES_DIR = pathlib.Path("RAVQA_v2_data", "okvqa", "pre-extracted_features", "passages")
 GS_QUERY_FILES = {"train": "retriever_train.json", "testdev": "retriever_testdev.json",
@@ -62,7 +61,7 @@ def parse_retriever_json(path: str) -> tuple[list[RetrieverRecord], int]:
       (records in file order, number of records dropped for empty `ctxs`).
     """
     records, dropped = [], 0
-    for index, raw in enumerate(read_json_array(path)):
+    for index, raw in enumerate(read_json_array(path, error=BenchmarkFormatError)):
         where = f"{path}: record {index}"
         qid = get_field(raw, "question_id", where, (int, str))
         question = get_field(raw, "question", where, str)
@@ -121,7 +120,7 @@ def load_okvqa_gs(root: os.PathLike | str, split: str = "test", *, passages_dir:
 
 def _annotation_answers(path: str) -> dict[int, list[str]]:
     """`{question_id: answers}` from an OK-VQA annotation file, MIRe's way (see the module docstring)."""
-    data = read_json(path)
+    data = read_json(path, error=BenchmarkFormatError)
     annotations = get_field(data, "annotations", path, list)
     table: dict[int, list[str]] = {}
     for index, ann in enumerate(annotations):

@@ -1,33 +1,11 @@
 """Record readers for benchmark files; every error names the file and the record, line or row."""
 from __future__ import annotations
 
-import json
-import os
 from typing import Any, Mapping, Sequence
 
 
 class BenchmarkFormatError(ValueError):
     """A benchmark file is malformed; the message names the file and the line, row or record."""
-
-
-def read_json(path: os.PathLike | str) -> Any:
-    """`json.load` with errors that name the file, line and column."""
-    path = os.fspath(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise BenchmarkFormatError(f"{path}: line {e.lineno} column {e.colno}: invalid JSON: {e.msg}") from e
-    except UnicodeDecodeError as e:
-        raise BenchmarkFormatError(f"{path}: not UTF-8 text ({e})") from e
-
-
-def read_json_array(path: os.PathLike | str) -> list[Any]:
-    """A file holding one JSON array (records are then named `record i`, 0-based)."""
-    data = read_json(path)
-    if not isinstance(data, list):
-        raise BenchmarkFormatError(f"{os.fspath(path)}: expected a JSON array, found {type(data).__name__}")
-    return data
 
 
 def get_field(record: Any, name: str, where: str, types: type | tuple[type, ...] | None = None) -> Any:

@@ -17,7 +17,8 @@ from mire_jax.eval import metrics
 from mire_jax.eval.benchmarks.base import Benchmark, Query
 from mire_jax.eval.benchmarks.corpus import MemoryCorpus
 from mire_jax.eval.benchmarks.image_refs import ImageFile
-from mire_jax.eval.benchmarks.readers import get_field, read_json_array
+from mire_jax.eval.benchmarks.readers import BenchmarkFormatError, get_field
+from mire_jax.files import read_json_array
 
 MIN_QUESTION_CHARS = 25
 MAX_QUERIES = 5000
@@ -41,7 +42,7 @@ def load_vid2r_val(root: os.PathLike | str, split: str = "val", *, anno_file: os
     anno_file = os.fspath(anno_file or root / "ViD2R.json")
     image_root = pathlib.Path(image_root) if image_root else root / "images"
     queries, passages, skipped = [], [], 0
-    for index, record in enumerate(read_json_array(anno_file)):
+    for index, record in enumerate(read_json_array(anno_file, error=BenchmarkFormatError)):
         where = f"{anno_file}: record {index}"
         question = get_field(record, "question", where, str)
         if len(question) < min_question_chars:
