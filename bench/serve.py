@@ -33,7 +33,7 @@ def demo_paths(demo: str) -> dict:
     """The model, index and passages of a `make demo` output folder (the index the evaluation saved for the
     trained model: mire_jax.eval.runner names its folder after the model's fingerprint)."""
     from mire_jax.eval.runner import params_fingerprint
-    from mire_jax.model_io import load_model
+    from mire_jax.retrieval.model_folder import load_model
     model = os.path.join(demo, "train", "mire", "model")
     config, params = load_model(model)
     found = glob.glob(os.path.join(demo, "eval", "synthetic_zeroshot",

@@ -19,7 +19,9 @@ def main(argv=None):
     p.add_argument("--question", required=True)
     p.add_argument("--out", required=True, help="PNG file to write")
     p.add_argument("--tokenizer", default="", help="vocab.txt or tokenizer folder (default: the checkpoint's)")
-    p.add_argument("--query-maxlen", type=int, default=32)
+    p.add_argument("--query-maxlen", type=int, default=None,
+                   help="query word pieces (default: the index's with --index, else 64, as at evaluation)")
+    p.add_argument("--index", default=None, help="an index built with this model: its query settings are used")
     p.add_argument("--debug", action="store_true", help=cli.DEBUG_HELP)
     a = p.parse_args(argv)
     with cli.user_errors(a.debug):
@@ -30,14 +32,13 @@ def draw(a) -> None:
     """Writes the heatmaps the parsed command line `a` asks for and prints the PNG's path."""
     from PIL import Image
 
-    from mire_jax.eval.heatmaps import patch_attention, save_heatmaps
-    from mire_jax.model_io import load_model, load_tokenizer, resolve_model_dir
+    from mire_jax.eval.heatmaps import save_heatmaps
+    from mire_jax.retrieval.searcher import Searcher
 
-    model_dir = resolve_model_dir(a.checkpoint)
-    config, params = load_model(model_dir)
-    tokenizer = load_tokenizer(model_dir, a.tokenizer)
+    searcher = Searcher.load(a.checkpoint, index=a.index, tokenizer=a.tokenizer,
+                             settings={"query_maxlen": a.query_maxlen})
     image = Image.open(a.image).convert("RGB")
-    maps = patch_attention(config, params, tokenizer, image, a.question, a.query_maxlen)
+    maps = searcher.pooling_maps(image, a.question)
     print(save_heatmaps(image, maps, a.question, a.out))
 
 

@@ -6,7 +6,7 @@
 
 Input: JSON Lines (`{"id", "text"}` per line) or parquet (`passage_id`, `passage_content`), other field
 names via --id-field / --text-field. Model: a mire-jax model folder (`config.json` + `params.safetensors`,
-see `mire_jax.model_io`; `python -m mire_jax.convert` writes one from a published checkpoint). Every
+see `mire_jax.retrieval.model_folder`; `python -m mire_jax.convert` writes one from a published checkpoint). Every
 process (`jax.process_index()` of `jax.process_count()`, multi-host via MIRE_COORDINATOR /
 MIRE_NUM_PROCESSES / MIRE_PROCESS_ID) encodes its own shards, data-parallel over its local devices.
 Rerunning the same command resumes: finished shards are kept. `--protocol` picks which passage tokens are
@@ -20,25 +20,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import pathlib
 
 from mire_jax import cli
-
-
-def load_encoder(model_dir: str, tokenizer_path: str | None, doc_maxlen: int, batch_size: int, passage_keep: str):
-    """The model's passage encoder (an `EncodeFn`) from a mire-jax model folder and a WordPiece vocabulary."""
-    from mire_jax.index.encode import model_encode_fn
-    from mire_jax.model_io import load_model
-    from mire_jax.tokenizer import ColbertTokenizer
-
-    config, params = load_model(model_dir)
-    tokenizer_path = tokenizer_path or model_dir
-    folder = pathlib.Path(tokenizer_path)
-    if folder.is_dir() and not any((folder / n).exists() for n in ("tokenizer.json", "vocab.txt")):
-        raise FileNotFoundError(f"{folder}: no tokenizer.json or vocab.txt; pass --tokenizer")
-    tokenizer = ColbertTokenizer.from_pretrained(tokenizer_path)
-    return model_encode_fn(config, params, tokenizer, max_len=doc_maxlen, batch_size=batch_size,
-                           passage_keep=passage_keep)
 
 
 def main(argv=None) -> None:
@@ -52,6 +35,8 @@ def main(argv=None) -> None:
     parser.add_argument("--id-field", default=None, help="id field/column (id | passage_id)")
     parser.add_argument("--text-field", default=None, help="text field/column (text | passage_content)")
     parser.add_argument("--doc-maxlen", type=int, default=384)
+    parser.add_argument("--query-maxlen", type=int, default=64,
+                        help="the query length the index records for its searches (default 64, as evaluated)")
     parser.add_argument("--batch-size", type=int, default=64, help="passages per step (all local devices)")
     parser.add_argument("--shard-size", type=int, default=10_000)
     parser.add_argument("--protocol", default="published", choices=("published", "textbook"),
@@ -69,20 +54,22 @@ def encode_corpus(args) -> None:
 
     from mire_jax.eval.runner import PASSAGE_KEEP
     from mire_jax.index import LateInteractionIndex
-    from mire_jax.index.encode import count_passages, encode_to_shards, iter_passages
-    from mire_jax.index.shards import write_manifest
+    from mire_jax.index.encode import encode_to_shards
+    from mire_jax.index.encoded_corpus import write_manifest
+    from mire_jax.retrieval.passages import count_passages, iter_passages
+    from mire_jax.retrieval.searcher import Searcher
     from mire_jax.train.hosts import initialize_distributed
 
     initialize_distributed()
     process, processes = jax.process_index(), jax.process_count()
-    passage_keep = PASSAGE_KEEP[args.protocol]
-    encode = load_encoder(args.model, args.tokenizer, args.doc_maxlen, args.batch_size, passage_keep)
-    settings = {"model": os.path.basename(os.path.normpath(args.model)), "doc_maxlen": args.doc_maxlen,
-                "passage_keep": passage_keep,
+    searcher = Searcher.load(args.model, tokenizer=args.tokenizer or "", batch_size=args.batch_size,
+                             settings={"doc_maxlen": args.doc_maxlen, "query_maxlen": args.query_maxlen,
+                                       "passage_keep": PASSAGE_KEEP[args.protocol]})
+    settings = {"model": searcher.fingerprint, **searcher.settings.passage_fields(),
                 "passages": os.path.basename(args.passages), "id_field": args.id_field,
                 "text_field": args.text_field}
     summary = encode_to_shards(
-        iter_passages(args.passages, args.id_field, args.text_field), args.out, encode,
+        iter_passages(args.passages, args.id_field, args.text_field), args.out, searcher.passage_encoder(),
         shard_size=args.shard_size, batch_size=args.batch_size, process_index=process,
         process_count=processes, settings=settings, total=count_passages(args.passages),
         progress=not args.no_progress)
@@ -96,8 +83,8 @@ def encode_corpus(args) -> None:
     manifest = write_manifest(args.out, summary.num_shards, extra={"settings": settings})
     print(f"{args.out}: {manifest['num_passages']} passages, {manifest['num_tokens']} tokens")
     if args.index:
-        index = LateInteractionIndex.from_shards(args.out, {"mode": args.index_mode},
-                                                 progress=not args.no_progress)
+        index = LateInteractionIndex.from_shards(args.out, {"mode": args.index_mode}, progress=not args.no_progress,
+                                                 encoding=searcher.encoding_record())
         index.save(args.index)
         print(f"{args.index}: {index.config.mode} index saved")
 

@@ -18,13 +18,13 @@ MIRE_DEBUG=1) shows the traceback instead.
 """
 from __future__ import annotations
 
-import json
 import os
 
 from absl import flags
 from ml_collections import config_flags
 
 from mire_jax import cli
+from mire_jax.files import write_json
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "evaluation config (configs/eval.py:<benchmark>)", lock_config=True)
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "model folder or training workdir", required=True)
@@ -49,7 +49,7 @@ def main(argv):
     cfg = _CONFIG.value
     from mire_jax.eval import runner
     from mire_jax.eval.benchmarks import load_benchmark
-    from mire_jax.model_io import load_model, load_tokenizer, resolve_model_dir
+    from mire_jax.retrieval.model_folder import load_model, load_tokenizer, resolve_model_dir
 
     model_dir = resolve_model_dir(_CHECKPOINT.value)
     config, params = load_model(model_dir)
@@ -62,8 +62,8 @@ def main(argv):
                                        attend_to_mask_tokens=cfg.attend_to_mask_tokens, batch_size=cfg.batch_size,
                                        shard_size=cfg.shard_size, seed=cfg.seed, index=index_cfg,
                                        exact=_EXACT.value, recall_sample=cfg.index_recall_sample)
-    run, index_report = runner.retrieve_with_index_report(benchmark, config, params, tokenizer, _WORKDIR.value,
-                                                          settings)
+    searcher = runner.make_searcher(config, params, tokenizer, settings, model_dir)
+    run, index_report = runner.retrieve_with_index_report(benchmark, searcher, _WORKDIR.value, settings)
     results = runner.score(benchmark, run, run_protocol=settings.protocol)
     name = settings.run_name
     out_dir = os.path.join(_WORKDIR.value, f"{benchmark.name}_{benchmark.split}")
@@ -73,10 +73,8 @@ def main(argv):
                "passage_keep": settings.passage_keep, "num_queries": len(benchmark.queries),
                "num_passages": len(benchmark.corpus), "notes": list(benchmark.notes), "metrics": results,
                "index": index_report}
-    with open(os.path.join(out_dir, f"results_{name}.json"), "w") as f:
-        json.dump(payload, f, indent=2)
-    with open(os.path.join(out_dir, f"run_{name}.json"), "w") as f:
-        json.dump(run, f)
+    write_json(os.path.join(out_dir, f"results_{name}.json"), payload, indent=2)
+    write_json(os.path.join(out_dir, f"run_{name}.json"), run, indent=None)
     columns = ["P@1", "MRR@5", "P@5", "R@5", "R@10", "R@20", "R@50", "R@100"]
     print(runner.format_table({f"{name} ({p} metrics)": m for p, m in results.items()}, columns))
     if index_report["exact_requested"]:

@@ -14,7 +14,7 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from mire_jax.blocks import CPU_BLOCK_ELEMENTS, cpu_or_accelerator, largest_divisor_block
+from mire_jax.models.blocks import CPU_BLOCK_ELEMENTS, cpu_or_accelerator, largest_divisor_block
 
 MASKED_SCORE = -9999.0  # the published code's fill for masked doc tokens
 

@@ -45,7 +45,7 @@ def tiny_model_dir(tmp_path_factory) -> pathlib.Path:
     import jax
 
     import mire_jax
-    from mire_jax.model_io import save_model
+    from mire_jax.retrieval.model_folder import save_model
     path = tmp_path_factory.mktemp("tiny_model")
     config = mire_jax.MIReConfig.tiny(vocab_size=30522)
     save_model(path, config, jax.device_get(mire_jax.init_params(config, jax.random.PRNGKey(0))))
@@ -64,10 +64,15 @@ def vid2r_source(tmp_path_factory):
 @dataclasses.dataclass
 class QuickDemo:
     out: pathlib.Path
-    serve_args: list[str]          # the arguments of the printed serve command
+    serve_args: list[str]          # the arguments of the printed serve command (the run folder)
+    paths: dict[str, str]          # the model, index and passages its serve.json names
     queries: list[dict]            # the zero-shot queries: id, question, image, document_id, answer
     passages: dict[str, str]       # id -> text of the served corpus
     results: dict                  # the demo's results.json
+
+    def explicit_args(self) -> list[str]:
+        """The serve command's arguments naming the model, index and passages one by one."""
+        return [arg for key in ("model", "index", "passages") for arg in (f"--{key}", self.paths[key])]
 
     def image_bytes(self, query: dict) -> bytes:
         return (self.out / "data" / "images" / query["image"]).read_bytes()
@@ -92,7 +97,8 @@ def quick_demo(tmp_path_factory) -> QuickDemo:
     commands = [line for line in stdout.splitlines() if line.startswith(SERVE_PREFIX)]
     assert len(commands) == 1, f"the demo should print one serve command, printed: {stdout[-2000:]}"
     read = lambda path: [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return QuickDemo(out=out, serve_args=shlex.split(commands[0])[len(SERVE_PREFIX.split()):],
+    from mire_jax.retrieval.searcher import run_paths
+    return QuickDemo(out=out, serve_args=shlex.split(commands[0])[len(SERVE_PREFIX.split()):], paths=run_paths(out),
                      queries=read(out / "data" / "zeroshot" / "test.jsonl"),
                      passages={str(r["id"]): r["text"] for r in read(out / "data" / "corpora" / "zeroshot.jsonl")},
                      results=json.loads((out / "results.json").read_text()))

@@ -5,11 +5,11 @@ import sys
 import numpy as np
 import pytest
 import torch
+from torch_oracle import Oracle, randomise_, tiny_hf_configs
 
 import mire_jax
 from mire_jax import convert
-from mire_jax.model_io import load_model
-from torch_oracle import Oracle, randomise_, tiny_hf_configs
+from mire_jax.retrieval.model_folder import load_model
 
 
 @pytest.fixture(scope="module")

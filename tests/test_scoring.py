@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mire_jax.blocks import CPU_BLOCK_ELEMENTS
+from mire_jax.models.blocks import CPU_BLOCK_ELEMENTS
 from mire_jax.scoring import auto_maxsim_block, maxsim
 
 

@@ -15,10 +15,11 @@ import argparse
 import dataclasses
 import json
 import os
+import shlex
 import time
 
 from mire_jax.files import atomic_open, iter_json_lines, write_json
-
+from mire_jax.retrieval.searcher import write_run_paths
 
 # A small ViT over the 64 px generated pictures: 4 x 4 patches of 16 px are enough for shape, colour, pattern and
 # background, and keep the warm-up and the pooling cheap on CPU.
@@ -78,9 +79,9 @@ def make_init_model(data_dir: str, out: str, plan: DemoPlan, seed: int, log_dir:
     import warnings
 
     from mire_jax import VisionConfig, convert
-    from mire_jax.model_io import save_model
-    from mire_jax.tokenizer import ColbertTokenizer
     from mire_jax.demo.warmup import warmup_text_projection, warmup_vision
+    from mire_jax.retrieval.model_folder import save_model
+    from mire_jax.tokenizer import ColbertTokenizer
 
     minilm = _minilm_dir()
     with warnings.catch_warnings():
@@ -121,7 +122,7 @@ def build_vid2r(data_dir: str, model_dir: str, work_dir: str, plan: DemoPlan) ->
 def cache_vision(vid2r_dir: str, image_root: str, model_dir: str, tfds_dir: str, cache_dir: str) -> None:
     from mire_jax.data import builders
     from mire_jax.data.feature_cache import fill_from_sources, vision_encoder
-    from mire_jax.model_io import load_model
+    from mire_jax.retrieval.model_folder import load_model
 
     config, params = load_model(model_dir)
     builder = builders.prepare("vid2r", data_dir=tfds_dir, manual_dir=vid2r_dir, image_root=image_root)
@@ -129,7 +130,7 @@ def cache_vision(vid2r_dir: str, image_root: str, model_dir: str, tfds_dir: str,
     encode = vision_encoder(config, params, batch_size=64)
     fill_from_sources(cache_dir, {"train": source}, encode,
                       feature_shape=(config.vision.num_patches + 1, config.vision.hidden_size),
-                      image_size=config.vision.image_size, dtype="float32", batch_size=encode.batch_size,
+                      image=config.vision.image_processing(), dtype="float32", batch_size=encode.batch_size,
                       image_root=image_root)
 
 
@@ -155,45 +156,45 @@ def pretrain(name: str, residual: bool, vid2r_dir: str, image_root: str, model_d
     return os.path.join(workdir, "model")
 
 
-def evaluate_all(data_dir: str, models: dict[str, str], work: str, plan: DemoPlan) -> dict:
-    from mire_jax.eval import runner
+def evaluate_all(data_dir: str, models: dict[str, str], work: str, plan: DemoPlan) -> tuple[dict, dict]:
+    """-> (results, the zero-shot index of each model), the index folders as the evaluation cached them."""
     from mire_jax.demo.world.benchmark import load_synthetic
-    from mire_jax.model_io import load_model
-    from mire_jax.tokenizer import ColbertTokenizer
+    from mire_jax.eval import runner
+    from mire_jax.retrieval.model_folder import load_model, load_tokenizer
 
     bench = load_synthetic(data_dir, "zeroshot")
-    results = {}
+    results, indexes = {}, {}
     for name, model_dir in models.items():
         config, params = load_model(model_dir)
-        tokenizer = ColbertTokenizer.from_pretrained(model_dir)
+        tokenizer = load_tokenizer(model_dir)
         mode = "text_only" if name == "text_only" else "mire"
         for ablation in (None, "shuffle"):
             settings = runner.EvalSettings(mode=mode, image_ablation=ablation, protocol="published", k=100,
-                                               query_maxlen=plan.eval_query_maxlen, doc_maxlen=plan.doc_maxlen,
-                                               batch_size=32, index={"mode": "scann"})
-            run = runner.retrieve(bench, config, params, tokenizer, work, settings)
+                                           query_maxlen=plan.eval_query_maxlen, doc_maxlen=plan.doc_maxlen,
+                                           batch_size=32, index={"mode": "scann"})
+            searcher = runner.make_searcher(config, params, tokenizer, settings, model_dir)
+            run = runner.retrieve(bench, searcher, work, settings)
+            indexes[name] = os.path.join(runner.corpus_folder(bench, searcher, work, settings), "index")
             m = bench.evaluate_published(run).as_dict()
             row = {"R@1": m["R@1"], "R@5": m["R@5"], "R@10": m["R@10"], "MRR@5": m["MRR@5"]}
             results[name + ("_shuffled" if ablation else "")] = row
     return {"benchmark": f"synthetic zero-shot ({len(bench.queries)} queries, {len(bench.corpus)} passages, "
                          f"unseen attribute combinations)", "protocol": "published (gold id; R@k = hit rate)",
-            "chance_R@5": 5 / len(bench.corpus), "results": results}
+            "chance_R@5": 5 / len(bench.corpus), "results": results}, indexes
 
 
-def attention_figures(data_dir: str, model_dir: str, out_dir: str, count: int = 2) -> list[str]:
+def attention_figures(data_dir: str, model_dir: str, out_dir: str, query_maxlen: int, count: int = 2) -> list[str]:
     from PIL import Image
 
-    from mire_jax.eval.heatmaps import patch_attention, save_heatmaps
-    from mire_jax.model_io import load_model
-    from mire_jax.tokenizer import ColbertTokenizer
+    from mire_jax.eval.heatmaps import save_heatmaps
+    from mire_jax.retrieval.searcher import Searcher
 
-    config, params = load_model(model_dir)
-    tokenizer = ColbertTokenizer.from_pretrained(model_dir)
+    searcher = Searcher.load(model_dir, settings={"query_maxlen": query_maxlen})
     paths = []
     queries = [q for _, _, q in iter_json_lines(os.path.join(data_dir, "zeroshot", "test.jsonl"))]
     for i, q in enumerate(queries[:count]):
         image = Image.open(os.path.join(data_dir, "images", q["image"])).convert("RGB")
-        maps = patch_attention(config, params, tokenizer, image, q["question"])
+        maps = searcher.pooling_maps(image, q["question"])
         paths.append(save_heatmaps(image.resize((128, 128)), maps, q["question"],
                                    os.path.join(out_dir, f"attention_{i}.png")))
     return paths
@@ -250,17 +251,17 @@ def main(argv=None) -> dict:
         models[name] = pretrain(name, residual, vid2r_dir, images, init, tfds_dir, cache,
                                 os.path.join(out, "train", name), plan, a.seed)
     clock.lap("pre-training")
-    results = evaluate_all(data, models, os.path.join(out, "eval"), plan)
+    results, indexes = evaluate_all(data, models, os.path.join(out, "eval"), plan)
     clock.lap("zero-shot evaluation")
 
     from mire_jax import convert
-    from mire_jax.model_io import load_model
+    from mire_jax.retrieval.model_folder import load_model
     config, params = load_model(models["mire"])
     convert.save_state_dict(convert.to_torch(config, params), os.path.join(out, "mire_pytorch.safetensors"))
     from mire_jax.train.plot import plot
     for name in ("mire", "mire_residual"):
         plot(os.path.join(out, "train", name), os.path.join(out, f"curves_{name}.png"), f"pre-training: {name}")
-    figures = attention_figures(data, models["mire"], out)
+    figures = attention_figures(data, models["mire"], out, plan.eval_query_maxlen)
     clock.lap("export and figures")
     results["timings_s"] = {**clock.stages, "total": round(time.perf_counter() - clock.t0, 1)}
     write_json(os.path.join(out, "results.json"), results, indent=2)
@@ -268,15 +269,10 @@ def main(argv=None) -> dict:
     print(f"\nwrote {out}/results.json, report.md, curves_*.png, attention_*.png, mire_pytorch.safetensors "
           f"in {results['timings_s']['total']:.0f} s")
 
-    # The serve command: the trained model, the index its evaluation saved (cached per model fingerprint, passage
-    # length and keep policy, as mire_jax.eval.runner.corpus_index names it) and the zero-shot passages.
-    import shlex
-    from mire_jax.eval.runner import PASSAGE_KEEP, params_fingerprint
-    index_dir = os.path.join(out, "eval", "synthetic_zeroshot", f"model_{params_fingerprint(config, params)}_"
-                             f"d{plan.doc_maxlen}_{PASSAGE_KEEP['published']}", "index")
-    shown = lambda path: shlex.quote(os.path.relpath(path) if path.startswith(os.getcwd() + os.sep) else path)
+    # What the server needs to find the trained model, the index its evaluation built and the zero-shot passages.
+    write_run_paths(out, model=models["mire"], index=indexes["mire"],
+                    passages=os.path.join(data, "corpora", "zeroshot.jsonl"))
+    shown = os.path.relpath(out) if out.startswith(os.getcwd() + os.sep) else out
     print("\nto search the demo's corpus from a browser (the server prints its address):\n"
-          f"python -m mire_jax.serve --model {shown(models['mire'])} --index {shown(index_dir)} "
-          f"--passages {shown(os.path.join(data, 'corpora', 'zeroshot.jsonl'))} "
-          f"--query-maxlen {plan.eval_query_maxlen}")
+          f"python -m mire_jax.serve {shlex.quote(shown)}")
     return results

@@ -1,23 +1,8 @@
-"""What the pooling looks at: its attention over the image patches for a query, per head and averaged."""
+"""Drawing what the pooling looks at: the image, the head-averaged attention over it, and each head's map (the maps
+come from `mire_jax.retrieval.Searcher.pooling_maps`)."""
 from __future__ import annotations
 
 import numpy as np
-
-import mire_jax
-from mire_jax.data.images import clip_preprocess
-
-
-def patch_attention(config, params, tokenizer, image, question: str, query_maxlen: int = 32) -> np.ndarray:
-    """-> [num_heads, grid, grid]: each head's attention over the patches, averaged over the question's real
-    tokens (padded rows attend uniformly by construction and are left out)."""
-    pixels = clip_preprocess(image, config.vision.image_size)[None]
-    ids, mask = tokenizer.encode_queries([question], max_len=query_maxlen, attend_to_mask_tokens=False)
-    features = mire_jax.encode_vision(config, params, pixels)
-    attn = np.asarray(mire_jax.pooling_attention(config, params, ids, mask, features))[0]  # [H, L, S]
-    rows = mask[0].astype(bool)
-    per_head = attn[:, rows].mean(axis=1)
-    grid = config.vision.image_size // config.vision.patch_size
-    return per_head.reshape(per_head.shape[0], grid, grid)
 
 
 def save_heatmaps(image, maps: np.ndarray, question: str, path: str) -> str:

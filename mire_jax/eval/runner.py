@@ -23,17 +23,13 @@ import dataclasses
 import os
 from typing import Sequence
 
-import jax
 import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-import mire_jax
-from mire_jax.data.images import clip_preprocess
+from mire_jax.config import EncodingSettings, MIReConfig
 from mire_jax.index import LateInteractionIndex
-from mire_jax.index.encode import encode_to_shards, model_encode_fn
-from mire_jax.index.shards import write_manifest
-from mire_jax.model_io import params_fingerprint
+from mire_jax.retrieval.searcher import Searcher
 from mire_jax.tokenizer import DROP_PADDING_ONLY, DROP_PUNCTUATION
 
 MODES = ("mire", "text_only")
@@ -73,6 +69,12 @@ class EvalSettings:
         """The passage keep policy of the protocol (`mire_jax.tokenizer.PASSAGE_KEEP_POLICIES`)."""
         return PASSAGE_KEEP[self.protocol]
 
+    def encoding(self, config: MIReConfig) -> EncodingSettings:
+        """The encoding settings of this evaluation for a model of `config` (its own image preprocessing)."""
+        return EncodingSettings(query_maxlen=self.query_maxlen, doc_maxlen=self.doc_maxlen,
+                                attend_to_mask_tokens=self.attend_to_mask_tokens, passage_keep=self.passage_keep,
+                                image=config.vision.image_processing())
+
     @property
     def run_name(self) -> str:
         """<mode>[_<ablation>]_<protocol>: names a run's files, distinct for every mode, ablation and protocol."""
@@ -81,44 +83,37 @@ class EvalSettings:
 
 
 
-def corpus_index(benchmark, config, params, tokenizer, workdir: str, settings: EvalSettings,
-                 fingerprint: str | None = None, calibration_queries=None) -> LateInteractionIndex:
+def make_searcher(config, params, tokenizer, settings: EvalSettings, model_dir: str = "") -> Searcher:
+    """The searcher of an evaluation: the model with this evaluation's encoding settings."""
+    return Searcher(config, params, tokenizer, settings.encoding(config), batch_size=settings.batch_size,
+                    model_dir=model_dir)
+
+
+def corpus_index(benchmark, searcher: Searcher, workdir: str, settings: EvalSettings,
+                 calibration_queries=None) -> LateInteractionIndex:
     """Encode the benchmark's corpus into shards (resumable) and build or load its index, cached under
     `workdir/<benchmark>_<split>/model_<fingerprint>_d<doc_maxlen>_<passage keep policy>/`.
 
     `calibration_queries` ((embeddings, mask) of some of the benchmark's queries) calibrate a new index's
     search settings on real queries instead of queries drawn from the corpus."""
-    fingerprint = fingerprint or params_fingerprint(config, params)
-    base = os.path.join(workdir, f"{benchmark.name}_{benchmark.split}",
-                        f"model_{fingerprint}_d{settings.doc_maxlen}_{settings.passage_keep}")
-    shards, index_dir = os.path.join(base, "shards"), os.path.join(base, "index")
-    if os.path.exists(os.path.join(index_dir, "manifest.json")):
-        return LateInteractionIndex.load(index_dir)
-    encode = model_encode_fn(config, params, tokenizer, max_len=settings.doc_maxlen, batch_size=settings.batch_size,
-                             passage_keep=settings.passage_keep)
-    summary = encode_to_shards(iter(benchmark.corpus), shards, encode, shard_size=settings.shard_size,
-                               batch_size=settings.batch_size, process_index=jax.process_index(),
-                               process_count=jax.process_count(), total=len(benchmark.corpus),
-                               settings={"model": fingerprint, "doc_maxlen": settings.doc_maxlen,
-                                         "passage_keep": settings.passage_keep})
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-        multihost_utils.sync_global_devices("corpus encoded")
-    if jax.process_index() == 0:
-        write_manifest(shards, summary.num_shards, extra={
-            "benchmark": benchmark.name, "split": benchmark.split, "passage_keep": settings.passage_keep})
-    if jax.process_count() > 1:
-        multihost_utils.sync_global_devices("corpus manifest written")
-    # Built index shard by index shard into index_dir (resumable; each process builds its own shards).
-    return LateInteractionIndex.from_shards(shards, settings.index, directory=index_dir,
-                                            calibration_queries=calibration_queries)
+    return searcher.build_index(iter(benchmark.corpus), corpus_folder(benchmark, searcher, workdir, settings),
+                                index_config=settings.index, calibration_queries=calibration_queries,
+                                shard_size=settings.shard_size, total=len(benchmark.corpus),
+                                extra={"benchmark": benchmark.name, "split": benchmark.split,
+                                       "passage_keep": settings.passage_keep})
 
 
-def _blank_image(size: int) -> np.ndarray:
-    return clip_preprocess(Image.new("RGB", (size, size), (128, 128, 128)), size)
+def corpus_folder(benchmark, searcher: Searcher, workdir: str, settings: EvalSettings) -> str:
+    """Where the benchmark's corpus, encoded by this model under these settings, and its index are cached."""
+    return os.path.join(workdir, f"{benchmark.name}_{benchmark.split}",
+                        f"model_{searcher.fingerprint}_d{settings.doc_maxlen}_{settings.passage_keep}")
 
 
-def query_images(queries: Sequence, settings: EvalSettings, image_size: int) -> list:
+def _blank_image(size: int) -> Image.Image:
+    return Image.new("RGB", (size, size), (128, 128, 128))
+
+
+def query_images(queries: Sequence, settings: EvalSettings) -> list:
     """The image source of each query after the ablation: a query, or None for the blank image."""
     if settings.image_ablation == "blank":
         return [None] * len(queries)
@@ -132,43 +127,33 @@ def query_images(queries: Sequence, settings: EvalSettings, image_size: int) -> 
     return list(queries)
 
 
-def encode_queries(queries: Sequence, config, params, tokenizer, settings: EvalSettings):
-    """-> (embeddings [Q, N, dim] float32, mask [Q, N] bool), in query order."""
-    size = config.vision.image_size
-    sources = query_images(queries, settings, size)
-    blank = _blank_image(size)
-    n_visual = config.head.num_tokens + config.head.num_heads
+def encode_queries(queries: Sequence, searcher: Searcher, settings: EvalSettings):
+    """-> (embeddings [Q, N, dim] float32, mask [Q, N] bool), in query order; images read batch by batch."""
+    sources = query_images(queries, settings)
+    blank = _blank_image(searcher.settings.image.size)
     embs, masks = [], []
     bs = settings.batch_size
     for start in tqdm(range(0, len(queries), bs), desc="queries", unit="batch", leave=False):
         batch = list(queries[start:start + bs])
-        pad = bs - len(batch)
-        ids, mask = tokenizer.encode_queries([q.question for q in batch] + [""] * pad, max_len=settings.query_maxlen,
-                                             attend_to_mask_tokens=settings.attend_to_mask_tokens)
-        if settings.mode == "text_only":
-            q = mire_jax.encode_query(config, params, ids, mask)
-            token_mask = mask.astype(bool)
-        else:
-            pixels = np.stack([blank if s is None else _load(s, size) for s in sources[start:start + bs]]
-                              + [blank] * pad)
-            q = mire_jax.encode_query(config, params, ids, mask, pixels)
-            token_mask = np.concatenate([np.ones((bs, n_visual), bool), mask.astype(bool)], axis=1)
-        embs.append(np.asarray(q)[:len(batch)])
-        masks.append(token_mask[:len(batch)])
+        images = None
+        if settings.mode != "text_only":
+            images = [blank if s is None else _load(s) for s in sources[start:start + bs]]
+        e, m = searcher.encode_queries([q.question for q in batch], images)
+        embs.append(e)
+        masks.append(m)
     return np.concatenate(embs), np.concatenate(masks)
 
 
-def _load(query, size):
+def _load(query) -> Image.Image:
     if query.image is None:
         raise ValueError(f"query {query.qid} has no image; use mode='text_only'")
-    return clip_preprocess(query.image.load(), size)
+    return query.image.load()
 
 
-def retrieve(benchmark, config, params, tokenizer, workdir: str, settings: EvalSettings,
+def retrieve(benchmark, searcher: Searcher, workdir: str, settings: EvalSettings,
              index: LateInteractionIndex | None = None) -> dict[str, dict[str, float]]:
     """-> run {qid: {pid: score}} with the top `settings.k` passages of every query."""
-    return retrieve_with_index_report(benchmark, config, params, tokenizer, workdir, settings, index,
-                                      measure=False)[0]
+    return retrieve_with_index_report(benchmark, searcher, workdir, settings, index, measure=False)[0]
 
 
 def _query_samples(num_queries: int, settings: EvalSettings) -> tuple[np.ndarray, np.ndarray]:
@@ -182,7 +167,7 @@ def _query_samples(num_queries: int, settings: EvalSettings) -> tuple[np.ndarray
     return np.sort(calibrate), np.sort(measure)
 
 
-def retrieve_with_index_report(benchmark, config, params, tokenizer, workdir: str, settings: EvalSettings,
+def retrieve_with_index_report(benchmark, searcher: Searcher, workdir: str, settings: EvalSettings,
                                index: LateInteractionIndex | None = None, measure: bool = True):
     """-> (run, index report): the run of `retrieve`, and the error of the search that made it.
 
@@ -190,9 +175,9 @@ def retrieve_with_index_report(benchmark, config, params, tokenizer, workdir: st
     recall@100 against exact search measured on a sample of the benchmark's own queries (`sample_size` of
     them), and the index's calibration record.
     """
-    embs, mask = encode_queries(benchmark.queries, config, params, tokenizer, settings)
+    embs, mask = encode_queries(benchmark.queries, searcher, settings)
     calibrate, sample = _query_samples(len(embs), settings)
-    index = index or corpus_index(benchmark, config, params, tokenizer, workdir, settings,
+    index = index or corpus_index(benchmark, searcher, workdir, settings,
                                   calibration_queries=(embs[calibrate], mask[calibrate]) if len(calibrate) else None)
     k = min(settings.k, index.num_passages)
     ids, scores = index.search(embs, mask, k=k, exact=settings.exact)

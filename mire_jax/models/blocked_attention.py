@@ -17,7 +17,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from mire_jax.blocks import largest_divisor_block
+from mire_jax.models.blocks import largest_divisor_block
 from mire_jax.models.dropout import dropout_keep_probability, keep_mask_at
 
 

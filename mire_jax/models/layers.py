@@ -7,8 +7,8 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from mire_jax.blocks import CPU_BLOCK_ELEMENTS, cpu_or_accelerator
 from mire_jax.models.blocked_attention import blocked_attention
+from mire_jax.models.blocks import CPU_BLOCK_ELEMENTS, cpu_or_accelerator
 from mire_jax.models.dropout import batch_positions, example_keys
 
 

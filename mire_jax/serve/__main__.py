@@ -1,8 +1,10 @@
-"""python -m mire_jax.serve --model DIR --index DIR --passages FILE [--host 127.0.0.1 --port 8024]
+"""python -m mire_jax.serve RUN_DIR | --model DIR --index DIR --passages FILE  [--host 127.0.0.1 --port 8024]
 
-Loads the model, the saved index and the passage texts, compiles every program serving needs, then serves the
-search API and the page with uvicorn. It prints `serving on http://HOST:PORT` once it accepts requests (with
---port 0 the port is the one the system picked).
+Loads the model, the saved index and the passage texts (RUN_DIR: a run folder whose serve.json names them, as
+`make demo` writes one), compiles every program serving needs, then serves the search API and the page with uvicorn.
+Queries are encoded with the settings the index records; a setting given here that contradicts them, or an index
+built with another model, is refused in one line. It prints `serving on http://HOST:PORT` once it accepts requests
+(with --port 0 the port is the one the system picked).
 """
 from __future__ import annotations
 
@@ -26,13 +28,18 @@ def _sizes(text: str) -> list[int]:
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m mire_jax.serve", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="model folder (config.json + params.safetensors) or training workdir")
-    p.add_argument("--index", required=True, help="a saved LateInteractionIndex folder built with this model")
-    p.add_argument("--passages", required=True, help="the passage texts: JSON Lines {id, text} or parquet")
+    p.add_argument("run", nargs="?", default=None,
+                   help="a run folder naming its model, index and passages in serve.json (e.g. runs/demo)")
+    p.add_argument("--model", help="model folder (config.json + params.safetensors) or training workdir")
+    p.add_argument("--index", help="a saved LateInteractionIndex folder built with this model")
+    p.add_argument("--passages", help="the passage texts: JSON Lines {id, text} or parquet")
     p.add_argument("--tokenizer", default="", help="vocab.txt or tokenizer folder (default: the model folder's)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8024, help="0: any free port")
-    p.add_argument("--query-maxlen", type=int, default=64, help="query word pieces, as at evaluation (default 64)")
+    p.add_argument("--query-maxlen", type=int, default=None,
+                   help="query word pieces (default: as the index records; a different value needs --force-settings)")
+    p.add_argument("--force-settings", action="store_true",
+                   help="encode queries with the settings given here even where they contradict the index's")
     p.add_argument("--batch-sizes", type=_sizes, default=[1, 2, 4, 8, 12, 16],
                    help="padded batch sizes compiled at start-up; the largest is the most queries per batch")
     p.add_argument("--window-ms", type=float, default=10.0,
@@ -46,6 +53,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--access-log", action="store_true", help="log every request")
     p.add_argument("--log-level", default="info")
     a = p.parse_args(argv)
+    paths = (a.model, a.index, a.passages)
+    if a.run is None and not all(paths):
+        p.error("give a run folder, or all of --model, --index and --passages")
+    if a.run is not None and any(paths):
+        p.error("give a run folder or --model/--index/--passages, not both")
     if a.no_batching:
         a.batch_sizes, a.window_ms = [1], 0.0
     return a
@@ -59,6 +71,7 @@ def main(argv=None) -> None:
 
     import uvicorn
 
+    from mire_jax.retrieval.searcher import Searcher, run_paths
     from mire_jax.serve.app import create_app
     from mire_jax.serve.engine import Engine
     from mire_jax.serve.inputs import Limits
@@ -74,10 +87,12 @@ def main(argv=None) -> None:
 
     t0 = time.perf_counter()
     try:
-        engine = Engine.load(a.model, a.index, a.passages, tokenizer=a.tokenizer, verify_index=not a.no_verify_index,
-                             query_maxlen=a.query_maxlen, batch_sizes=a.batch_sizes, max_k=a.max_k)
+        paths = run_paths(a.run) if a.run is not None else {"model": a.model, "index": a.index, "passages": a.passages}
+        searcher = Searcher.load(**paths, tokenizer=a.tokenizer, verify_index=not a.no_verify_index,
+                                 settings={"query_maxlen": a.query_maxlen}, force_settings=a.force_settings)
+        engine = Engine(searcher, batch_sizes=a.batch_sizes, max_k=a.max_k)
     except (OSError, ValueError) as e:  # missing files, a mismatched index or passages file: one line, no trace
-        sys.exit(f"mire_jax.serve: {e}")
+        sys.exit(f"mire_jax.serve: {' '.join(str(e).split())}")
     log.info("loaded %s passages in %.1f s; compiling batch sizes %s", engine.index.num_passages,
              time.perf_counter() - t0, list(engine.batch_sizes))
     warm = engine.warm_up()

@@ -33,8 +33,16 @@ from mire_jax.serve import heatmap_png
 from mire_jax.serve.batcher import Busy, MicroBatcher
 from mire_jax.serve.body_limit import BodySizeLimit
 from mire_jax.serve.engine import BatchOutcome, Engine
-from mire_jax.serve.inputs import (InputError, Limits, check_question, decode_opened, decode_upload, open_upload,
-                                   parse_k, parse_question)
+from mire_jax.serve.inputs import (
+    InputError,
+    Limits,
+    check_question,
+    decode_opened,
+    decode_upload,
+    open_upload,
+    parse_k,
+    parse_question,
+)
 
 log = logging.getLogger("mire_jax.serve")
 
@@ -59,9 +67,8 @@ def _split(outcome: BatchOutcome, i: int):
     return outcome.ids[i], outcome.scores[i], outcome.encode_s, outcome.search_s
 
 
-def create_app(engine: Engine, *, limits: Limits | None = None, window_ms: float = 10.0,
-               max_queue: int = 512) -> FastAPI:
-    """The ASGI app over a warmed-up engine.
+class Server:
+    """The state the routes share, and the routes as methods: each reads on its own.
 
     Args:
         engine: the model, index and passages (`Engine.warm_up` already called, so nothing compiles while serving).
@@ -70,61 +77,34 @@ def create_app(engine: Engine, *, limits: Limits | None = None, window_ms: float
             `engine.max_batch`.
         max_queue: queries allowed to wait for the encoder before requests are refused with 503.
     """
-    limits = limits or Limits()
-    max_k = min(limits.max_k, engine.max_k)
-    batcher = MicroBatcher(engine.run_batch, max_batch=engine.max_batch, window_s=window_ms / 1000.0,
-                           max_queue=max_queue, split=_split)
-    explainer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="mire-explain")
-    explains_waiting = 0
-    started = time.time()
+
+    def __init__(self, engine: Engine, limits: Limits | None, window_ms: float, max_queue: int):
+        self.engine = engine
+        self.limits = limits or Limits()
+        self.max_k = min(self.limits.max_k, engine.max_k)
+        self.window_ms = window_ms
+        self.batcher = MicroBatcher(engine.run_batch, max_batch=engine.max_batch, window_s=window_ms / 1000.0,
+                                    max_queue=max_queue, split=_split)
+        self.explainer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="mire-explain")
+        self.explains_waiting = 0
+        self.started = time.time()
 
     @contextlib.asynccontextmanager
-    async def lifespan(app):
-        batcher.start()
+    async def lifespan(self, app):
+        self.batcher.start()
         yield
-        await batcher.stop()
-        explainer.shutdown(wait=True)
-
-    app = FastAPI(title="MIRe search", lifespan=lifespan,
-                  description="Image + question -> passages, with where the model looked (arXiv 2411.08334).")
-    app.add_middleware(BodySizeLimit, max_bytes=limits.max_body_bytes,
-                       reason=f"the request is too large: an image may have at most {limits.max_image_bytes} bytes")
-    app.mount("/page", StaticFiles(directory=PAGE_DIR), name="page")
-
-    # Errors: one line each, never a stack trace -------------------------------------------------------------
-
-    @app.exception_handler(InputError)
-    async def _input_error(request, error: InputError):
-        return _error(error.status, error.reason, {"Retry-After": "1"} if error.status == 503 else None)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request, error: StarletteHTTPException):
-        if error.status_code == 404:
-            return _error(404, f"no route {request.method} {request.url.path}")
-        if error.status_code == 405:
-            return _error(405, f"{request.method} is not allowed on {request.url.path}")
-        return _error(error.status_code, error.detail)
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation_error(request, error: RequestValidationError):
-        first = error.errors()[0] if error.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()))
-        return _error(400, f"{where}: {first.get('msg', 'invalid request')}")
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request, error: Exception):
-        log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return _error(500, "internal error (the server log has the details)")
+        await self.batcher.stop()
+        self.explainer.shutdown(wait=True)
 
     # Request parsing --------------------------------------------------------------------------------------------
 
-    async def read_form(request: Request):
+    async def read_form(self, request: Request):
         content_type = request.headers.get("content-type", "")
         if not content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
             raise InputError(415, "send the fields as multipart/form-data (image, question, k)")
         return await request.form(max_files=1, max_fields=8, max_part_size=64 * 1024)
 
-    async def read_upload(form, required: bool) -> tuple[bytes, str] | None:
+    async def read_upload(self, form, required: bool) -> tuple[bytes, str] | None:
         """The image field's (bytes, filename), None when absent; not decoded yet."""
         upload = form.get("image")
         if isinstance(upload, str):
@@ -140,41 +120,41 @@ def create_app(engine: Engine, *, limits: Limits | None = None, window_ms: float
             return None
         return data, upload.filename or ""
 
-    async def read_image(form, required: bool):
-        upload = await read_upload(form, required)
-        return None if upload is None else await run_in_threadpool(decode_upload, *upload, limits)
+    async def read_image(self, form, required: bool):
+        upload = await self.read_upload(form, required)
+        return None if upload is None else await run_in_threadpool(decode_upload, *upload, self.limits)
 
-    def prepare_query(image, filename: str, question: str):
+    def prepare_query(self, image, filename: str, question: str):
         """Decode (an image from `open_upload`, or None) and preprocess: -> the engine's query."""
-        return engine.prepare(question, None if image is None else decode_opened(image, filename))
+        return self.engine.prepare(question, None if image is None else decode_opened(image, filename))
 
     # Routes -------------------------------------------------------------------------------------------------
 
-    @app.post("/search")
-    async def search(request: Request):
+    async def search(self, request: Request):
         """Top-k passages for an image, a question, or both (multipart fields `image`, `question`, `k`)."""
         t0 = time.perf_counter()
-        with batcher.expecting():
-            form = await read_form(request)
-            question = check_question(parse_question(form.get("question")), limits)
-            k = parse_k(form.get("k"), DEFAULT_K, max_k)
-            upload = await read_upload(form, required=False)
+        with self.batcher.expecting():
+            form = await self.read_form(request)
+            question = check_question(parse_question(form.get("question")), self.limits)
+            k = parse_k(form.get("k"), DEFAULT_K, self.max_k)
+            upload = await self.read_upload(form, required=False)
             if upload is None and not question:
                 raise InputError(400, "the query is empty: send an image, a question or both")
-            image = None if upload is None else open_upload(*upload, limits)  # reads the header only
+            image = None if upload is None else open_upload(*upload, self.limits)  # reads the header only
             t1 = time.perf_counter()
             args = (image, "" if upload is None else upload[1], question)
-            if image is None or max(image.width * image.height, engine.image_size ** 2) <= INLINE_PREPARE_PIXELS:
-                query = prepare_query(*args)
+            if image is None or max(image.width * image.height, self.engine.image_size ** 2) <= INLINE_PREPARE_PIXELS:
+                query = self.prepare_query(*args)
             else:
-                query = await run_in_threadpool(prepare_query, *args)
+                query = await run_in_threadpool(self.prepare_query, *args)
             t2 = time.perf_counter()
         try:
-            answer = await batcher.submit(query)
+            answer = await self.batcher.submit(query)
         except Busy as busy:
             raise InputError(503, f"the server is busy: {busy}") from None
         ids, scores, encode_s, search_s = answer.result
-        results = [{"rank": rank, "id": pid, "score": float(score), "text": engine.passages[str(pid)]}
+        passages = self.engine.passages
+        results = [{"rank": rank, "id": pid, "score": float(score), "text": passages[str(pid)]}
                    for rank, (pid, score) in enumerate(zip(ids[:k], scores[:k]), start=1)]
         # A JSONResponse of plain values: FastAPI would otherwise walk the dict through its encoder first.
         return JSONResponse({
@@ -183,63 +163,109 @@ def create_app(engine: Engine, *, limits: Limits | None = None, window_ms: float
                         "encode_ms": _ms(encode_s), "search_ms": _ms(search_s), "batch_size": answer.batch_size,
                         "total_ms": _ms(time.perf_counter() - t0)}})
 
-    @app.post("/explain")
-    async def explain(request: Request):
+    async def explain(self, request: Request):
         """The pooling's attention over the image: per head, averaged, and per passage (`passage_ids`)."""
-        nonlocal explains_waiting
         t0 = time.perf_counter()
-        form = await read_form(request)
-        question = check_question(parse_question(form.get("question")), limits)
-        raw_ids = form.getlist("passage_ids")
-        if any(not isinstance(r, str) for r in raw_ids):
-            raise InputError(400, "passage_ids must be a text field")
-        passage_ids = [p.strip() for r in raw_ids for p in r.split(",") if p.strip()]
-        if len(passage_ids) > limits.max_explain_passages:
-            raise InputError(400, f"{len(passage_ids)} passage ids; the limit is {limits.max_explain_passages}")
-        unknown = [p for p in passage_ids if p not in engine.position]
-        if unknown:
-            raise InputError(404, f"no passage with id {unknown[0]!r}")
+        form = await self.read_form(request)
+        question = check_question(parse_question(form.get("question")), self.limits)
+        passage_ids = self.explained_passages(form)
         fmt = form.get("format") or "json"
         if fmt not in ("json", "png"):
             raise InputError(400, f"format must be json or png, got {str(fmt)[:20]!r}")
-        image = await read_image(form, required=True)
-        if explains_waiting >= MAX_EXPLAIN_WAITING:
-            raise InputError(503, f"the server is busy: {explains_waiting} explanations are waiting")
-        explains_waiting += 1
+        image = await self.read_image(form, required=True)
+        if self.explains_waiting >= MAX_EXPLAIN_WAITING:
+            raise InputError(503, f"the server is busy: {self.explains_waiting} explanations are waiting")
+        self.explains_waiting += 1
         try:
             result = await asyncio.get_running_loop().run_in_executor(
-                explainer, _render_explanation, engine, image, question, passage_ids, fmt)
+                self.explainer, _render_explanation, self.engine, image, question, passage_ids, fmt)
         finally:
-            explains_waiting -= 1
+            self.explains_waiting -= 1
         if fmt == "png":
             return Response(result, media_type="image/png")
         result["timings"] = {"total_ms": _ms(time.perf_counter() - t0)}
         return result
 
-    @app.get("/passages/{passage_id:path}")
-    async def passage(passage_id: str):
+    def explained_passages(self, form) -> list[str]:
+        """The `passage_ids` field: comma-separated ids the index holds, at most the limit."""
+        raw_ids = form.getlist("passage_ids")
+        if any(not isinstance(r, str) for r in raw_ids):
+            raise InputError(400, "passage_ids must be a text field")
+        passage_ids = [p.strip() for r in raw_ids for p in r.split(",") if p.strip()]
+        if len(passage_ids) > self.limits.max_explain_passages:
+            raise InputError(400, f"{len(passage_ids)} passage ids; the limit is {self.limits.max_explain_passages}")
+        unknown = [p for p in passage_ids if p not in self.engine.position]
+        if unknown:
+            raise InputError(404, f"no passage with id {unknown[0]!r}")
+        return passage_ids
+
+    async def passage(self, passage_id: str):
         """One passage's text."""
+        engine = self.engine
         if passage_id not in engine.position:
             raise InputError(404, f"no passage with id {passage_id!r}")
         return {"id": engine.index.ids[engine.position[passage_id]], "text": engine.passages[passage_id]}
 
-    @app.get("/healthz")
-    async def healthz():
+    async def healthz(self):
         """Model, index size, device; batching and compilation counters."""
+        engine, limits = self.engine, self.limits
         return {"status": "ok", **engine.describe(),
-                "batching": {"batch_sizes": list(engine.batch_sizes), "window_ms": window_ms,
-                             "queued": batcher.queued,
-                             "batches_run": {str(size): n for size, n in sorted(batcher.batch_sizes.items())}},
+                "batching": {"batch_sizes": list(engine.batch_sizes), "window_ms": self.window_ms,
+                             "queued": self.batcher.queued,
+                             "batches_run": {str(size): n for size, n in sorted(self.batcher.batch_sizes.items())}},
                 "compilations_since_warm_up": engine.compiles.since_warm_up,
-                "limits": {"max_k": max_k, "max_image_bytes": limits.max_image_bytes,
+                "limits": {"max_k": self.max_k, "max_image_bytes": limits.max_image_bytes,
                            "max_image_pixels": limits.max_image_pixels,
                            "max_question_chars": limits.max_question_chars},
-                "uptime_s": round(time.time() - started, 1)}
+                "uptime_s": round(time.time() - self.started, 1)}
 
-    @app.get("/", include_in_schema=False)
-    async def page():
+    async def page(self):
         return FileResponse(os.path.join(PAGE_DIR, "index.html"), media_type="text/html")
 
+
+# Errors: one line each, never a stack trace ---------------------------------------------------------------------
+
+async def _input_error(request, error: InputError):
+    return _error(error.status, error.reason, {"Retry-After": "1"} if error.status == 503 else None)
+
+
+async def _http_error(request, error: StarletteHTTPException):
+    if error.status_code == 404:
+        return _error(404, f"no route {request.method} {request.url.path}")
+    if error.status_code == 405:
+        return _error(405, f"{request.method} is not allowed on {request.url.path}")
+    return _error(error.status_code, error.detail)
+
+
+async def _validation_error(request, error: RequestValidationError):
+    first = error.errors()[0] if error.errors() else {}
+    where = ".".join(str(p) for p in first.get("loc", ()))
+    return _error(400, f"{where}: {first.get('msg', 'invalid request')}")
+
+
+async def _unexpected(request, error: Exception):
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return _error(500, "internal error (the server log has the details)")
+
+
+def create_app(engine: Engine, *, limits: Limits | None = None, window_ms: float = 10.0,
+               max_queue: int = 512) -> FastAPI:
+    """The ASGI app over a warmed-up engine (the arguments: `Server`)."""
+    server = Server(engine, limits, window_ms, max_queue)
+    app = FastAPI(title="MIRe search", lifespan=server.lifespan,
+                  description="Image + question -> passages, with where the model looked (arXiv 2411.08334).")
+    app.add_middleware(BodySizeLimit, max_bytes=server.limits.max_body_bytes,
+                       reason=f"the request is too large: an image may have at most {server.limits.max_image_bytes} "
+                              "bytes")
+    app.mount("/page", StaticFiles(directory=PAGE_DIR), name="page")
+    for error, handler in ((InputError, _input_error), (StarletteHTTPException, _http_error),
+                           (RequestValidationError, _validation_error), (Exception, _unexpected)):
+        app.add_exception_handler(error, handler)
+    app.post("/search")(server.search)
+    app.post("/explain")(server.explain)
+    app.get("/passages/{passage_id:path}")(server.passage)
+    app.get("/healthz")(server.healthz)
+    app.get("/", include_in_schema=False)(server.page)
     return app
 
 

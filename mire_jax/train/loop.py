@@ -8,7 +8,6 @@ Validation (in-batch loss and accuracy on held-out records, dropout off) runs af
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import signal
@@ -19,14 +18,15 @@ import jax
 import numpy as np
 
 import mire_jax
+from mire_jax.config import EncodingSettings, MIReConfig
+from mire_jax.files import write_json
+from mire_jax.retrieval.model_folder import load_model, save_model
+from mire_jax.tokenizer import DROP_PUNCTUATION, ColbertTokenizer
 from mire_jax.train import hosts
 from mire_jax.train.checkpoint import Checkpointer
-from mire_jax.config import MIReConfig
-from mire_jax.model_io import load_model, save_model
-from mire_jax.train.optim import learning_rate_schedule, make_optimizer
-from mire_jax.tokenizer import ColbertTokenizer
-from mire_jax.train.step import BatchLayout, DataParallelStep, StepConfig, ValidationStep, full_params, init_state
 from mire_jax.train.metrics_log import MetricsLogger
+from mire_jax.train.optim import learning_rate_schedule, make_optimizer
+from mire_jax.train.step import BatchLayout, DataParallelStep, StepConfig, ValidationStep, full_params, init_state
 
 log = logging.getLogger("mire_jax.train")
 
@@ -105,7 +105,7 @@ def build_data(cfg, tokenizer, workdir, model_cfg: MIReConfig, params) -> Traini
         prepare_text_cache(cfg, tokenizer, model_cfg, params, source)
     processes = jax.process_count()
     pcfg = PipelineConfig(batch_size=cfg.batch_size // processes, accum_steps=cfg.accum_steps,
-                          image_size=model_cfg.vision.image_size, query_maxlen=d.query_maxlen,
+                          image=model_cfg.vision.image_processing(), query_maxlen=d.query_maxlen,
                           doc_maxlen=d.doc_maxlen, attend_to_mask_tokens=d.attend_to_mask_tokens,
                           use_instruction=d.use_instruction, seed=cfg.seed,
                           reshuffle_each_epoch=d.reshuffle_each_epoch, image_policy=d.image_policy,
@@ -210,8 +210,7 @@ def train(cfg, workdir: str) -> dict:
     if hosts.is_writer():
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(cfg.to_json_best_effort(indent=2))
-        with open(os.path.join(workdir, "model_config.json"), "w") as f:
-            json.dump(model_cfg.to_dict(), f, indent=2)
+        write_json(os.path.join(workdir, "model_config.json"), model_cfg.to_dict(), indent=2)
 
     preemption = PreemptionWatch()
 
@@ -260,13 +259,23 @@ def train(cfg, workdir: str) -> dict:
                 save(total_steps)
             if hosts.is_writer():  # the trained model as a portable model folder (evaluation, export)
                 save_model(os.path.join(workdir, "model"), model_cfg,
-                           jax.device_get(full_params(state, frozen_host)), tokenizer=cfg.tokenizer)
+                           jax.device_get(full_params(state, frozen_host)), tokenizer=cfg.tokenizer,
+                           encoding=trained_encoding(cfg, model_cfg))
     finally:
         preemption.close()
         ckpt.close()
         logger.close()
         data_iter.close()
     return last
+
+
+def trained_encoding(cfg, model_cfg: MIReConfig) -> EncodingSettings:
+    """The encoding settings a run trains with, recorded in its model folder (passages drop punctuation in training,
+    ColBERT's skiplist, as the published training does)."""
+    d = cfg.data
+    return EncodingSettings(query_maxlen=d.query_maxlen, doc_maxlen=d.doc_maxlen,
+                            attend_to_mask_tokens=d.attend_to_mask_tokens, passage_keep=DROP_PUNCTUATION,
+                            image=model_cfg.vision.image_processing())
 
 
 class PreemptionWatch:

@@ -18,12 +18,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from mire_jax.config import MIReConfig
 from mire_jax.models.mire import MIRe
-from mire_jax.train.optim import is_trainable, merge_params, split_params
 from mire_jax.scoring import in_batch_loss
+from mire_jax.train.optim import is_trainable, merge_params, split_params
 
 GROUPS, MEMBERS = "groups", "members"
 DATA_AXES = (GROUPS, MEMBERS)

@@ -37,7 +37,7 @@ def cache_vision_features(cfg) -> dict:
     vision = model_config.vision
     report = fill_from_sources(
         d.vision_cache_dir, sources, encode, feature_shape=(1 + vision.num_patches, vision.hidden_size),
-        image_size=vision.image_size, dtype=vc.dtype, shard_size=vc.shard_size, batch_size=encode.batch_size,
+        image=vision.image_processing(), dtype=vc.dtype, shard_size=vc.shard_size, batch_size=encode.batch_size,
         image_root=image_root, image_policy=d.image_policy, process_index=jax.process_index(),
         process_count=jax.process_count(), read_threads=vc.read_threads,
         metadata={"model_dir": cfg.model.dir, "vision": dataclasses.asdict(vision),

@@ -5,8 +5,15 @@ split (`dialogues`) -> filter (`filtering`, `nouns`) -> retrieve (`retrieval`, `
 """
 from mire_jax.vid2r.conversion import ConversionConfig, compose, convert_records, cut_passage
 from mire_jax.vid2r.dialogues import DialogueFormatError, SplitCounts, Triple, read_triples, split_record
-from mire_jax.vid2r.filtering import (FilterConfig, PublishedCarryOver, PublishedScriptCrash, ResponseFilter,
-                                           assign_unique_ids, attach_negatives, filter_triples)
+from mire_jax.vid2r.filtering import (
+                                           FilterConfig,
+                                           PublishedCarryOver,
+                                           PublishedScriptCrash,
+                                           ResponseFilter,
+                                           assign_unique_ids,
+                                           attach_negatives,
+                                           filter_triples,
+)
 from mire_jax.vid2r.knowledge_base import KnowledgeBase, KnowledgeBaseError
 from mire_jax.vid2r.nouns import heuristic_nouns, make_noun_extractor
 from mire_jax.vid2r.pipeline import PipelineOptions, Vid2rPipeline, run

@@ -3,9 +3,9 @@
 The conversion needs any object with `search(texts, k) -> list of pid lists` (`Retriever`). Provided:
 
 * `MireTextRetriever`: queries and passages encoded by the text tower (BERT + `linear`) of a mire-jax model
-  folder, as the paper's ColBERTv2 (query_maxlen 80, doc_maxlen 256). The knowledge base is encoded into
-  `mire_jax.index` shards (float16, checksummed, resumable shard by shard) and searched with
-  `mire_jax.index.LateInteractionIndex`: exact MaxSim, or ScaNN candidates reranked exactly.
+  folder through `mire_jax.retrieval.Searcher`, as the paper's ColBERTv2 (query_maxlen 80, doc_maxlen 256). The
+  knowledge base is encoded into `mire_jax.index` shards (float16, checksummed, resumable shard by shard) and searched
+  with `mire_jax.index.LateInteractionIndex`: exact MaxSim, or ScaNN candidates reranked exactly.
 * `FixedHitsRetriever`: hits computed elsewhere (e.g. by a real ColBERTv2 PLAID index), keyed by query text.
 
 Query padding ("query augmentation") follows ColBERTv2's searcher by default (`query_mask="colbert"`): the
@@ -13,31 +13,27 @@ Query padding ("query augmentation") follows ColBERTv2's searcher by default (`q
 them attend too (MIRe's training batches), "drop" removes them (MIRe's evaluation tokenizer).
 
 Index folder (`build_index`):
-  shards/         the encoded passages (`mire_jax.index.shards`)
+  shards/         the encoded passages (`mire_jax.index.encoded_corpus`)
   index/          the saved `LateInteractionIndex` (`LateInteractionIndex.save`)
   manifest.json   INDEX_FORMAT, the encoding settings, the search mode; "complete" once both are written
 """
 from __future__ import annotations
 
-import functools
-import json
 import os
 import re
 import shutil
 import warnings
 from typing import Iterable, Protocol, Sequence
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-import mire_jax
 from mire_jax import files
-from mire_jax.config import MIReConfig
+from mire_jax.config import EncodingSettings, MIReConfig
 from mire_jax.index import IndexConfig, LateInteractionIndex
-from mire_jax.index import shards as shard_io
-from mire_jax.index.encode import EncodeFn, encode_to_shards, model_encode_fn
-from mire_jax.sharding import DataParallel
+from mire_jax.index import encoded_corpus as shard_io
+from mire_jax.index.encode import EncodeFn, encode_to_shards
+from mire_jax.retrieval.model_folder import load_model
+from mire_jax.retrieval.searcher import Searcher
 from mire_jax.tokenizer import DROP_PUNCTUATION, ColbertTokenizer
 
 QUERY_MASK_MODES = ("colbert", "attend", "drop")
@@ -75,22 +71,9 @@ class FixedHitsRetriever:
         return [self.hits_by_text[t][:k] for t in texts]
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _colbert_query_tokens(config: MIReConfig, params, input_ids, attention_mask):
-    """ColBERTv2's query encoder: BERT attends to real tokens only, every position's output is kept."""
-    from mire_jax.api import model
-    from mire_jax.models.mire import MIRe
-    t = model(config).apply({"params": params}, input_ids, attention_mask, method=MIRe.text_tokens)
-    norm = jnp.linalg.norm(t, axis=-1, keepdims=True)
-    return t / jnp.maximum(norm, 1e-12)
-
-
 def _read_manifest(index_dir: str) -> dict | None:
     path = os.path.join(index_dir, MANIFEST)
-    if not os.path.exists(path):
-        return None
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    return files.read_json(path) if os.path.exists(path) else None
 
 
 def _clear_other_format(index_dir: str, manifest: dict | None) -> dict | None:
@@ -118,8 +101,8 @@ class MireTextRetriever:
         query_maxlen: query length incl. [MASK] padding (the published conversion: 80).
         doc_maxlen: passage truncation (the published conversion: 256).
         query_mask: "colbert", "attend" or "drop" (module docstring).
-        batch_size: rows per encoder call, split over this process's devices (`mire_jax.sharding.DataParallel`;
-            passages are trimmed to a multiple of LENGTH_BUCKET tokens: a few compiled shapes).
+        batch_size: rows per encoder call, split over this process's devices (passages are trimmed to a multiple of
+            LENGTH_BUCKET tokens: a few compiled shapes).
         search: the `LateInteractionIndex` mode (`IndexConfig.mode`): "exact", "scann", or "auto" (exact for a
             small knowledge base, ScaNN for a big one); "index" is "auto".
         progress: show progress bars.
@@ -132,20 +115,22 @@ class MireTextRetriever:
             raise ValueError(f"query_mask must be one of {QUERY_MASK_MODES}, got {query_mask!r}")
         if search not in SEARCH_MODES:
             raise ValueError(f"search must be one of {SEARCH_MODES}, got {search!r}")
-        self.config, self.params, self.tokenizer = config, params, tokenizer
+        settings = EncodingSettings(query_maxlen=query_maxlen, doc_maxlen=doc_maxlen,
+                                    attend_to_mask_tokens=query_mask == "attend",
+                                    score_mask_tokens=query_mask == "colbert", passage_keep=PASSAGE_KEEP,
+                                    image=config.vision.image_processing())
+        self.searcher = Searcher(config, params, tokenizer, settings, batch_size=batch_size)
+        self.config, self.tokenizer = config, tokenizer
         self.query_maxlen, self.doc_maxlen = query_maxlen, doc_maxlen
         self.query_mask, self.batch_size = query_mask, batch_size
         self.search_mode = "auto" if search == "index" else search
         self.progress = progress
         self._index: LateInteractionIndex | None = None
-        self._query_encoder: DataParallel | None = None
-        self._passage_encoder: EncodeFn | None = None
 
     @classmethod
     def from_model_dir(cls, model_dir: str | os.PathLike, tokenizer_path: str | os.PathLike | None = None,
                        **kwargs) -> "MireTextRetriever":
-        """From a mire-jax model folder (`mire_jax.model_io`); the tokenizer from `tokenizer_path`, else the folder."""
-        from mire_jax.model_io import load_model
+        """From a mire-jax model folder; the tokenizer from `tokenizer_path`, else the folder."""
         config, params = load_model(model_dir)
         path = tokenizer_path or model_dir
         if tokenizer_path is None and not any(os.path.exists(os.path.join(model_dir, f))
@@ -161,37 +146,17 @@ class MireTextRetriever:
 
     # --- encoding -------------------------------------------------------------------------------------------
 
-    def query_encoder(self) -> DataParallel:
-        """(input ids, attention mask) -> query token embeddings, data-parallel (built once)."""
-        if self._query_encoder is None:
-            fn = _colbert_query_tokens if self.query_mask == "colbert" else mire_jax.encode_query
-            self._query_encoder = DataParallel(functools.partial(fn, self.config), self.params, self.batch_size)
-        return self._query_encoder
-
     def passage_encoder(self) -> EncodeFn:
-        """Passage texts -> (token embeddings, kept tokens), the `EncodeFn` of the index shards (built once)."""
-        if self._passage_encoder is None:
-            self._passage_encoder = model_encode_fn(self.config, self.params, self.tokenizer, max_len=self.doc_maxlen,
-                                                    batch_size=self.batch_size, passage_keep=PASSAGE_KEEP,
-                                                    length_bucket=LENGTH_BUCKET)
-        return self._passage_encoder
+        """Passage texts -> (token embeddings, kept tokens), the `EncodeFn` of the index shards."""
+        return self.searcher.passage_encoder(LENGTH_BUCKET)
 
     def encode_queries(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """-> (embeddings [B, query_maxlen, dim] float32, mask [B, query_maxlen] bool)."""
-        ids, mask = self.tokenizer.encode_queries(list(texts), max_len=self.query_maxlen,
-                                                  attend_to_mask_tokens=self.query_mask == "attend")
-        embeddings = np.asarray(self.query_encoder()(ids, mask), np.float32)
-        if self.query_mask == "colbert":
-            return embeddings, np.ones(ids.shape, bool)
-        return embeddings, mask.astype(bool)
+        return self.searcher.encode_queries(list(texts))
 
     def encode_passages(self, texts: Sequence[str]) -> list[np.ndarray]:
         """The kept-token embeddings of each passage: a list of [n_i, dim] float16 arrays."""
-        out = []
-        for start in range(0, len(texts), self.batch_size):
-            embeddings, keep = self.passage_encoder()(texts[start:start + self.batch_size])
-            out.extend(e[k].astype(np.float16) for e, k in zip(embeddings, keep))
-        return out
+        return self.searcher.encode_passages(texts, LENGTH_BUCKET)
 
     # --- the index ------------------------------------------------------------------------------------------
 
@@ -230,7 +195,7 @@ class MireTextRetriever:
                                        progress=self.progress)
             shard_io.write_manifest(shard_dir, summary.num_shards)
         index = LateInteractionIndex.from_shards(shard_dir, IndexConfig(mode=self.search_mode),
-                                                 progress=self.progress)
+                                                 progress=self.progress, encoding=self.searcher.encoding_record())
         index.save(os.path.join(index_dir, SEARCHER_DIR))
         manifest.update(complete=True, search=self.search_mode, num_passages=index.num_passages)
         files.write_json(os.path.join(index_dir, MANIFEST), manifest, indent=2)

@@ -35,7 +35,8 @@ def test_quick_demo_runs_the_whole_path(quick_demo):
     assert results["results"]["text_only"] == results["results"]["text_only_shuffled"]
     report = (out / "report.md").read_text()
     assert "| mire_residual_shuffled |" in report and "mire_residual" in stdout
-    assert quick_demo.serve_args[:2] == ["--model", str(out / "train" / "mire" / "model")]
+    assert quick_demo.serve_args == [str(out)]
+    assert quick_demo.paths["model"] == str(out / "train" / "mire" / "model")
     for name in ("curves_mire.png", "curves_mire_residual.png", "attention_0.png", "attention_1.png"):
         assert (out / name).stat().st_size > 2000, name
     exported = convert.load_state_dict(out / "mire_pytorch.safetensors")

@@ -13,8 +13,8 @@ import pytest
 
 from mire_jax.eval import runner
 from mire_jax.eval.benchmarks import load_benchmark
-from mire_jax.index import shards
-from mire_jax.model_io import load_model
+from mire_jax.index import encoded_corpus
+from mire_jax.retrieval.model_folder import load_model
 from mire_jax.tokenizer import ColbertTokenizer
 
 FIXTURES = pathlib.Path(__file__).resolve().parents[1] / "fixtures"
@@ -49,7 +49,7 @@ def test_modes_and_ablations_on_remuq(model_dir, tmp_path):
     for mode, ablation in [("mire", None), ("text_only", None), ("mire", "shuffle"), ("mire", "blank")]:
         settings = runner.EvalSettings(mode=mode, image_ablation=ablation, k=5, query_maxlen=16,
                                            doc_maxlen=48, batch_size=4, index={"mode": "exact"})
-        runs[(mode, ablation)] = runner.retrieve(bench, config, params, tok, str(tmp_path), settings)
+        runs[(mode, ablation)] = runner.retrieve(bench, runner.make_searcher(config, params, tok, settings), str(tmp_path), settings)
     for run in runs.values():
         assert set(run) == {q.qid for q in bench.queries}
         assert all(len(r) == min(5, len(bench.corpus)) for r in run.values())
@@ -58,7 +58,7 @@ def test_modes_and_ablations_on_remuq(model_dir, tmp_path):
         assert runs[a] != runs[b], (a, b)
     text = runner.EvalSettings(mode="text_only", image_ablation="shuffle", k=5, query_maxlen=16, doc_maxlen=48,
                                    batch_size=4, index={"mode": "exact"})
-    assert runner.retrieve(bench, config, params, tok, str(tmp_path), text) == runs[("text_only", None)]
+    assert runner.retrieve(bench, runner.make_searcher(config, params, tok, text), str(tmp_path), text) == runs[("text_only", None)]
     # one gold passage per query: published R@k (a hit rate) and textbook R@k are both the hit rate
     run = runs[("mire", None)]
     gold = {q.qid: q.gold_pids for q in bench.queries}
@@ -115,9 +115,9 @@ def test_each_protocol_indexes_its_own_passage_tokens(model_dir, tmp_path):
     stored = {}
     for protocol in runner.PROTOCOLS:
         settings = runner.EvalSettings(protocol=protocol, doc_maxlen=48, batch_size=4, index={"mode": "exact"})
-        index = runner.corpus_index(bench, config, params, tok, str(tmp_path), settings)
+        index = runner.corpus_index(bench, runner.make_searcher(config, params, tok, settings), str(tmp_path), settings)
         (folder,) = tmp_path.glob(f"remuq_test/model_*_d48_{settings.passage_keep}")
-        _, lengths, ids = shards.read_corpus(folder / "shards")
+        _, lengths, ids = encoded_corpus.read_corpus(folder / "shards")
         assert ids == [pid for pid, _ in bench.corpus] and index.num_passages == len(ids)
         stored[protocol] = lengths.tolist()
     assert len(list(tmp_path.glob("remuq_test/model_*"))) == 2
@@ -129,7 +129,7 @@ def test_each_protocol_indexes_its_own_passage_tokens(model_dir, tmp_path):
 
 def test_shuffle_is_a_derangement():
     queries = list(range(7))
-    shuffled = runner.query_images(queries, runner.EvalSettings(image_ablation="shuffle"), 32)
+    shuffled = runner.query_images(queries, runner.EvalSettings(image_ablation="shuffle"))
     assert sorted(shuffled) == queries and all(a != b for a, b in zip(queries, shuffled))
 
 
@@ -177,10 +177,10 @@ def test_attention_maps_command(model_dir, tmp_path):
 def test_patch_attention_rows_sum_to_one(model_dir):
     from PIL import Image
 
-    from mire_jax.eval.heatmaps import patch_attention
-    config, params = load_model(model_dir)
-    tok = ColbertTokenizer.from_pretrained(model_dir / "vocab.txt")
-    maps = patch_attention(config, params, tok, Image.new("RGB", (40, 50), (200, 10, 10)), "a red picture")
+    from mire_jax.retrieval.searcher import Searcher
+    searcher = Searcher.load(model_dir)
+    config = searcher.config
+    maps = searcher.pooling_maps(Image.new("RGB", (40, 50), (200, 10, 10)), "a red picture")
     assert maps.shape == (config.head.num_heads, 4, 4)
     np.testing.assert_allclose(maps.reshape(maps.shape[0], -1).sum(-1), 1.0, rtol=1e-5)
 

@@ -6,11 +6,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from torch_oracle import Oracle, randomise_, tiny_hf_configs
+from torch_oracle import maxsim as torch_maxsim
 
 import mire_jax
 from mire_jax import convert
 from mire_jax.scoring import in_batch_loss
-from torch_oracle import Oracle, maxsim as torch_maxsim, randomise_, tiny_hf_configs
 
 TOL = 1e-5
 B, L_Q, L_D = 3, 9, 12

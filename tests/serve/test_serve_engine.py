@@ -6,19 +6,16 @@ import numpy as np
 from PIL import Image
 
 import mire_jax
+from mire_jax.retrieval.searcher import Searcher
 from mire_jax.serve.engine import Engine
 
 
-def _flag(args, name):
-    return args[args.index(name) + 1]
-
-
 def test_cut_queries_encode_as_full_length_queries(quick_demo):
-    args = quick_demo.serve_args
-    maxlen = int(_flag(args, "--query-maxlen")) if "--query-maxlen" in args else 64
-    engine = Engine.load(_flag(args, "--model"), _flag(args, "--index"), _flag(args, "--passages"),
-                         query_maxlen=maxlen, batch_sizes=(1, 4))
-    assert engine.text_lengths[-1] == maxlen and len(engine.text_lengths) > 1
+    searcher = Searcher.from_run(quick_demo.out)
+    engine = Engine(searcher, batch_sizes=(1, 4))
+    maxlen = searcher.settings.query_maxlen
+    lengths = engine.text_lengths()
+    assert lengths[-1] == maxlen and len(lengths) > 1
     size = engine.image_size
     rng = np.random.default_rng(0)
     image = Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8))
@@ -28,13 +25,13 @@ def test_cut_queries_encode_as_full_length_queries(quick_demo):
         queries = [engine.prepare(q, im) for q, im in batch]
         embs, mask = engine.encode(queries)
         length = embs.shape[1] - engine.num_visual
-        assert length in engine.text_lengths
-        ids, text_mask = engine.tokenizer.encode_queries([q for q, _ in batch], max_len=maxlen,
-                                                         attend_to_mask_tokens=False)
-        assert length == engine.text_length(int(np.asarray(text_mask).sum(1).max()))
+        assert length in lengths
+        ids, text_mask = searcher.tokenizer.encode_queries([q for q, _ in batch], max_len=maxlen,
+                                                           attend_to_mask_tokens=False)
+        assert length == searcher.text_length(int(np.asarray(text_mask).sum(1).max()))
         for row, (question, im) in enumerate(batch):
             pixels = None if im is None else engine.prepare(question, im).pixels[None]
-            full = np.asarray(mire_jax.encode_query(engine.config, engine.params, np.asarray(ids)[row:row + 1],
+            full = np.asarray(mire_jax.encode_query(searcher.config, searcher.params, np.asarray(ids)[row:row + 1],
                                                     np.asarray(text_mask)[row:row + 1], pixels))[0]
             if im is None:  # searched after masked zero rows in place of the visual tokens
                 assert not mask[row, :engine.num_visual].any() and not embs[row, :engine.num_visual].any()
@@ -46,10 +43,7 @@ def test_cut_queries_encode_as_full_length_queries(quick_demo):
 
 
 def test_batches_of_every_size_compile_nothing_after_the_warm_up(quick_demo):
-    args = quick_demo.serve_args
-    engine = Engine.load(_flag(args, "--model"), _flag(args, "--index"), _flag(args, "--passages"),
-                         query_maxlen=int(_flag(args, "--query-maxlen")) if "--query-maxlen" in args else 64,
-                         batch_sizes=(1, 3, 5), max_k=7)
+    engine = Engine(Searcher.from_run(quick_demo.out), batch_sizes=(1, 3, 5), max_k=7)
     engine.warm_up()
     rng = np.random.default_rng(1)
     size = engine.image_size

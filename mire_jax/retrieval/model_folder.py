@@ -1,5 +1,7 @@
 """A mire-jax model folder: `config.json` (MIReConfig) + `params.safetensors` (flattened param paths), usually
-beside the tokenizer's `vocab.txt` or `tokenizer.json`.
+beside the tokenizer's `vocab.txt` or `tokenizer.json`, and `encoding.json`: the encoding settings the model was
+trained with (query and passage lengths, [MASK] rule, passage keep policy, image preprocessing), absent for an
+imported checkpoint whose training the folder cannot know.
 
 The portable form of a model between tools (converted checkpoints, trained models, evaluation). Training
 state (optimiser, step, data iterator) lives in orbax checkpoints instead (`mire_jax.train.checkpoint`).
@@ -11,28 +13,38 @@ import json
 import os
 import shutil
 
+import jax
 import numpy as np
 from flax import traverse_util
 
-from mire_jax.config import MIReConfig
-from mire_jax.files import atomic_open, atomic_path, write_json
+from mire_jax.config import EncodingSettings, MIReConfig
+from mire_jax.files import atomic_open, atomic_path, read_json, write_json
+from mire_jax.tokenizer import ColbertTokenizer
 
 CONFIG_FILE = "config.json"
 PARAMS_FILE = "params.safetensors"
+ENCODING_FILE = "encoding.json"
 
 
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
-def save_model(directory: str | os.PathLike, config: MIReConfig, params, tokenizer: str | os.PathLike = "") -> None:
+def save_model(directory: str | os.PathLike, config: MIReConfig, params, tokenizer: str | os.PathLike = "",
+               encoding: EncodingSettings | None = None) -> None:
     """Writes the model folder; `tokenizer` (a vocab.txt, or a folder holding one or a tokenizer.json) is copied in
-    beside it, so the folder is all that evaluation, serving and fine-tuning need."""
+    beside it, so the folder is all that evaluation, serving and fine-tuning need; `encoding`: the settings the model
+    was trained with."""
     from safetensors.numpy import save_file
     directory = os.fspath(directory)
     flat = traverse_util.flatten_dict(params, sep="/")
     with atomic_path(os.path.join(directory, PARAMS_FILE)) as tmp:
         save_file({k: np.ascontiguousarray(np.asarray(v, dtype=np.float32)) for k, v in flat.items()}, tmp)
     write_json(os.path.join(directory, CONFIG_FILE), config.to_dict(), indent=2)
+    encoding_path = os.path.join(directory, ENCODING_FILE)
+    if encoding is not None:
+        write_json(encoding_path, {"trained_with": encoding.to_dict()}, indent=2)
+    elif os.path.exists(encoding_path):  # an earlier model's record would be wrong for this one
+        os.remove(encoding_path)
     if tokenizer:
         copy_tokenizer(tokenizer, directory)
 
@@ -55,7 +67,21 @@ def copy_tokenizer(source: str | os.PathLike, directory: str | os.PathLike) -> N
                 shutil.copyfileobj(src, dst)
 
 
+def load_encoding(directory: str | os.PathLike) -> EncodingSettings | None:
+    """The encoding settings the model of `directory` was trained with; None when the folder does not record them
+    (an imported checkpoint)."""
+    path = os.path.join(os.fspath(directory), ENCODING_FILE)
+    if not os.path.exists(path):
+        return None
+    record = read_json(path, error=ModelFolderError)
+    try:
+        return EncodingSettings.from_dict(record["trained_with"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ModelFolderError(f"{path}: not a mire-jax encoding record ({e})") from e
+
+
 def load_model(directory: str | os.PathLike) -> tuple[MIReConfig, dict]:
+    """(config, params) of a model folder; one-line errors naming a missing or unreadable file."""
     from safetensors.numpy import load_file
     directory = os.fspath(directory)
     for name in (CONFIG_FILE, PARAMS_FILE):
@@ -63,8 +89,7 @@ def load_model(directory: str | os.PathLike) -> tuple[MIReConfig, dict]:
             raise FileNotFoundError(f"{directory} is not a mire-jax model folder: {name} is missing")
     config_path, params_path = os.path.join(directory, CONFIG_FILE), os.path.join(directory, PARAMS_FILE)
     try:
-        with open(config_path) as f:
-            config = MIReConfig.from_dict(json.load(f))
+        config = MIReConfig.from_dict(read_json(config_path))
     except (ValueError, TypeError) as e:
         raise ModelFolderError(f"{config_path}: not a mire-jax model config ({e})") from e
     try:
@@ -81,7 +106,6 @@ class ModelFolderError(ValueError):
 def params_fingerprint(config: MIReConfig, params) -> str:
     """A short hash of a model (its config and every parameter): what was computed with one model (an encoded
     corpus, cached text features) is reused only with the same model."""
-    import jax
     h = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode())
     for leaf in jax.tree_util.tree_leaves(params):
         h.update(np.ascontiguousarray(np.asarray(leaf, np.float32)).tobytes())
@@ -99,10 +123,9 @@ def resolve_model_dir(path: str | os.PathLike) -> str:
                             "(convert a published checkpoint with `python -m mire_jax.convert import ...`)")
 
 
-def load_tokenizer(model_dir: str | os.PathLike, tokenizer: str = ""):
+def load_tokenizer(model_dir: str | os.PathLike, tokenizer: str = "") -> ColbertTokenizer:
     """The ColBERT tokenizer of a model: `tokenizer` (a vocab.txt or tokenizer folder) when given, else the one in
     the model folder or in the folder above it (a training workdir)."""
-    from mire_jax.tokenizer import ColbertTokenizer
     model_dir = os.fspath(model_dir)
     candidates = [tokenizer] if tokenizer else [model_dir, os.path.dirname(os.path.abspath(model_dir))]
     for c in candidates:

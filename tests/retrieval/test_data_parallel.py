@@ -8,9 +8,9 @@ import jax
 import numpy as np
 import pytest
 
-from mire_jax.sharding import DataParallel
+from mire_jax.retrieval.data_parallel import DataParallel
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 @jax.jit
@@ -45,8 +45,8 @@ def test_rows_run_in_fixed_batches_and_padding_is_dropped():
 
 _TWO_DEVICES = """
 import jax, numpy as np
-from mire_jax.sharding import DataParallel
-from tests.test_sharding import _affine, _inputs
+from mire_jax.retrieval.data_parallel import DataParallel
+from tests.retrieval.test_data_parallel import _affine, _inputs
 placements = []
 def fn(params, x, mask):
     placements.append((len(x.addressable_shards), x.addressable_shards[0].data.shape[0],

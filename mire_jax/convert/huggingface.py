@@ -1,0 +1,84 @@
+"""Separate Hugging Face checkpoints -> MIRe: a ColBERTv2 folder (`bert.*` + `linear.weight`) or a plain BERT, and
+a CLIP (or CLIPVision) folder."""
+from __future__ import annotations
+
+import os
+import warnings
+
+import jax
+import numpy as np
+
+from mire_jax.api import init_params
+from mire_jax.config import HeadConfig
+from mire_jax.convert.checkpoint_files import load_state_dict
+from mire_jax.convert.published import (
+    BERT_PREFIX,
+    LINEAR_KEY,
+    VISION_PREFIX,
+    _as_dict,
+    _params_from_entries,
+    make_config,
+    published_entries,
+    to_torch,
+)
+from mire_jax.files import read_json
+
+
+def _hf_weights(folder: str) -> dict[str, np.ndarray]:
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        if os.path.exists(os.path.join(folder, name)):
+            return load_state_dict(os.path.join(folder, name))
+    raise FileNotFoundError(f"{folder}: no model.safetensors or pytorch_model.bin")
+
+
+def _strip(state_dict, prefix):
+    return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+
+
+def hf_text_state(text_dir: str) -> tuple[dict, dict[str, np.ndarray]]:
+    """A ColBERTv2 folder (`bert.*` + `linear.weight`) or a plain BERT folder -> (config dict, published-key weights)."""
+    weights = _hf_weights(text_dir)
+    bert = _strip(weights, "bert.") or {k: v for k, v in weights.items()
+                                        if k.startswith(("embeddings.", "encoder.", "pooler."))}
+    sd = {BERT_PREFIX + k: v for k, v in bert.items() if not k.endswith("position_ids")}
+    if "linear.weight" in weights:
+        sd[LINEAR_KEY] = weights["linear.weight"]
+    return read_json(os.path.join(text_dir, "config.json")), sd
+
+
+def hf_vision_state(vision_dir: str) -> tuple[dict, dict[str, np.ndarray]]:
+    """A CLIP or CLIPVision folder -> (vision config dict, published-key weights of the vision model)."""
+    weights = _hf_weights(vision_dir)
+    vision = _strip(weights, "vision_model.") or weights
+    cfg = read_json(os.path.join(vision_dir, "config.json"))
+    cfg = cfg.get("vision_config", cfg)
+    return cfg, {VISION_PREFIX + k: v for k, v in vision.items() if not k.endswith("position_ids")}
+
+
+def from_hf_parts(text_dir: str, vision_dir: str | None = None, head=None, *, vision_config=None, seed: int = 0,
+                  dtype: str = "float32"):
+    """Assemble MIRe from separate Hugging Face checkpoints -> (config, params).
+
+    text_dir: a ColBERTv2 folder or a plain BERT (keys with or without `bert.`); vision_dir: a CLIP or
+    CLIPVision folder, or None with `vision_config` for a vision tower to be trained from scratch. Parts the
+    checkpoints lack (the pooling head always; the projection of a plain BERT; a pooler some BERTs drop) get the
+    initialisation of `seed`, with a warning naming them.
+    """
+    bert_cfg, sd = hf_text_state(text_dir)
+    if vision_dir is not None:
+        vision_config, vision_sd = hf_vision_state(vision_dir)
+        sd.update(vision_sd)
+    elif vision_config is None:
+        raise ValueError("give vision_dir, or vision_config for a randomly initialised vision tower")
+    config = make_config(bert_cfg, vision_config, _as_dict(head, HeadConfig), dtype=dtype)
+    init = to_torch(config, jax.tree_util.tree_map(np.asarray, _init(config, seed)))
+    filled = [k for k in init if k not in sd]
+    if filled:
+        parts = sorted({".".join(k.split(".")[:3 if k.startswith("model.bert.") else 2]) for k in filled})
+        warnings.warn(f"initialised from seed {seed} (absent from the checkpoints): {', '.join(parts)}")
+    sd.update({k: init[k] for k in filled})
+    return config, _params_from_entries(sd, config, published_entries(config))
+
+
+def _init(config, seed):
+    return init_params(config, jax.random.PRNGKey(seed))

@@ -1,0 +1,219 @@
+"""The published checkpoint layout: the key set of the reference PyTorch model's `state_dict()`.
+
+    model.bert.*                                BERT (Hugging Face BertModel, pooler included)
+    model.linear.weight                         hidden -> dim projection, no bias
+    vision_tower.vision_tower[.vision_model].*  CLIP vision model (the `vision_model.` level: transformers < 5)
+    query_fusion.*                              the pooling head
+
+Every parameter is listed once as (published key, flax param path, (to_flax, to_torch)), so that import and export
+are one table read both ways.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator, Mapping
+
+import jax
+import numpy as np
+
+from mire_jax.api import init_params
+from mire_jax.config import BertConfig, HeadConfig, MIReConfig, TorchLayout, VisionConfig
+
+BERT_PREFIX = "model.bert."
+LINEAR_KEY = "model.linear.weight"
+VISION_PREFIX = "vision_tower.vision_tower."
+VISION_MODEL = "vision_model."
+HEAD_PREFIX = "query_fusion."
+
+# Transforms between a PyTorch tensor and the flax parameter (each is its own inverse pair).
+_IDENTITY = (lambda x: x, lambda x: x)
+_LINEAR = (lambda w: w.T, lambda k: k.T)                                   # [out, in] <-> [in, out]
+_CONV = (lambda w: w.transpose(2, 3, 1, 0), lambda k: k.transpose(3, 2, 0, 1))  # OIHW <-> HWIO
+
+
+class CheckpointError(ValueError):
+    """A checkpoint does not fit the config (missing, unexpected or wrong-shaped keys)."""
+
+
+def _linear(torch_name, path, bias=True):
+    yield f"{torch_name}.weight", (*path, "kernel"), _LINEAR
+    if bias:
+        yield f"{torch_name}.bias", (*path, "bias"), _IDENTITY
+
+
+def _layer_norm(torch_name, path):
+    yield f"{torch_name}.weight", (*path, "scale"), _IDENTITY
+    yield f"{torch_name}.bias", (*path, "bias"), _IDENTITY
+
+
+def _bert_entries(cfg: BertConfig, prefix: str = BERT_PREFIX):
+    b = ("bert",)
+    for name in ("word_embeddings", "position_embeddings", "token_type_embeddings"):
+        yield f"{prefix}embeddings.{name}.weight", (*b, name, "embedding"), _IDENTITY
+    yield from _layer_norm(f"{prefix}embeddings.LayerNorm", (*b, "embeddings_ln"))
+    for i in range(cfg.num_hidden_layers):
+        t, f = f"{prefix}encoder.layer.{i}.", (*b, f"layer_{i}")
+        for name in ("query", "key", "value"):
+            yield from _linear(f"{t}attention.self.{name}", (*f, "attention", name))
+        yield from _linear(f"{t}attention.output.dense", (*f, "attention", "out"))
+        yield from _layer_norm(f"{t}attention.output.LayerNorm", (*f, "attention_ln"))
+        yield from _linear(f"{t}intermediate.dense", (*f, "intermediate"))
+        yield from _linear(f"{t}output.dense", (*f, "output"))
+        yield from _layer_norm(f"{t}output.LayerNorm", (*f, "output_ln"))
+    yield from _linear(f"{prefix}pooler.dense", (*b, "pooler"))
+
+
+def _vision_entries(cfg: VisionConfig, prefix: str):
+    v = ("vision",)
+    yield f"{prefix}embeddings.class_embedding", (*v, "class_embedding"), _IDENTITY
+    yield f"{prefix}embeddings.patch_embedding.weight", (*v, "patch_embedding", "kernel"), _CONV
+    yield f"{prefix}embeddings.position_embedding.weight", (*v, "position_embedding", "embedding"), _IDENTITY
+    yield from _layer_norm(f"{prefix}pre_layrnorm", (*v, "pre_layrnorm"))
+    for i in range(cfg.num_hidden_layers):
+        t, f = f"{prefix}encoder.layers.{i}.", (*v, f"layer_{i}")
+        for torch_name, name in (("q_proj", "query"), ("k_proj", "key"), ("v_proj", "value"), ("out_proj", "out")):
+            yield from _linear(f"{t}self_attn.{torch_name}", (*f, "self_attn", name))
+        yield from _layer_norm(f"{t}layer_norm1", (*f, "layer_norm1"))
+        yield from _linear(f"{t}mlp.fc1", (*f, "fc1"))
+        yield from _linear(f"{t}mlp.fc2", (*f, "fc2"))
+        yield from _layer_norm(f"{t}layer_norm2", (*f, "layer_norm2"))
+    yield from _layer_norm(f"{prefix}post_layernorm", (*v, "post_layernorm"))
+
+
+def _head_entries(prefix: str = HEAD_PREFIX):
+    p = ("pooling",)
+    yield from _layer_norm(f"{prefix}proj.0", (*p, "proj_0"))
+    yield from _linear(f"{prefix}proj.1", (*p, "proj_1"))
+    yield from _linear(f"{prefix}k_state", (*p, "k_state"), bias=False)
+    yield from _linear(f"{prefix}v_state", (*p, "v_state"), bias=False)
+    yield from _layer_norm(f"{prefix}o_proj.0", (*p, "o_proj_0"))
+    yield from _linear(f"{prefix}o_proj.1", (*p, "o_proj_1"))
+    yield from _linear(f"{prefix}split_mlp.0", (*p, "split_mlp_0"))
+    yield from _linear(f"{prefix}split_mlp.2", (*p, "split_mlp_2"))
+
+
+def vision_prefix(layout: TorchLayout) -> str:
+    return VISION_PREFIX + (VISION_MODEL if layout.vision_model_prefix else "")
+
+
+def published_entries(config: MIReConfig) -> Iterator[tuple[str, tuple[str, ...], tuple[Callable, Callable]]]:
+    """(published key, flax param path, (to_flax, to_torch)) for every parameter, in the reference's key order."""
+    yield from _bert_entries(config.bert)
+    yield LINEAR_KEY, ("linear", "kernel"), _LINEAR
+    yield from _vision_entries(config.vision, vision_prefix(config.layout))
+    yield from _head_entries()
+
+
+def param_shapes(config: MIReConfig) -> dict:
+    """Flax parameter shapes of `config`, without allocating anything."""
+    shapes = jax.eval_shape(lambda: init_params(config, jax.random.PRNGKey(0)))
+    return jax.tree_util.tree_map(lambda s: tuple(s.shape), shapes)
+
+
+def _get(tree, path):
+    for p in path:
+        tree = tree[p]
+    return tree
+
+
+def _set(tree, path, value):
+    for p in path[:-1]:
+        tree = tree.setdefault(p, {})
+    tree[path[-1]] = value
+
+
+def to_numpy(x) -> np.ndarray:
+    """numpy array from a numpy array, jax array or torch tensor (bfloat16/float16 tensors become float32)."""
+    if isinstance(x, np.ndarray):
+        return x
+    if type(x).__module__.startswith("torch"):
+        import torch  # only reached with torch tensors in hand
+        x = x.detach().cpu()
+        return (x.float() if x.dtype in (torch.bfloat16, torch.float16) else x).numpy()
+    return np.asarray(x)
+
+
+def _position_ids_keys(config: MIReConfig) -> dict[str, int]:
+    """Known `position_ids` buffer keys of older transformers -> their length."""
+    return {f"{BERT_PREFIX}embeddings.position_ids": config.bert.max_position_embeddings,
+            f"{vision_prefix(config.layout)}embeddings.position_ids": config.vision.num_patches + 1}
+
+
+def _detect_layout(keys) -> TorchLayout:
+    has_prefix = any(k.startswith(VISION_PREFIX + VISION_MODEL) for k in keys)
+    return TorchLayout(vision_model_prefix=has_prefix)
+
+
+def _as_dict(cfg, cls):
+    if isinstance(cfg, cls):
+        return cfg
+    if hasattr(cfg, "to_dict"):
+        cfg = cfg.to_dict()
+    return cls.from_dict(cfg or {})
+
+
+def make_config(bert_config, vision_config, head, **kw) -> MIReConfig:
+    """MIReConfig from Hugging Face style dicts (or PretrainedConfig objects, or our dataclasses)."""
+    if isinstance(vision_config, Mapping) and "vision_config" in vision_config:  # a full CLIPConfig dict
+        vision_config = vision_config["vision_config"]
+    return MIReConfig(bert=_as_dict(bert_config, BertConfig), vision=_as_dict(vision_config, VisionConfig),
+                      head=_as_dict(head, HeadConfig), **kw)
+
+
+def from_torch(state_dict: Mapping[str, Any], bert_config, vision_config, head, *, dtype: str = "float32"):
+    """Published-layout state dict -> (MIReConfig, params).
+
+    `state_dict` maps published key -> numpy array or torch tensor; `bert_config`/`vision_config` are dicts with
+    Hugging Face field names (as `PretrainedConfig.to_dict()` gives); `head` a dict with `dim`, `num_tokens`,
+    `num_heads` (and optionally `residual`). Raises CheckpointError naming every missing, unexpected or
+    wrong-shaped key (with both shapes).
+    """
+    keys = set(state_dict)
+    config = make_config(bert_config, vision_config, head, dtype=dtype, layout=_detect_layout(keys))
+    position_ids = {k: n for k, n in _position_ids_keys(config).items() if k in keys}
+    for key, n in position_ids.items():
+        value = to_numpy(state_dict[key])
+        if value.shape != (1, n) or not np.array_equal(value[0], np.arange(n)):
+            raise CheckpointError(f"{key}: expected arange({n}) of shape (1, {n}), got shape {value.shape}")
+    config = config.replace(layout=TorchLayout(config.layout.vision_model_prefix, tuple(sorted(position_ids))))
+    return config, _params_from_entries(state_dict, config, published_entries(config), extra=set(position_ids))
+
+
+def _params_from_entries(state_dict, config, entries, extra=frozenset()) -> dict:
+    shapes = param_shapes(config)
+    params, missing, bad_shape = {}, [], []
+    seen = set(extra)
+    for key, path, (to_flax, to_torch) in entries:
+        expected_flax = _get(shapes, path)
+        expected = to_torch(np.empty(expected_flax, np.float32)).shape
+        if key not in state_dict:
+            missing.append(f"{key} (expected shape {tuple(expected)})")
+            continue
+        seen.add(key)
+        value = to_numpy(state_dict[key])
+        if value.shape != expected:
+            bad_shape.append(f"{key}: checkpoint shape {tuple(value.shape)}, config expects {tuple(expected)}")
+            continue
+        _set(params, path, np.ascontiguousarray(to_flax(value)).astype(np.float32))
+    unexpected = sorted(set(state_dict) - seen)
+    problems = []
+    if bad_shape:
+        problems.append("wrong shapes:\n  " + "\n  ".join(bad_shape))
+    if missing:
+        problems.append("missing keys:\n  " + "\n  ".join(missing))
+    if unexpected:
+        problems.append("unexpected keys (not in the config's layout):\n  " + "\n  ".join(unexpected))
+    if problems:
+        raise CheckpointError("checkpoint does not match the config; " + "\n".join(problems))
+    return params
+
+
+def to_torch(config: MIReConfig, params) -> dict[str, np.ndarray]:
+    """params -> published-layout state dict of numpy arrays, EVERY key included (BERT pooler, CLIP
+    post-LayerNorm, and the `position_ids` buffers the import saw), so that `load_state_dict(strict=True)` works."""
+    out = {}
+    for key, path, (_, to_torch_fn) in published_entries(config):
+        out[key] = np.ascontiguousarray(to_torch_fn(np.asarray(_get(params, path))))
+    for key, n in _position_ids_keys(config).items():
+        if key in config.layout.position_ids:
+            out[key] = np.arange(n, dtype=np.int64)[None]
+    return out

@@ -1,0 +1,386 @@
+"""`Searcher`: a model with its encoding settings, and optionally an index and the passages' texts.
+
+The one path from questions, images and passage texts to embeddings and rankings: evaluation, the server, the
+attention heatmaps and ViD2R's text retrieval all encode through it. Its settings (`mire_jax.config.EncodingSettings`)
+come from the index when there is one (the index records the model it was encoded with, and the query and passage
+settings), else from the caller; a setting that contradicts the index, or an index of another model, is refused by
+name unless forced.
+
+Queries (docs/model.md, section 3): with an image `[E_g ; E_m ; T]`, without one `T`. A batch that mixes both is
+returned with `num_visual` masked zero rows before a text-only query's tokens, so every query has the same width and
+all are searched together; masked rows score 0. Every jitted program runs on batches of a fixed size (the last one
+zero-padded), data-parallel over this process's devices, so one program is compiled per shape.
+"""
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any, Iterable, Mapping, Sequence
+
+import jax
+import numpy as np
+from PIL import Image
+
+from mire_jax import api
+from mire_jax.config import EncodingSettings, MIReConfig
+from mire_jax.data.images import preprocess
+from mire_jax.files import read_json, write_json
+from mire_jax.index import IndexConfig, LateInteractionIndex
+from mire_jax.index.encode import EncodeFn, encode_to_shards
+from mire_jax.index.encoded_corpus import write_manifest
+from mire_jax.models.layers import l2_normalize
+from mire_jax.models.mire import MIRe
+from mire_jax.retrieval.data_parallel import DataParallel
+from mire_jax.retrieval.model_folder import (
+    load_model,
+    load_tokenizer,
+    params_fingerprint,
+    resolve_model_dir,
+)
+from mire_jax.retrieval.passages import load_passages
+from mire_jax.tokenizer import ColbertTokenizer
+
+RUN_FILE = "serve.json"  # what a run folder (e.g. `make demo`'s) names for serving: model, index, passages
+SETTING_FLAGS = {"query_maxlen": "--query-maxlen", "doc_maxlen": "--doc-maxlen",
+                 "attend_to_mask_tokens": "--attend-to-mask-tokens", "passage_keep": "--passage-keep"}
+
+
+class SettingsError(ValueError):
+    """Settings, a model and an index that do not belong together; the message names what differs."""
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _scored_padding_query(config: MIReConfig, params, input_ids, attention_mask):
+    """ColBERTv2's searcher query: BERT attends to the real tokens only, and every position's output is kept."""
+    t = api.model(config).apply({"params": params}, input_ids, attention_mask, method=MIRe.text_tokens)
+    return l2_normalize(t)
+
+
+@functools.partial(jax.jit, static_argnums=0, static_argnames=("pooling_rows",))
+def _image_query(config: MIReConfig, params, input_ids, attention_mask, pixel_values, *, pooling_rows=None):
+    return api.encode_query(config, params, input_ids, attention_mask, pixel_values, pooling_rows=pooling_rows)
+
+
+class Searcher:
+    """A model and how it encodes; with an index, a search; with the passages, their texts.
+
+    Args:
+        config, params: the model; params are placed on this process's devices once.
+        tokenizer: its `ColbertTokenizer`.
+        settings: how questions, passages and images become inputs (with an index: the index's).
+        index: a `LateInteractionIndex` built from this model's passage embeddings, or None.
+        passages: passage id (as a string) -> text, or None.
+        batch_size: rows per encoder call (split over this process's devices).
+        model_dir: where the model was loaded from (for messages and `/healthz`).
+        index_dir: likewise for the index.
+    """
+
+    def __init__(self, config: MIReConfig, params, tokenizer: ColbertTokenizer, settings: EncodingSettings, *,
+                 index: LateInteractionIndex | None = None, passages: Mapping[str, str] | None = None,
+                 batch_size: int = 32, model_dir: str = "", index_dir: str = ""):
+        if settings.image.size != config.vision.image_size:
+            raise SettingsError(f"the settings preprocess images to {settings.image.size} px, the model's vision "
+                                f"tower takes {config.vision.image_size} px")
+        if index is not None and index.dim != config.head.dim:
+            raise SettingsError(f"the index {index_dir or ''} holds {index.dim}-d embeddings, the model "
+                                f"{model_dir or ''} makes {config.head.dim}-d ones: they do not belong together")
+        if index is not None and passages is not None:
+            missing = [pid for pid in index.ids if str(pid) not in passages]
+            if missing:
+                raise ValueError(f"the passages have no text for {len(missing)} of the index's {index.num_passages} "
+                                 f"passages (first: {missing[0]!r}): is it the corpus the index was built from?")
+        self.config, self.tokenizer, self.settings = config, tokenizer, settings
+        self.index, self.passages = index, passages
+        self.batch_size = int(batch_size)
+        self.model_dir, self.index_dir = model_dir, index_dir
+        self.num_global = config.head.num_tokens
+        self.num_visual = config.head.num_tokens + config.head.num_heads
+        self._encoders: dict[tuple, DataParallel] = {}
+        self._params = None
+        self._host_params = params
+        self._fingerprint: str | None = None
+
+    # Loading -----------------------------------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, model: str | os.PathLike, *, index: str | os.PathLike | None = None,
+             passages: str | os.PathLike | Mapping[str, str] | None = None, tokenizer: str = "",
+             settings: Mapping[str, Any] | None = None, force_settings: bool = False, verify_index: bool = True,
+             batch_size: int = 32) -> "Searcher":
+        """From a model folder (or training workdir), and optionally a saved index and a passages file.
+
+        `settings`: settings to use (field -> value; None values are ignored). With an index, its recorded settings
+        are used and a given one that differs is refused (`SettingsError` naming the flag) unless `force_settings`;
+        an index encoded with another model is always refused. Without an index: the published evaluation settings
+        (`EncodingSettings()`) with the model's image preprocessing, updated with `settings`.
+        """
+        model_dir = resolve_model_dir(model)
+        config, params = load_model(model_dir)
+        index_obj = LateInteractionIndex.load(index, verify_index) if index is not None else None
+        resolved = resolve_settings(config, index_obj, settings or {}, force=force_settings,
+                                    index_dir=os.fspath(index) if index is not None else "")
+        if isinstance(passages, (str, os.PathLike)):
+            passages = load_passages(passages)
+        searcher = cls(config, params, load_tokenizer(model_dir, tokenizer), resolved, index=index_obj,
+                       passages=passages, batch_size=batch_size, model_dir=os.path.abspath(model_dir),
+                       index_dir=os.path.abspath(index) if index is not None else "")
+        if index_obj is not None:
+            searcher.check_index(index_obj)
+        return searcher
+
+    @classmethod
+    def from_run(cls, run_dir: str | os.PathLike, **kwargs) -> "Searcher":
+        """From a run folder that names its model, index and passages in `serve.json` (`make demo` writes one)."""
+        return cls.load(**run_paths(run_dir), **kwargs)
+
+    @property
+    def params(self):
+        """The parameters, replicated on this process's devices (placed on first use)."""
+        if self._params is None:
+            devices = jax.local_devices()
+            mesh = jax.sharding.Mesh(np.asarray(devices), ("data",))
+            self._params = jax.device_put(self._host_params, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+        return self._params
+
+    @property
+    def fingerprint(self) -> str:
+        """The model's fingerprint (config and every parameter): what its encoded corpora record."""
+        if self._fingerprint is None:
+            self._fingerprint = params_fingerprint(self.config, self._host_params)
+        return self._fingerprint
+
+    def check_index(self, index: LateInteractionIndex) -> None:
+        """Refuses (`SettingsError`) an index whose corpus another model encoded."""
+        recorded = index.encoding.get("model")
+        if recorded and recorded != self.fingerprint:
+            raise SettingsError(f"the index {self.index_dir or ''} was encoded with model {recorded}, not with "
+                                f"{self.model_dir or 'this model'} ({self.fingerprint}): build the index with "
+                                "this model, or serve the model it was built with")
+
+    # Queries -----------------------------------------------------------------------------------------------------
+
+    def _encoder(self, kind: str, rows: int, **static) -> DataParallel:
+        key = (kind, rows, tuple(sorted(static.items())))
+        if key not in self._encoders:
+            fn = {"text": functools.partial(api.encode_query, self.config),
+                  "scored_padding": functools.partial(_scored_padding_query, self.config),
+                  "image": functools.partial(_image_query, self.config, **static),
+                  "passage": functools.partial(api.encode_doc, self.config)}[kind]
+            self._encoders[key] = DataParallel(fn, self.params, rows)
+        return self._encoders[key]
+
+    def preprocess(self, image: Image.Image) -> np.ndarray:
+        """A PIL image -> the vision tower's pixels [size, size, 3] (the settings' preprocessing)."""
+        return preprocess(image, self.settings.image)
+
+    def text_length(self, real_tokens: int) -> int:
+        """The shortest of the halvings of `query_maxlen` (down to 16 word pieces) holding `real_tokens`."""
+        lengths = [self.settings.query_maxlen >> i for i in range(8) if self.settings.query_maxlen >> i >= 16]
+        return min([n for n in lengths if n >= real_tokens] or [self.settings.query_maxlen])
+
+    def tokenize_queries(self, questions: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(ids [B, query_maxlen], mask [B, query_maxlen]) under the settings' [MASK] rule."""
+        ids, mask = self.tokenizer.encode_queries(list(questions), max_len=self.settings.query_maxlen,
+                                                  attend_to_mask_tokens=self.settings.attend_to_mask_tokens)
+        return np.asarray(ids, np.int32), np.asarray(mask, np.int32)
+
+    def encode_queries(self, questions: Sequence[str], images: Sequence[Any] | None = None, *,
+                       batch_sizes: Sequence[int] | None = None, visual_rows: bool | None = None,
+                       cut: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Query embeddings -> (embeddings [B, N, dim] float32, mask [B, N] bool), in question order.
+
+        Args:
+            questions: the question texts ("" for none).
+            images: per question a PIL image, preprocessed pixels [size, size, 3], or None (text only); None for
+                all text only.
+            batch_sizes: the rows an encoder call may have (default: the searcher's batch size): queries with and
+                without an image are encoded apart, each group in calls padded to the smallest size holding it
+                (a server's few compiled sizes).
+            visual_rows: return the `num_visual` visual rows (masked zeros for text-only queries); default: when
+                some question has an image.
+            cut: encode cut to `text_length` of the longest question (the [MASK] padding past it is attended by
+                nothing and scored by nothing, so the embeddings are the full query's first tokens): N is then
+                `num_visual` + that length. Not with settings that attend to or score the padding.
+        """
+        images = list(images) if images is not None else [None] * len(questions)
+        if len(images) != len(questions):
+            raise ValueError(f"{len(questions)} questions but {len(images)} images")
+        ids, text_mask = self.tokenize_queries(questions)
+        scored_padding = self.settings.score_mask_tokens and not self.settings.attend_to_mask_tokens
+        length = ids.shape[1]
+        if cut and len(questions) and not (scored_padding or self.settings.attend_to_mask_tokens):
+            length = self.text_length(int(text_mask.sum(1).max()))
+            ids, text_mask = ids[:, :length], text_mask[:, :length]
+        with_image = np.array([image is not None for image in images], bool)
+        visual = bool(with_image.any()) if visual_rows is None else visual_rows
+        if with_image.any() and not visual:
+            raise ValueError("visual_rows=False with queries that have an image")
+        offset = self.num_visual if visual else 0
+        embs = np.zeros((len(questions), offset + length, self.config.head.dim), np.float32)
+        mask = np.zeros(embs.shape[:2], bool)
+        sizes = sorted(batch_sizes or [self.batch_size])
+        rows = lambda n: next((size for size in sizes if size >= n), sizes[-1])
+        text_rows = np.flatnonzero(~with_image)
+        if len(text_rows):
+            kind = "scored_padding" if scored_padding else "text"
+            embs[text_rows, offset:] = self._encoder(kind, rows(len(text_rows)))(ids[text_rows], text_mask[text_rows])
+            mask[text_rows, offset:] = True if scored_padding else text_mask[text_rows].astype(bool)
+        image_rows = np.flatnonzero(with_image)
+        if len(image_rows):
+            pixels = np.stack([self._pixels(images[i]) for i in image_rows])
+            pooling_rows = self.settings.query_maxlen if length < self.settings.query_maxlen else None
+            encoder = self._encoder("image", rows(len(image_rows)), pooling_rows=pooling_rows)
+            embs[image_rows] = encoder(ids[image_rows], text_mask[image_rows], pixels)
+            mask[image_rows, :self.num_visual] = True
+            mask[image_rows, self.num_visual:] = text_mask[image_rows].astype(bool)
+        return embs, mask
+
+    def _pixels(self, image) -> np.ndarray:
+        if isinstance(image, Image.Image):
+            return self.preprocess(image)
+        pixels = np.asarray(image, np.float32)
+        size = self.settings.image.size
+        if pixels.shape != (size, size, 3):
+            raise ValueError(f"pixels must be [{size}, {size}, 3], got {pixels.shape}")
+        return pixels
+
+    def pooling_maps(self, image: Image.Image, question: str) -> np.ndarray:
+        """Where the pooling looks: [num_heads, grid, grid], each head's attention over the patches averaged over the
+        question's real tokens (padded rows attend uniformly by construction and are left out)."""
+        pixels = self.preprocess(image)[None]
+        ids, mask = self.tokenizer.encode_queries([question], max_len=self.settings.query_maxlen,
+                                                  attend_to_mask_tokens=False)
+        features = api.encode_vision(self.config, self.params, pixels)
+        attn = np.asarray(api.pooling_attention(self.config, self.params, ids, mask, features))[0]  # [H, L, S]
+        per_head = attn[:, mask[0].astype(bool)].mean(axis=1)
+        grid = self.config.vision.image_size // self.config.vision.patch_size
+        return per_head.reshape(per_head.shape[0], grid, grid)
+
+    # Passages ----------------------------------------------------------------------------------------------------
+
+    def passage_encoder(self, length_bucket: int | None = None, batch_size: int | None = None) -> EncodeFn:
+        """Passage texts -> (embeddings [B, L, dim], keep [B, L]): the `EncodeFn` of the index's encoding loop.
+
+        `length_bucket`: None encodes every batch at `doc_maxlen`; a number trims each batch's padding to its
+        longest passage rounded up to a multiple of it (fewer wasted FLOPs, a few more compiled widths).
+        """
+        encoder = self._encoder("passage", batch_size or self.batch_size)
+        settings = self.settings
+
+        def encode(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+            ids, mask, keep = self.tokenizer.encode_docs(list(texts), max_len=settings.doc_maxlen,
+                                                         keep_policy=settings.passage_keep)
+            if length_bucket and len(texts):
+                width = min(settings.doc_maxlen, -(-int(mask.sum(axis=1).max()) // length_bucket) * length_bucket)
+                ids, mask, keep = ids[:, :width], mask[:, :width], keep[:, :width]
+            return encoder(ids, mask, keep)
+
+        return encode
+
+    def encode_passages(self, texts: Sequence[str], length_bucket: int | None = None) -> list[np.ndarray]:
+        """The kept-token embeddings of each passage: a list of [n_i, dim] float16 arrays."""
+        encode = self.passage_encoder(length_bucket)
+        out = []
+        for start in range(0, len(texts), self.batch_size):
+            embeddings, keep = encode(texts[start:start + self.batch_size])
+            out.extend(e[k].astype(np.float16) for e, k in zip(embeddings, np.asarray(keep, bool)))
+        return out
+
+    def encoding_record(self) -> dict:
+        """What an index built by this searcher records of its encoding: the model and the settings."""
+        return {"model": self.fingerprint, "settings": self.settings.to_dict()}
+
+    def build_index(self, passages: Iterable[tuple[str, str]], folder: str | os.PathLike, *,
+                    index_config: IndexConfig | dict | None = None, calibration_queries=None,
+                    shard_size: int = 10_000, total: int | None = None, length_bucket: int | None = None,
+                    progress: bool = True, extra: Mapping[str, Any] | None = None) -> LateInteractionIndex:
+        """Encode `(pid, text)` passages into shards (`folder/shards`, resumable) and build the index
+        (`folder/index`, resumable), recording the model and the settings; opens it as this searcher's index.
+
+        Collective under `jax.distributed`: every process reads the same stream and encodes and indexes its own
+        shards. A finished index in `folder/index` is opened as it is.
+        """
+        shards, index_dir = os.path.join(folder, "shards"), os.path.join(folder, "index")
+        layout_index, layout_count = jax.process_index(), jax.process_count()
+        if os.path.exists(os.path.join(index_dir, "manifest.json")):
+            index = LateInteractionIndex.load(index_dir)
+        else:
+            record = self.encoding_record()
+            summary = encode_to_shards(passages, shards, self.passage_encoder(length_bucket), shard_size=shard_size,
+                                       batch_size=self.batch_size, process_index=layout_index,
+                                       process_count=layout_count, total=total, progress=progress,
+                                       settings={"model": record["model"], **self.settings.passage_fields()})
+            _barrier("corpus encoded", layout_count)
+            if layout_index == 0:
+                write_manifest(shards, summary.num_shards, extra=dict(extra or {}))
+            _barrier("corpus manifest written", layout_count)
+            index = LateInteractionIndex.from_shards(shards, index_config, directory=index_dir, progress=progress,
+                                                     calibration_queries=calibration_queries, encoding=record)
+        self.index, self.index_dir = index, os.path.abspath(index_dir)
+        self.check_index(index)
+        return index
+
+    # Search ------------------------------------------------------------------------------------------------------
+
+    def search(self, questions: Sequence[str], images: Sequence[Any] | None = None, k: int = 10,
+               exact: bool = False) -> tuple[list[list[str]], list[np.ndarray]]:
+        """The top-`k` passages of each query: (ids per query, scores per query), best first."""
+        if self.index is None:
+            raise ValueError("this searcher has no index: give one to Searcher.load, or build_index first")
+        embs, mask = self.encode_queries(questions, images)
+        positions, scores = self.index.search_positions(embs, mask, min(k, self.index.num_passages), exact=exact)
+        ids = [[self.index.ids[p] for p in row if p >= 0] for row in positions]
+        return ids, [s[:len(row)] for s, row in zip(scores, ids)]
+
+
+def _barrier(name: str, process_count: int) -> None:
+    if process_count > 1:
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices(name)
+
+
+def resolve_settings(config: MIReConfig, index: LateInteractionIndex | None, given: Mapping[str, Any], *,
+                     force: bool = False, index_dir: str = "") -> EncodingSettings:
+    """The settings to encode with: the index's recorded ones (a given setting that differs is refused, naming its
+    flag, unless `force`), else `EncodingSettings()` with the model's image preprocessing and the given ones."""
+    given = {k: v for k, v in given.items() if v is not None}
+    unknown = sorted(set(given) - set(EncodingSettings.__dataclass_fields__))
+    if unknown:
+        raise ValueError(f"unknown encoding settings {unknown}")
+    recorded = (index.encoding.get("settings") if index is not None else None)
+    if recorded is None:
+        return EncodingSettings(image=config.vision.image_processing()).replace(**given)
+    settings = EncodingSettings.from_dict(recorded)
+    if settings.image != config.vision.image_processing() and not force:
+        raise SettingsError(f"the index {index_dir} was encoded with images preprocessed as {settings.image}, the "
+                            f"model's vision tower takes {config.vision.image_processing()}")
+    for name, value in given.items():
+        if getattr(settings, name) != value and not force:
+            flag = SETTING_FLAGS.get(name, name)
+            raise SettingsError(f"{flag} {value} contradicts the index's {name} {getattr(settings, name)} "
+                                f"({index_dir}): leave it out, or add --force-settings to encode queries otherwise")
+    return settings.replace(**given)
+
+
+def run_paths(run_dir: str | os.PathLike) -> dict:
+    """{model, index, passages} of a run folder's `serve.json` (paths in it are relative to the folder)."""
+    run_dir = os.fspath(run_dir)
+    path = os.path.join(run_dir, RUN_FILE)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{run_dir} names nothing to serve (no {RUN_FILE}; `make demo` writes one): give "
+                                "--model, --index and --passages")
+    record = read_json(path)
+    missing = [key for key in ("model", "index", "passages") if not record.get(key)]
+    if missing:
+        raise ValueError(f"{path}: names no {', '.join(missing)}")
+    return {key: os.path.join(run_dir, record[key]) for key in ("model", "index", "passages")}
+
+
+def write_run_paths(run_dir: str | os.PathLike, *, model: str, index: str, passages: str) -> str:
+    """Writes `run_dir/serve.json` naming the model, index and passages to serve (stored relative to the folder)."""
+    run_dir = os.fspath(run_dir)
+    record = {key: os.path.relpath(os.path.abspath(value), os.path.abspath(run_dir))
+              for key, value in (("model", model), ("index", index), ("passages", passages))}
+    path = os.path.join(run_dir, RUN_FILE)
+    write_json(path, record, indent=2)
+    return path
