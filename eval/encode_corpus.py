@@ -53,12 +53,12 @@ def encode_corpus(args) -> None:
     import jax
 
     from mire_jax.eval.runner import PASSAGE_KEEP
+    from mire_jax.hosts import initialize_distributed
     from mire_jax.index import LateInteractionIndex
     from mire_jax.index.encode import encode_to_shards
     from mire_jax.index.encoded_corpus import write_manifest
     from mire_jax.retrieval.passages import count_passages, iter_passages
     from mire_jax.retrieval.searcher import Searcher
-    from mire_jax.train.hosts import initialize_distributed
 
     initialize_distributed()
     process, processes = jax.process_index(), jax.process_count()

@@ -68,7 +68,7 @@ RESIZE_MODES = ("shorter_side_and_crop", "square")
 
 @dataclass(frozen=True)
 class ImageProcessing:
-    """How an image becomes the vision tower's pixels (`mire_jax.data.images.preprocess`).
+    """How an image becomes the vision tower's pixels (`mire_jax.retrieval.images.preprocess`).
 
     `resize`: "shorter_side_and_crop" (CLIP: bicubic resize of the shorter side to `size`, centre crop) or
     "square" (bicubic resize straight to `size` x `size`); then x / 255, minus `mean`, divided by `std`.

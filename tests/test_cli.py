@@ -225,7 +225,7 @@ def test_a_corrupt_model_folder_is_named(tmp_path):
 
 
 def test_distributed_start_lengthens_cpu_collective_timeouts(monkeypatch):
-    from mire_jax.train import hosts
+    from mire_jax import hosts
 
     monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_collective_timeout_seconds=60 --xla_force_host_platform_device_count=2")
     hosts._lengthen_cpu_collective_timeouts()

@@ -27,7 +27,7 @@ _DEBUG = flags.DEFINE_bool("debug", False, cli.DEBUG_HELP)
 def main(argv):
     del argv
     cfg = _CONFIG.value
-    from mire_jax.train import hosts
+    from mire_jax import hosts
     d = cfg.distributed
     hosts.initialize_distributed(d.coordinator or None, d.num_processes or None,
                                     None if d.process_id < 0 else d.process_id, auto=d.auto)

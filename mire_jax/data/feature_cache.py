@@ -30,7 +30,7 @@ import tqdm
 
 from mire_jax import files
 from mire_jax.config import ImageProcessing
-from mire_jax.data import images
+from mire_jax.retrieval import images
 
 FORMAT = "mire-vision-features/1"
 _SHARD_IDS = re.compile(r"^shard-(?P<writer>[A-Za-z0-9_]+)-(?P<seq>\d+)\.ids\.json$")

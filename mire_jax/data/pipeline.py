@@ -25,8 +25,8 @@ import grain
 import numpy as np
 
 from mire_jax.config import ImageProcessing
-from mire_jax.data import images
 from mire_jax.data.feature_cache import FeatureCache
+from mire_jax.retrieval import images
 
 log = logging.getLogger(__name__)
 

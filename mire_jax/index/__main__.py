@@ -7,7 +7,7 @@
 
 SHARDS/ is an encoded corpus (`mire_jax.index.encoded_corpus`, e.g. from eval/encode_corpus.py); query files are
 .npz with `queries` [B, Nq, dim] and `mask` [B, Nq]. Several processes (hosts of a pod, or processes on one
-machine) join through MIRE_COORDINATOR, MIRE_NUM_PROCESSES and MIRE_PROCESS_ID (`mire_jax.train.hosts`):
+machine) join through MIRE_COORDINATOR, MIRE_NUM_PROCESSES and MIRE_PROCESS_ID (`mire_jax.hosts`):
 each builds and serves its own index shards; process 0 writes the results. `search` also records the time
 and every process's peak memory.
 """
@@ -64,7 +64,7 @@ def main(argv=None) -> int:
         p.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
 
-    from mire_jax.train.hosts import initialize_distributed
+    from mire_jax.hosts import initialize_distributed
     initialize_distributed()
     import jax
 

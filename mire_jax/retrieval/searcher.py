@@ -23,7 +23,6 @@ from PIL import Image
 
 from mire_jax import api
 from mire_jax.config import EncodingSettings, MIReConfig
-from mire_jax.data.images import preprocess
 from mire_jax.files import read_json, write_json
 from mire_jax.index import IndexConfig, LateInteractionIndex
 from mire_jax.index.encode import EncodeFn, encode_to_shards
@@ -31,6 +30,7 @@ from mire_jax.index.encoded_corpus import write_manifest
 from mire_jax.models.layers import l2_normalize
 from mire_jax.models.mire import MIRe
 from mire_jax.retrieval.data_parallel import DataParallel
+from mire_jax.retrieval.images import preprocess
 from mire_jax.retrieval.model_folder import (
     load_model,
     load_tokenizer,

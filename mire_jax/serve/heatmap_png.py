@@ -1,7 +1,7 @@
 """PNG heatmaps over the image the model saw, for /explain.
 
 The maps cover the square that CLIP preprocessing keeps (shorter side resized, centre crop:
-`mire_jax.data.images.clip_preprocess`), so they are drawn over that square of the upload. They are upscaled and
+`mire_jax.retrieval.images.clip_preprocess`), so they are drawn over that square of the upload. They are upscaled and
 coloured as the library's figures draw them (`mire_jax.eval.heatmaps.save_heatmaps`: bilinear upscaling, the inferno
 colour map at 60% opacity over the image), except that the colours span each map's lowest to highest value rather
 than zero to the highest: a head's attention is often only 1.5-3x above uniform, which the library's scale shows as

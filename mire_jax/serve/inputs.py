@@ -7,7 +7,7 @@ import warnings
 
 from PIL import Image
 
-from mire_jax.data.images import ImageError, load_rgb
+from mire_jax.retrieval.images import ImageError, load_rgb
 
 
 class InputError(Exception):

@@ -18,11 +18,11 @@ import jax
 import numpy as np
 
 import mire_jax
+from mire_jax import hosts
 from mire_jax.config import EncodingSettings, MIReConfig
 from mire_jax.files import write_json
 from mire_jax.retrieval.model_folder import load_model, save_model
 from mire_jax.tokenizer import DROP_PUNCTUATION, ColbertTokenizer
-from mire_jax.train import hosts
 from mire_jax.train.checkpoint import Checkpointer
 from mire_jax.train.metrics_log import MetricsLogger
 from mire_jax.train.optim import learning_rate_schedule, make_optimizer

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 from mire_jax.config import ImageProcessing
-from mire_jax.data import feature_cache, images
+from mire_jax.data import feature_cache
 from mire_jax.data.pipeline import EpochShardIndices, PipelineConfig, RecordError, holdout_split, make_pipeline
+from mire_jax.retrieval import images
 
 IMAGE_FILES = [
     "vid2r/images/coco/train2017/000000000139.jpg",

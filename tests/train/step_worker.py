@@ -15,7 +15,7 @@ import jax
 import numpy as np
 
 import mire_jax
-from mire_jax.train.hosts import initialize_distributed
+from mire_jax.hosts import initialize_distributed
 from mire_jax.train.optim import learning_rate_schedule, make_optimizer
 from mire_jax.train.step import DataParallelStep, StepConfig, full_params, init_state
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from mire_jax.config import ImageProcessing
-from mire_jax.data import images
 from mire_jax.data.feature_cache import FeatureCache, fill_from_sources
+from mire_jax.retrieval import images
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 SHAPE = (3, 6)

@@ -122,7 +122,7 @@ def load_images(image_root: str | os.PathLike, relpaths: Sequence[str], size: in
       ImageError: a missing or undecodable file (the message names it).
     """
     from mire_jax.config import ImageProcessing
-    from mire_jax.data.images import preprocess_bytes, read_image_file
+    from mire_jax.retrieval.images import preprocess_bytes, read_image_file
 
     out = np.zeros((len(relpaths), size, size, 3), np.float32)
     for i, rel in enumerate(tqdm(relpaths, desc="decoding images", unit="img", disable=not progress, leave=False)):

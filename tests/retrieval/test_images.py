@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from mire_jax.config import ImageProcessing
-from mire_jax.data import images
+from mire_jax.retrieval import images
 
 MEAN = np.array([0.48145466, 0.4578275, 0.40821073])
 STD = np.array([0.26862954, 0.26130258, 0.27577711])
