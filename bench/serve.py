@@ -14,7 +14,6 @@ answers of the two servers are checked to be the same, and neither may compile a
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import platform
@@ -30,18 +29,14 @@ from mire_jax.serve.client import Client, multipart, query_fields
 
 
 def demo_paths(demo: str) -> dict:
-    """The model, index and passages of a `make demo` output folder (the index the evaluation saved for the
-    trained model: mire_jax.eval.runner names its folder after the model's fingerprint)."""
-    from mire_jax.eval.runner import params_fingerprint
-    from mire_jax.retrieval.model_folder import load_model
-    model = os.path.join(demo, "train", "mire", "model")
-    config, params = load_model(model)
-    found = glob.glob(os.path.join(demo, "eval", "synthetic_zeroshot",
-                                   f"model_{params_fingerprint(config, params)}_d*_padding_only", "index"))
-    if not found:
-        sys.exit(f"{demo}: no saved index of the trained model; run `make demo` first")
-    return {"model": model, "index": found[0], "passages": os.path.join(demo, "data", "corpora", "zeroshot.jsonl"),
-            "queries": os.path.join(demo, "data", "zeroshot", "test.jsonl"),
+    """The model, index and passages a `make demo` output folder names in its serve.json, and its zero-shot queries
+    and images."""
+    from mire_jax.retrieval.searcher import run_paths
+    try:
+        paths = run_paths(demo)
+    except (OSError, ValueError) as e:
+        sys.exit(f"{demo}: {e}; run `make demo` first")
+    return {**paths, "queries": os.path.join(demo, "data", "zeroshot", "test.jsonl"),
             "images": os.path.join(demo, "data", "images")}
 
 
@@ -129,7 +124,6 @@ def main(argv=None) -> dict:
     p.add_argument("--requests", type=int, default=192, help="measured requests per client count")
     p.add_argument("--batch-sizes", default="1,2,4,8,12,16")
     p.add_argument("--window-ms", type=float, default=10.0)
-    p.add_argument("--query-maxlen", type=int, default=32, help="the demo evaluates with 32")
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--rounds", type=int, default=3, help="measurements of each server at each client count")
     p.add_argument("--out", default="bench/results/serve.json")
@@ -143,7 +137,7 @@ def main(argv=None) -> dict:
         with open(os.path.join(paths["images"], q["image"]), "rb") as f:
             bodies.append(multipart(query_fields(f.read(), q["question"], a.k)))
     common = ["--model", paths["model"], "--index", paths["index"], "--passages", paths["passages"],
-              "--query-maxlen", str(a.query_maxlen), "--host", "127.0.0.1", "--port", "0", "--log-level", "warning"]
+              "--host", "127.0.0.1", "--port", "0", "--log-level", "warning"]
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     log_dir = tempfile.mkdtemp(prefix="serve_bench_")  # the servers' logs, named in any failure message
     modes = {"batched": common + ["--batch-sizes", a.batch_sizes, "--window-ms", str(a.window_ms)],
