@@ -28,7 +28,7 @@ def main(argv=None) -> None:
     a = p.parse_args(argv)
     from playwright.sync_api import sync_playwright
 
-    paths = demo_paths(a.demo)
+    demo_paths(a.demo)  # refuses, in one line, a folder that is not a finished demo
     demo = pathlib.Path(a.demo)
     query = json.loads((demo / "data" / "zeroshot" / "test.jsonl").read_text().splitlines()[a.query])
     with socket.socket() as s:
