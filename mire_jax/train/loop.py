@@ -21,7 +21,7 @@ import mire_jax
 from mire_jax import hosts
 from mire_jax.config import EncodingSettings, MIReConfig
 from mire_jax.files import write_json
-from mire_jax.retrieval.model_folder import load_model, save_model
+from mire_jax.retrieval.model_folder import has_tokenizer, load_model, load_tokenizer, save_model
 from mire_jax.tokenizer import DROP_PUNCTUATION, ColbertTokenizer
 from mire_jax.train.checkpoint import Checkpointer
 from mire_jax.train.metrics_log import MetricsLogger
@@ -42,9 +42,21 @@ def _all_processes_reach(name: str) -> None:
 
 
 def build_tokenizer(cfg) -> ColbertTokenizer:
+    """The run's tokenizer: the model folder's (`config.model.dir`) when `config.tokenizer` is empty. A
+    `config.tokenizer` whose vocabulary differs from the model folder's is refused: the token ids would mean other
+    words to the model."""
+    model_dir = cfg.model.dir
+    own = load_tokenizer(model_dir) if model_dir and has_tokenizer(model_dir) else None
     if not cfg.tokenizer:
-        raise ValueError("config.tokenizer must name a vocab.txt or tokenizer folder")
-    return ColbertTokenizer.from_pretrained(cfg.tokenizer)
+        if own is None:
+            raise ValueError("config.tokenizer must name a vocab.txt or tokenizer folder (config.model.dir holds "
+                             "none)")
+        return own
+    tokenizer = ColbertTokenizer.from_pretrained(cfg.tokenizer)
+    if own is not None and own.fingerprint() != tokenizer.fingerprint():
+        raise ValueError(f"--config.tokenizer {cfg.tokenizer} has another vocabulary than the model folder "
+                         f"{model_dir}: leave config.tokenizer empty to use the model's")
+    return tokenizer
 
 
 def initial_model(m, vocab_size: int | None = None) -> tuple[MIReConfig, dict]:
@@ -259,7 +271,7 @@ def train(cfg, workdir: str) -> dict:
                 save(total_steps)
             if hosts.is_writer():  # the trained model as a portable model folder (evaluation, export)
                 save_model(os.path.join(workdir, "model"), model_cfg,
-                           jax.device_get(full_params(state, frozen_host)), tokenizer=cfg.tokenizer,
+                           jax.device_get(full_params(state, frozen_host)), tokenizer=cfg.tokenizer or cfg.model.dir,
                            encoding=trained_encoding(cfg, model_cfg))
     finally:
         preemption.close()

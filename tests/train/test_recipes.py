@@ -70,3 +70,19 @@ def test_evaluation_lengths_and_query_mask():
 def test_unknown_recipe_is_refused_by_name():
     with pytest.raises(ValueError, match="no_such_set"):
         _load("mire_base_finetune.py", "no_such_set")
+
+
+def test_training_takes_the_tokenizer_from_the_model_and_refuses_another_vocabulary(tmp_path, tiny_model_dir):
+    from mire_jax.train.config import base_config
+    from mire_jax.train.loop import build_tokenizer
+
+    cfg = base_config()
+    cfg.model.dir = str(tiny_model_dir)
+    assert build_tokenizer(cfg).vocab_size == 30522  # the model folder's own vocabulary
+    other = tmp_path / "vocab.txt"
+    other.write_text("\n".join(["[PAD]", "[unused0]", "[unused1]", "[CLS]", "[SEP]", "[MASK]", "[UNK]", "a", "b"]))
+    cfg.tokenizer = str(other)
+    with pytest.raises(ValueError, match="has another vocabulary than the model folder"):
+        build_tokenizer(cfg)
+    cfg.model.dir = ""
+    assert build_tokenizer(cfg).vocab_size == 9

@@ -46,6 +46,11 @@ def test_resume_gives_bit_identical_losses(synthetic_dir, tmp_path):
         assert key in a[0]
     assert list((tmp_path / "whole" / "tensorboard").glob("events.out.tfevents.*"))
     assert (tmp_path / "whole" / "model" / "params.safetensors").exists()
+    from mire_jax.retrieval.model_folder import load_encoding
+    cfg = _config(synthetic_dir)
+    trained = load_encoding(tmp_path / "whole" / "model")  # what the model folder says it was trained with
+    assert (trained.query_maxlen, trained.doc_maxlen, trained.attend_to_mask_tokens, trained.passage_keep) == (
+        cfg.data.query_maxlen, cfg.data.doc_maxlen, cfg.data.attend_to_mask_tokens, "punctuation_and_padding")
     from mire_jax.train.plot import plot
     assert os.path.getsize(plot(whole)) > 1000
 
