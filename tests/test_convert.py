@@ -103,8 +103,8 @@ def test_config_checkpoint_mismatch(published):
     _, sd, bert_cfg, vis_cfg, head = published
     message = _one_line_error(sd, dict(bert_cfg, num_hidden_layers=3), vis_cfg, head)
     assert re.search(r"\(CLIP vision tower\): 16 missing keys \[model\.bert\.encoder\.layer\.2\.attention\.self"
-                     r"\.query\.weight \(expected shape \(64, 64\)\), [^,]+ \(expected shape \(64,\)\), .* \+13 more\]$",
-                     message), message
+                     r"\.query\.weight \(expected shape \(64, 64\)\), [^,]+ \(expected shape \(64,\)\), .* "
+                     r"\+13 more\]$", message), message
     message = _one_line_error(sd, bert_cfg, dict(vis_cfg, num_hidden_layers=2), head)
     assert re.search(r": 16 unexpected keys \[vision_tower\.vision_tower\.encoder\.layers\.2\.[^ ]+, "
                      r"vision_tower\.vision_tower\.encoder\.layers\.2\.[^ ]+, vision_tower\.vision_tower\.encoder\."
