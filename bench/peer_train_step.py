@@ -4,14 +4,16 @@ the model's description in docs/model.md). Prints one JSON line.
 
     python bench/peer_train_step.py --size tiny --mode pretrain --batch 32            # CPU
     python bench/peer_train_step.py --size base --mode finetune --batch 128 --bf16    # GPU
+    python bench/peer_train_step.py --size tiny --mode finetune --vision siglip       # the SigLIP tower
 
-The shapes come from `mire_jax.MIReConfig.tiny()` / `MIReConfig()`, the configs the JAX side of the benchmark uses.
+The shapes come from `bench/train_step.py:model_config` (tiny or base, CLIP or SigLIP), the configs the JAX side of
+the benchmark uses.
 The model is in train mode (BERT's dropout on), the optimizer AdamW (lr 1e-4, weight decay 0.01), the loss the
 in-batch contrastive loss (query i's positive is passage i, every other passage of the batch a negative).
 
   pretrain   cached vision features (random stand-ins); BERT and its projection frozen, only the pooling head
              trains; the query is the visual tokens only; temperature 0.3.
-  finetune   pixels through the frozen CLIP tower (no gradient); BERT, projection and head train; the query is
+  finetune   pixels through the frozen vision tower (no gradient); BERT, projection and head train; the query is
              visual tokens then text tokens; temperature 0.8.
 """
 from __future__ import annotations
@@ -44,6 +46,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--bf16", action="store_true", help="run the step under bfloat16 autocast")
+    p.add_argument("--vision", choices=["clip", "siglip"], default="clip", help="the vision tower")
     p.add_argument("--compile", action="store_true", help="time the step under torch.compile")
     return p.parse_args()
 
@@ -58,18 +61,24 @@ def load_oracle():
     return module
 
 
-def model_config(size: str):
-    """The benchmark's MIReConfig; JAX stays on the CPU here, the accelerator is the peer's."""
+def model_config(size: str, vision: str = "clip"):
+    """The benchmark's MIReConfig (bench/train_step.py's); JAX stays on the CPU here, the accelerator is the
+    peer's."""
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
-    from mire_jax.config import MIReConfig
-    return MIReConfig.tiny() if size == "tiny" else MIReConfig()
+    spec = importlib.util.spec_from_file_location("train_step", ROOT / "bench" / "train_step.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.model_config(size, vision)
 
 
 def hugging_face_configs(config):
-    """MIReConfig -> (BertConfig, CLIPVisionConfig, head dict) for the oracle: our config uses HF field names."""
-    from transformers import BertConfig, CLIPVisionConfig
+    """MIReConfig -> (BertConfig, CLIPVisionConfig or SiglipVisionConfig, head dict) for the oracle: our config
+    uses HF field names."""
+    from transformers import BertConfig, CLIPVisionConfig, SiglipVisionConfig
     head = dataclasses.asdict(config.head)
-    return (BertConfig(**dataclasses.asdict(config.bert)), CLIPVisionConfig(**dataclasses.asdict(config.vision)),
+    vision = dataclasses.asdict(config.vision)
+    tower = SiglipVisionConfig if vision.pop("model_type") == "siglip" else CLIPVisionConfig
+    return (BertConfig(**dataclasses.asdict(config.bert)), tower(**vision),
             {key: head[key] for key in ("dim", "num_tokens", "num_heads", "residual")})
 
 
@@ -115,7 +124,7 @@ def make_step(oracle, model, optimizer, batch: dict, mode: str, bf16: bool, devi
             if pretraining:
                 features = batch["vision_features"]
             else:
-                with torch.no_grad():  # the CLIP tower is frozen
+                with torch.no_grad():  # the vision tower is frozen
                     features = model.vision_tower(batch["pixels"].permute(0, 3, 1, 2))
             queries = model.encode_query(batch["q_ids"], batch["q_mask"], feats=features, pretraining=pretraining)
             docs = model.encode_doc(batch["d_ids"], batch["d_mask"], batch["d_keep"])
@@ -148,7 +157,7 @@ def main() -> None:
     args = parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
-    oracle, config = load_oracle(), model_config(args.size)
+    oracle, config = load_oracle(), model_config(args.size, args.vision)
     model, trainable = build_model(oracle, config, args.mode, device)
     optimizer = torch.optim.AdamW(trainable, lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY)
     batch = random_batch(config, args.mode, args.batch, args.query_len, args.doc_len, device)
@@ -157,8 +166,8 @@ def main() -> None:
     print(json.dumps({
         "impl": "pytorch-peer", "model": "tests/torch_oracle.py",
         "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "torch": torch.__version__,
-        "size": args.size, "mode": args.mode, "batch": args.batch, "query_len": args.query_len,
-        "doc_len": args.doc_len, "bf16": args.bf16, "compile": args.compile, "step_s": round(step_s, 5),
+        "size": args.size, "vision": args.vision, "mode": args.mode, "batch": args.batch,
+        "query_len": args.query_len, "doc_len": args.doc_len, "bf16": args.bf16, "compile": args.compile, "step_s": round(step_s, 5),
         "samples_per_s": round(args.batch / step_s, 2), "loss": round(loss, 4)}))
 
 

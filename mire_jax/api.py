@@ -17,9 +17,9 @@ def model(config: MIReConfig) -> MIRe:
 
 
 def init_params(config: MIReConfig, rng: jax.Array, batch: int = 1, query_len: int = 8) -> dict:
-    """Random parameters for every part (float32): BERT ~N(0, 0.02) as Hugging Face initialises it, the CLIP
-    tower with Flax's defaults (it is always loaded from a checkpoint in practice), the pooling head as the published
-    code initialises it before pre-training (linear weights xavier-uniform, biases zero)."""
+    """Random parameters for every part (float32): BERT ~N(0, 0.02) as Hugging Face initialises it, the vision
+    tower (CLIP or SigLIP) with Flax's defaults (it is always loaded from a checkpoint in practice), the pooling
+    head as the published code initialises it before pre-training (linear weights xavier-uniform, biases zero)."""
     ids = jnp.zeros((batch, query_len), jnp.int32)
     size = config.vision.image_size
     pixels = jnp.zeros((batch, size, size, config.vision.num_channels), jnp.float32)
@@ -35,9 +35,9 @@ def encode_query(config: MIReConfig, params, input_ids, attention_mask, pixel_va
                  vision_features=None, pretraining: bool = False, pooling_rows: int | None = None) -> jax.Array:
     """Query embeddings [B, N, dim], L2-normalised per token.
 
-    pixel_values: NHWC float32, already CLIP-normalised; or `vision_features` [B, 1+S, v] from the vision cache;
-    neither: a text-only query (N = L). `pretraining`: visual tokens only (N = num_tokens + num_heads);
-    otherwise visual + text tokens (N = num_tokens + num_heads + L).
+    pixel_values: NHWC float32, already preprocessed (`config.vision.image_processing()`); or `vision_features`
+    [B, 1+S, v] from the vision cache; neither: a text-only query (N = L). `pretraining`: visual tokens only
+    (N = num_tokens + num_heads); otherwise visual + text tokens (N = num_tokens + num_heads + L).
     `pooling_rows`: the framed query length, when input_ids hold only its first L tokens and every later one is
     masked padding (`attention_mask` 0): the same embeddings as the full query's first N, without encoding the
     padding (`MIRe.query_from_text`).
@@ -55,7 +55,8 @@ def encode_doc(config: MIReConfig, params, input_ids, attention_mask, keep_mask)
 
 @functools.partial(jax.jit, static_argnums=0)
 def encode_vision(config: MIReConfig, params, pixel_values) -> jax.Array:
-    """The frozen vision tower: NHWC pixels -> [B, 1+S, v] = [last-layer CLS ; penultimate-layer patches]."""
+    """The frozen vision tower: NHWC pixels -> [B, 1+S, v]; CLIP: [last-layer CLS ; penultimate-layer patches],
+    SigLIP: [attention-pooled vector ; last-layer patches] (docs/model.md, section 1)."""
     return _apply(config, params, MIRe.encode_vision, pixel_values)
 
 

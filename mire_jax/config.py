@@ -35,9 +35,19 @@ class BertConfig:
         return _from_dict(cls, d)
 
 
+VISION_MODEL_TYPES = ("clip", "siglip")
+# Hugging Face's `model_type` of a vision config (and of the full model's) -> the tower it names.
+_HF_VISION_TYPES = {"clip": "clip", "clip_vision_model": "clip", "siglip": "siglip", "siglip_vision_model": "siglip"}
+# SigLIP's fields where a config dict leaves them out: the published `SigLipVisionConfig` defaults
+# (retrievers/layers/siglip.py: so400m/14 at 384 px), not CLIP's.
+SIGLIP_DEFAULTS = dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27, num_attention_heads=16,
+                       image_size=384, patch_size=14, layer_norm_eps=1e-6, hidden_act="gelu_pytorch_tanh")
+
+
 @dataclass(frozen=True)
 class VisionConfig:
-    """CLIP vision tower (ViT); defaults are ViT-B/32 at 224 px."""
+    """The vision tower: `model_type` "clip" (CLIP ViT; the defaults are ViT-B/32 at 224 px) or "siglip" (SigLIP,
+    `VisionConfig.siglip()`: so400m/14 at 384 px). Hugging Face field names."""
     hidden_size: int = 768
     intermediate_size: int = 3072
     num_hidden_layers: int = 12
@@ -47,22 +57,48 @@ class VisionConfig:
     num_channels: int = 3
     layer_norm_eps: float = 1e-5
     hidden_act: str = "quick_gelu"
+    model_type: str = "clip"
+
+    def __post_init__(self):
+        if self.model_type not in VISION_MODEL_TYPES:
+            raise ValueError(f"VisionConfig.model_type must be one of {VISION_MODEL_TYPES}, got {self.model_type!r}")
 
     @property
     def num_patches(self) -> int:
         return (self.image_size // self.patch_size) ** 2
 
     def image_processing(self) -> ImageProcessing:
-        """The preprocessing this tower was trained with (CLIP's)."""
+        """The preprocessing this tower was trained with: CLIP's (shorter side, centre crop, CLIP mean/std), or
+        SigLIP's (straight to a square, mean and std 0.5)."""
+        if self.model_type == "siglip":
+            return ImageProcessing(size=self.image_size, mean=SIGLIP_MEAN, std=SIGLIP_STD, resize="square")
         return ImageProcessing(size=self.image_size)
 
     @classmethod
+    def siglip(cls, **overrides) -> "VisionConfig":
+        """A SigLIP tower: the published defaults (so400m/14 at 384 px) with `overrides`."""
+        return cls(**{**SIGLIP_DEFAULTS, **overrides, "model_type": "siglip"})
+
+    @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "VisionConfig":
+        """From our own dict or a Hugging Face (CLIP/SigLIP) vision config dict; `model_type` picks the tower
+        (absent: CLIP) and, for SigLIP, the defaults of the fields the dict leaves out."""
+        d = dict(d)
+        kind = d.get("model_type", "clip")
+        if kind not in _HF_VISION_TYPES:
+            raise ValueError(f"unsupported vision model_type {kind!r}; known: {sorted(_HF_VISION_TYPES)}")
+        d["model_type"] = _HF_VISION_TYPES[kind]
+        if d.get("vision_use_head") is False:  # Hugging Face SiglipVisionConfig: no attention-pooling head
+            raise ValueError("a SigLIP vision config with vision_use_head false has no attention-pooling head, "
+                             "which gives MIRe's global image feature")
+        if d["model_type"] == "siglip":
+            d = {**SIGLIP_DEFAULTS, **d}
         return _from_dict(cls, d)
 
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+SIGLIP_MEAN = SIGLIP_STD = (0.5, 0.5, 0.5)
 RESIZE_MODES = ("shorter_side_and_crop", "square")
 
 
@@ -148,6 +184,14 @@ class MIReConfig:
                    vision=VisionConfig(hidden_size=48, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
                                        image_size=32, patch_size=8),
                    head=HeadConfig(dim=16, num_tokens=4, num_heads=3), **kw)
+
+    @classmethod
+    def tiny_siglip(cls, vocab_size: int = 128, **kw) -> "MIReConfig":
+        """`tiny` with a tiny random SigLIP tower of odd sizes (width 42 over 3 heads, a 5 x 5 patch grid from 32 px
+        in patches of 6, the last 2 pixels unused), the PyTorch oracle's tiny SigLIP config."""
+        return cls.tiny(vocab_size, **kw).replace(vision=VisionConfig.siglip(
+            hidden_size=42, intermediate_size=74, num_hidden_layers=2, num_attention_heads=3, image_size=32,
+            patch_size=6))
 
 
 PASSAGE_KEEP_POLICIES = ("punctuation_and_padding", "padding_only")

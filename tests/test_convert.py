@@ -1,4 +1,5 @@
 """Import/export of the published PyTorch layout: exact round trips, strict loading, clear errors."""
+import re
 import subprocess
 import sys
 
@@ -75,7 +76,8 @@ def test_export_loads_strictly_and_gives_the_same_embeddings(published, tmp_path
 def test_missing_key_is_named_with_its_shape(published):
     _, sd, bert_cfg, vis_cfg, head = published
     broken = {k: v for k, v in sd.items() if k != "query_fusion.k_state.weight"}
-    with pytest.raises(convert.CheckpointError, match=r"missing keys:\s+query_fusion\.k_state\.weight \(expected shape \(48, 96\)\)"):
+    with pytest.raises(convert.CheckpointError,
+                       match=r": 1 missing key \[query_fusion\.k_state\.weight \(expected shape \(48, 96\)\)\]$"):
         convert.from_torch(broken, bert_cfg, vis_cfg, head)
 
 
@@ -83,16 +85,30 @@ def test_wrong_shape_is_named_with_both_shapes(published):
     _, sd, bert_cfg, vis_cfg, head = published
     broken = dict(sd, **{"model.linear.weight": np.zeros((8, 64), np.float32)})
     with pytest.raises(convert.CheckpointError,
-                       match=r"model\.linear\.weight: checkpoint shape \(8, 64\), config expects \(16, 64\)"):
+                       match=r"1 wrong shape \[model\.linear\.weight: checkpoint shape \(8, 64\), config expects "
+                             r"\(16, 64\)\]"):
         convert.from_torch(broken, bert_cfg, vis_cfg, head)
 
 
+def _one_line_error(*args) -> str:
+    with pytest.raises(convert.CheckpointError) as error:
+        convert.from_torch(*args)
+    message = str(error.value)
+    assert "\n" not in message, message
+    return message
+
+
 def test_config_checkpoint_mismatch(published):
+    """One line: the count of each kind of problem and its first three keys."""
     _, sd, bert_cfg, vis_cfg, head = published
-    with pytest.raises(convert.CheckpointError, match=r"missing keys:\s+model\.bert\.encoder\.layer\.2\."):
-        convert.from_torch(sd, dict(bert_cfg, num_hidden_layers=3), vis_cfg, head)
-    with pytest.raises(convert.CheckpointError, match=r"unexpected keys.*\s+vision_tower\.vision_tower\.encoder\.layers\.2\."):
-        convert.from_torch(sd, bert_cfg, dict(vis_cfg, num_hidden_layers=2), head)
+    message = _one_line_error(sd, dict(bert_cfg, num_hidden_layers=3), vis_cfg, head)
+    assert re.search(r"\(CLIP vision tower\): 16 missing keys \[model\.bert\.encoder\.layer\.2\.attention\.self"
+                     r"\.query\.weight \(expected shape \(64, 64\)\), [^,]+ \(expected shape \(64,\)\), .* "
+                     r"\+13 more\]$", message), message
+    message = _one_line_error(sd, bert_cfg, dict(vis_cfg, num_hidden_layers=2), head)
+    assert re.search(r": 16 unexpected keys \[vision_tower\.vision_tower\.encoder\.layers\.2\.[^ ]+, "
+                     r"vision_tower\.vision_tower\.encoder\.layers\.2\.[^ ]+, vision_tower\.vision_tower\.encoder\."
+                     r"layers\.2\.[^ ]+, \+13 more\]$", message), message
     with pytest.raises(convert.CheckpointError, match=r"query_fusion\.split_mlp\.0\.weight: checkpoint shape \(32, 48\), config expects \(48, 48\)"):
         convert.from_torch(sd, bert_cfg, vis_cfg, dict(head, num_tokens=6))
 

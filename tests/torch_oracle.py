@@ -1,14 +1,15 @@
 """The project's PyTorch oracle of MIRe, written from the model's specification (test-only).
 
-Hugging Face `BertModel` and `CLIPVisionModel` for the towers plus the query-guided attentive pooling head, laid
-out so that `state_dict()` has the published checkpoint's keys (model.bert.*, model.linear.weight,
-vision_tower.vision_tower.*, query_fusion.*).
+Hugging Face `BertModel` and `CLIPVisionModel` (or `SiglipVisionModel`) for the towers plus the query-guided
+attentive pooling head, laid out so that `state_dict()` has the published checkpoint's keys (model.bert.*,
+model.linear.weight, vision_tower.vision_tower.* for CLIP or vision_tower.vision_tower.vision_model.* for SigLIP,
+query_fusion.*).
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers import BertConfig, BertModel, CLIPVisionConfig, CLIPVisionModel
+from transformers import BertConfig, BertModel, CLIPVisionConfig, CLIPVisionModel, SiglipVisionConfig, SiglipVisionModel
 
 
 def tiny_hf_configs(vocab_size: int = 128):
@@ -17,6 +18,15 @@ def tiny_hf_configs(vocab_size: int = 128):
     vision = CLIPVisionConfig(hidden_size=48, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
                               image_size=32, patch_size=8)
     return bert, vision, dict(dim=16, num_tokens=4, num_heads=3)
+
+
+def tiny_hf_siglip_configs(vocab_size: int = 128):
+    """`tiny_hf_configs` with a tiny SigLIP tower of odd sizes: width 42 over 3 heads (14 each), MLP 74, a 5 x 5
+    patch grid (32 px in patches of 6: the convolution drops the last 2 pixels), as `MIReConfig.tiny_siglip`."""
+    bert, _, head = tiny_hf_configs(vocab_size)
+    vision = SiglipVisionConfig(hidden_size=42, intermediate_size=74, num_hidden_layers=2, num_attention_heads=3,
+                                image_size=32, patch_size=6)
+    return bert, vision, head
 
 
 class PoolingHead(nn.Module):
@@ -67,6 +77,38 @@ class VisionTower(nn.Module):
         return torch.cat([hidden[-1][:, :1], hidden[-2][:, 1:]], dim=1)
 
 
+class SiglipVisionModule(nn.Module):
+    """The published tower's `vision_tower` attribute: a SigLIP vision model whose transformer sits under
+    `vision_model` (the published `SigLipVisionModel`, and Hugging Face's before transformers 5)."""
+
+    def __init__(self, vision_config):
+        super().__init__()
+        model = SiglipVisionModel(vision_config)
+        # transformers 5 dropped the `vision_model` level of SiglipVisionModel; older versions have it
+        self.vision_model = model.vision_model if hasattr(model, "vision_model") else model
+
+    def forward(self, pixels_nchw):
+        return self.vision_model(pixel_values=pixels_nchw, output_hidden_states=True)
+
+
+class SiglipTower(nn.Module):
+    """The published SigLIP feature selection: the attention-pooling head's output as ONE token, then the last
+    encoder layer's patch states before `post_layernorm` (`hidden_states[-1]`)."""
+
+    def __init__(self, vision_config):
+        super().__init__()
+        self.vision_tower = SiglipVisionModule(vision_config)
+
+    def forward(self, pixels_nchw):
+        out = self.vision_tower(pixels_nchw)
+        return torch.cat([out.pooler_output[:, None], out.hidden_states[-1]], dim=1)
+
+
+def vision_tower(vision_config) -> nn.Module:
+    """The oracle's vision tower for a Hugging Face CLIP or SigLIP vision config."""
+    return SiglipTower(vision_config) if isinstance(vision_config, SiglipVisionConfig) else VisionTower(vision_config)
+
+
 def _normalize(x):
     return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
@@ -75,7 +117,7 @@ class Oracle(nn.Module):
     def __init__(self, bert_config, vision_config, head: dict):
         super().__init__()
         self.model = TextTower(bert_config, head["dim"])
-        self.vision_tower = VisionTower(vision_config)
+        self.vision_tower = vision_tower(vision_config)
         self.query_fusion = PoolingHead(vision_config.hidden_size, head["dim"], head["num_tokens"],
                                         head["num_heads"], head.get("residual", False))
 

@@ -22,7 +22,8 @@ def _config_arg(value: str, kind: str) -> dict:
                                                                  num_attention_heads=16, intermediate_size=4096)},
              "vision": {"base": VisionConfig(), "large": VisionConfig(hidden_size=1024, intermediate_size=4096,
                                                                      num_hidden_layers=24, num_attention_heads=16,
-                                                                     image_size=336, patch_size=14)}}
+                                                                     image_size=336, patch_size=14),
+                        "siglip": VisionConfig.siglip()}}
     if value in named[kind]:
         return named[kind][value].__dict__
     path = os.path.join(value, "config.json") if os.path.isdir(value) else value
@@ -42,13 +43,17 @@ def _parser():
     a = sub.add_parser("import", help="published MIRe checkpoint (.pth/.bin/.safetensors) -> model folder")
     a.add_argument("checkpoint")
     a.add_argument("--bert-config", default="base", help="config.json (or folder), or 'base' / 'large'")
-    a.add_argument("--vision-config", default="base", help="CLIP(Vision) config.json (or folder), or 'base' (ViT-B/32, 224 px) / 'large' (ViT-L/14, 336 px)")
+    a.add_argument("--vision-config", default="base",
+                   help="CLIP(Vision) or SigLIP(Vision) config.json (or folder), or 'base' (CLIP ViT-B/32, 224 px) / "
+                        "'large' (CLIP ViT-L/14, 336 px) / 'siglip' (SigLIP so400m/14, 384 px)")
     a.add_argument("--out", required=True, help="model folder to write")
     a.add_argument("--tokenizer", default="", help="vocab.txt or tokenizer folder to copy into the model folder "
                    "(the published runs use bert-base-uncased's, as ColBERTv2 ships it)")
-    h = sub.add_parser("import-hf", help="separate Hugging Face checkpoints (ColBERTv2 or BERT + CLIP) -> model folder")
+    h = sub.add_parser("import-hf", help="separate Hugging Face checkpoints (ColBERTv2 or BERT + CLIP or SigLIP) -> "
+                       "model folder")
     h.add_argument("--text", required=True, help="ColBERTv2 or BERT folder (config.json + weights)")
-    h.add_argument("--vision", required=True, help="CLIP or CLIPVision folder (config.json + weights)")
+    h.add_argument("--vision", required=True, help="CLIP, CLIPVision, SigLIP or SiglipVision folder (config.json + "
+                   "weights; its model_type picks the tower)")
     h.add_argument("--seed", type=int, default=0, help="seed of the parts the checkpoints lack (pooling head)")
     h.add_argument("--out", required=True)
     for q in (a, h):
@@ -61,7 +66,7 @@ def _parser():
     e.add_argument("--out", required=True, help="file ending in .safetensors or .pth")
     e.add_argument("--layout", choices=["keep", "transformers4", "transformers5"], default="keep",
                    help="CLIP key spelling: with (transformers4) or without (transformers5) 'vision_model.'; "
-                        "'keep' reproduces the imported checkpoint's")
+                        "'keep' reproduces the imported checkpoint's (a SigLIP tower's keys always have it)")
     p.add_argument("--debug", action="store_true", help=cli.DEBUG_HELP)
     for q in (a, h, e):  # also after the command; SUPPRESS keeps a --debug given before it
         q.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=cli.DEBUG_HELP)

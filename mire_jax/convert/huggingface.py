@@ -1,5 +1,5 @@
 """Separate Hugging Face checkpoints -> MIRe: a ColBERTv2 folder (`bert.*` + `linear.weight`) or a plain BERT, and
-a CLIP (or CLIPVision) folder."""
+a CLIP (or CLIPVision) or SigLIP (or SiglipVision) folder."""
 from __future__ import annotations
 
 import os
@@ -9,17 +9,17 @@ import jax
 import numpy as np
 
 from mire_jax.api import init_params
-from mire_jax.config import HeadConfig
+from mire_jax.config import HeadConfig, TorchLayout, VisionConfig
 from mire_jax.convert.checkpoint_files import load_state_dict
 from mire_jax.convert.published import (
     BERT_PREFIX,
     LINEAR_KEY,
-    VISION_PREFIX,
     _as_dict,
     _params_from_entries,
     make_config,
     published_entries,
     to_torch,
+    vision_prefix,
 )
 from mire_jax.files import read_json
 
@@ -47,22 +47,24 @@ def hf_text_state(text_dir: str) -> tuple[dict, dict[str, np.ndarray]]:
 
 
 def hf_vision_state(vision_dir: str) -> tuple[dict, dict[str, np.ndarray]]:
-    """A CLIP or CLIPVision folder -> (vision config dict, published-key weights of the vision model)."""
+    """A CLIP, CLIPVision, SigLIP or SiglipVision folder -> (vision config dict, published-key weights of the
+    vision model). A full model's text tower (and SigLIP's logit scale and bias) is left out."""
     weights = _hf_weights(vision_dir)
     vision = _strip(weights, "vision_model.") or weights
-    cfg = read_json(os.path.join(vision_dir, "config.json"))
-    cfg = cfg.get("vision_config", cfg)
-    return cfg, {VISION_PREFIX + k: v for k, v in vision.items() if not k.endswith("position_ids")}
+    full = read_json(os.path.join(vision_dir, "config.json"))
+    cfg = {"model_type": full.get("model_type", "clip"), **full["vision_config"]} if "vision_config" in full else full
+    prefix = vision_prefix(TorchLayout(), VisionConfig.from_dict(cfg))
+    return cfg, {prefix + k: v for k, v in vision.items() if not k.endswith("position_ids")}
 
 
 def from_hf_parts(text_dir: str, vision_dir: str | None = None, head=None, *, vision_config=None, seed: int = 0,
                   dtype: str = "float32"):
     """Assemble MIRe from separate Hugging Face checkpoints -> (config, params).
 
-    text_dir: a ColBERTv2 folder or a plain BERT (keys with or without `bert.`); vision_dir: a CLIP or
-    CLIPVision folder, or None with `vision_config` for a vision tower to be trained from scratch. Parts the
-    checkpoints lack (the pooling head always; the projection of a plain BERT; a pooler some BERTs drop) get the
-    initialisation of `seed`, with a warning naming them.
+    text_dir: a ColBERTv2 folder or a plain BERT (keys with or without `bert.`); vision_dir: a CLIP, CLIPVision,
+    SigLIP or SiglipVision folder (its config's `model_type` picks the tower), or None with `vision_config` for a
+    vision tower to be trained from scratch. Parts the checkpoints lack (the pooling head always; the projection of
+    a plain BERT; a pooler some BERTs drop) get the initialisation of `seed`, with a warning naming them.
     """
     bert_cfg, sd = hf_text_state(text_dir)
     if vision_dir is not None:

@@ -3,6 +3,7 @@
     model.bert.*                                BERT (Hugging Face BertModel, pooler included)
     model.linear.weight                         hidden -> dim projection, no bias
     vision_tower.vision_tower[.vision_model].*  CLIP vision model (the `vision_model.` level: transformers < 5)
+    vision_tower.vision_tower.vision_model.*    or a SigLIP vision model (the published SigLipVisionModel)
     query_fusion.*                              the pooling head
 
 Every parameter is listed once as (published key, flax param path, (to_flax, to_torch)), so that import and export
@@ -79,6 +80,31 @@ def _vision_entries(cfg: VisionConfig, prefix: str):
     yield from _layer_norm(f"{prefix}post_layernorm", (*v, "post_layernorm"))
 
 
+def _siglip_entries(cfg: VisionConfig, prefix: str):
+    """The published SigLipVisionModel's keys (retrievers/layers/siglip.py), in its state_dict order."""
+    v = ("vision",)
+    yield f"{prefix}embeddings.patch_embedding.weight", (*v, "patch_embedding", "kernel"), _CONV
+    yield f"{prefix}embeddings.patch_embedding.bias", (*v, "patch_embedding", "bias"), _IDENTITY
+    yield f"{prefix}embeddings.position_embedding.weight", (*v, "position_embedding", "embedding"), _IDENTITY
+    for i in range(cfg.num_hidden_layers):
+        t, f = f"{prefix}encoder.layers.{i}.", (*v, f"layer_{i}")
+        for torch_name, name in (("k_proj", "key"), ("v_proj", "value"), ("q_proj", "query"), ("out_proj", "out")):
+            yield from _linear(f"{t}self_attn.{torch_name}", (*f, "self_attn", name))
+        yield from _layer_norm(f"{t}layer_norm1", (*f, "layer_norm1"))
+        yield from _linear(f"{t}mlp.fc1", (*f, "fc1"))
+        yield from _linear(f"{t}mlp.fc2", (*f, "fc2"))
+        yield from _layer_norm(f"{t}layer_norm2", (*f, "layer_norm2"))
+    yield from _layer_norm(f"{prefix}post_layernorm", (*v, "post_layernorm"))
+    h = (*v, "head")
+    yield f"{prefix}head.probe", (*h, "probe"), _IDENTITY
+    yield f"{prefix}head.attention.in_proj_weight", (*h, "in_proj_kernel"), _LINEAR
+    yield f"{prefix}head.attention.in_proj_bias", (*h, "in_proj_bias"), _IDENTITY
+    yield from _linear(f"{prefix}head.attention.out_proj", (*h, "out_proj"))
+    yield from _layer_norm(f"{prefix}head.layernorm", (*h, "layernorm"))
+    yield from _linear(f"{prefix}head.mlp.fc1", (*h, "fc1"))
+    yield from _linear(f"{prefix}head.mlp.fc2", (*h, "fc2"))
+
+
 def _head_entries(prefix: str = HEAD_PREFIX):
     p = ("pooling",)
     yield from _layer_norm(f"{prefix}proj.0", (*p, "proj_0"))
@@ -91,15 +117,19 @@ def _head_entries(prefix: str = HEAD_PREFIX):
     yield from _linear(f"{prefix}split_mlp.2", (*p, "split_mlp_2"))
 
 
-def vision_prefix(layout: TorchLayout) -> str:
-    return VISION_PREFIX + (VISION_MODEL if layout.vision_model_prefix else "")
+def vision_prefix(layout: TorchLayout, vision: VisionConfig | None = None) -> str:
+    """The vision tower's key prefix. CLIP's follows the layout; SigLIP's always has the `vision_model.` level
+    (the published tower is its own SigLipVisionModel class, whatever the transformers version)."""
+    siglip = vision is not None and vision.model_type == "siglip"
+    return VISION_PREFIX + (VISION_MODEL if siglip or layout.vision_model_prefix else "")
 
 
 def published_entries(config: MIReConfig) -> Iterator[tuple[str, tuple[str, ...], tuple[Callable, Callable]]]:
     """(published key, flax param path, (to_flax, to_torch)) for every parameter, in the reference's key order."""
     yield from _bert_entries(config.bert)
     yield LINEAR_KEY, ("linear", "kernel"), _LINEAR
-    yield from _vision_entries(config.vision, vision_prefix(config.layout))
+    tower = _siglip_entries if config.vision.model_type == "siglip" else _vision_entries
+    yield from tower(config.vision, vision_prefix(config.layout, config.vision))
     yield from _head_entries()
 
 
@@ -135,7 +165,8 @@ def to_numpy(x) -> np.ndarray:
 def _position_ids_keys(config: MIReConfig) -> dict[str, int]:
     """Known `position_ids` buffer keys of older transformers -> their length."""
     return {f"{BERT_PREFIX}embeddings.position_ids": config.bert.max_position_embeddings,
-            f"{vision_prefix(config.layout)}embeddings.position_ids": config.vision.num_patches + 1}
+            f"{vision_prefix(config.layout, config.vision)}embeddings.position_ids":
+                config.vision.num_patches + (config.vision.model_type != "siglip")}  # + CLIP's CLS
 
 
 def _detect_layout(keys) -> TorchLayout:
@@ -153,8 +184,8 @@ def _as_dict(cfg, cls):
 
 def make_config(bert_config, vision_config, head, **kw) -> MIReConfig:
     """MIReConfig from Hugging Face style dicts (or PretrainedConfig objects, or our dataclasses)."""
-    if isinstance(vision_config, Mapping) and "vision_config" in vision_config:  # a full CLIPConfig dict
-        vision_config = vision_config["vision_config"]
+    if isinstance(vision_config, Mapping) and "vision_config" in vision_config:  # a full CLIP or SigLIP config
+        vision_config = {"model_type": vision_config.get("model_type", "clip"), **vision_config["vision_config"]}
     return MIReConfig(bert=_as_dict(bert_config, BertConfig), vision=_as_dict(vision_config, VisionConfig),
                       head=_as_dict(head, HeadConfig), **kw)
 
@@ -164,8 +195,10 @@ def from_torch(state_dict: Mapping[str, Any], bert_config, vision_config, head, 
 
     `state_dict` maps published key -> numpy array or torch tensor; `bert_config`/`vision_config` are dicts with
     Hugging Face field names (as `PretrainedConfig.to_dict()` gives); `head` a dict with `dim`, `num_tokens`,
-    `num_heads` (and optionally `residual`). Raises CheckpointError naming every missing, unexpected or
-    wrong-shaped key (with both shapes).
+    `num_heads` (and optionally `residual`); `vision_config["model_type"]` picks the tower (CLIP's or SigLIP's
+    names, absent: CLIP). Raises CheckpointError, in one line, counting the missing, unexpected and wrong-shaped
+    keys and naming the first few of each (wrong shapes with both shapes), and the vision tower the checkpoint
+    holds when it is not the config's.
     """
     keys = set(state_dict)
     config = make_config(bert_config, vision_config, head, dtype=dtype, layout=_detect_layout(keys))
@@ -195,16 +228,38 @@ def _params_from_entries(state_dict, config, entries, extra=frozenset()) -> dict
             continue
         _set(params, path, np.ascontiguousarray(to_flax(value)).astype(np.float32))
     unexpected = sorted(set(state_dict) - seen)
-    problems = []
-    if bad_shape:
-        problems.append("wrong shapes:\n  " + "\n  ".join(bad_shape))
-    if missing:
-        problems.append("missing keys:\n  " + "\n  ".join(missing))
-    if unexpected:
-        problems.append("unexpected keys (not in the config's layout):\n  " + "\n  ".join(unexpected))
+    problems = [_listing(items, noun) for items, noun in ((missing, "missing key"), (unexpected, "unexpected key"),
+                                                          (bad_shape, "wrong shape")) if items]
     if problems:
-        raise CheckpointError("checkpoint does not match the config; " + "\n".join(problems))
+        cause = _variant_hint(state_dict, config) or f"({TOWER_NAMES[config.vision.model_type]} vision tower)"
+        raise CheckpointError(f"checkpoint does not match the config {cause}: " + "; ".join(problems))
     return params
+
+
+SHOWN_KEYS = 3  # keys named per kind of problem; the rest are counted
+
+
+def _listing(items: list[str], noun: str) -> str:
+    """'2 missing keys [a, b]' or '40 missing keys [a, b, c, +37 more]'."""
+    shown = items[:SHOWN_KEYS] + ([f"+{len(items) - SHOWN_KEYS} more"] if len(items) > SHOWN_KEYS else [])
+    return f"{len(items)} {noun}{'s' if len(items) != 1 else ''} [{', '.join(shown)}]"
+
+
+TOWER_NAMES = {"clip": "CLIP", "siglip": "SigLIP"}
+# A key only one vision tower has -> that tower.
+_VISION_MARKERS = {"embeddings.class_embedding": "clip", "pre_layrnorm.weight": "clip", "head.probe": "siglip"}
+
+
+def _variant_hint(state_dict, config: MIReConfig) -> str:
+    """'(a SigLIP vision tower: ..., the config a CLIP one ...)' when the checkpoint's vision keys name another
+    tower than the config's; '' otherwise."""
+    for key in sorted(state_dict):
+        if key.startswith(VISION_PREFIX):
+            kind = next((k for marker, k in _VISION_MARKERS.items() if key.endswith(marker)), None)
+            if kind is not None and kind != config.vision.model_type:
+                return (f"(the checkpoint holds a {TOWER_NAMES[kind]} vision tower, {key}, the config a "
+                        f"{TOWER_NAMES[config.vision.model_type]} one: give the checkpoint's own vision config)")
+    return ""
 
 
 def to_torch(config: MIReConfig, params) -> dict[str, np.ndarray]:

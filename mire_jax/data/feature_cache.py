@@ -29,7 +29,7 @@ import numpy as np
 import tqdm
 
 from mire_jax import files
-from mire_jax.config import ImageProcessing
+from mire_jax.config import ImageProcessing, VisionConfig
 from mire_jax.retrieval import images
 
 FORMAT = "mire-vision-features/1"
@@ -184,6 +184,30 @@ def write_index_file(directory: str | os.PathLike) -> None:
     shards = _committed_shards(directory)
     index = _build_index(directory, shards)
     _write_json(directory / "index.json", {"shards": shards, "ids": {k: list(v) for k, v in index.items()}})
+
+
+def check_vision_tower(directory: str | os.PathLike, vision: VisionConfig) -> None:
+    """Refuses (FeatureCacheError, one line) a cache whose features another vision tower made than `vision`: its
+    feature shape is not [1 + S, v] of `vision`, or the tower config recorded in its metadata differs (a CLIP and
+    a SigLIP tower can give features of one shape). A folder without a cache yet passes."""
+    directory = pathlib.Path(os.fspath(directory))
+    meta = _read_meta(directory) if directory.is_dir() else None
+    if meta is None:
+        return
+    want = (1 + vision.num_patches, vision.hidden_size)
+    if tuple(meta["feature_shape"]) != want:
+        raise FeatureCacheError(f"{directory}: holds vision features of shape {tuple(meta['feature_shape'])}, the "
+                                f"model's {vision.model_type} tower gives {want}; cache its features into another "
+                                "folder (train/cache_vision.py)")
+    recorded = meta.get("metadata", {}).get("vision")
+    if isinstance(recorded, Mapping):
+        made_by = VisionConfig.from_dict(recorded)  # caches made before SigLIP record no model_type: CLIP
+        differ = [f"{f.name} {getattr(made_by, f.name)!r} != {getattr(vision, f.name)!r}"
+                  for f in dataclasses.fields(VisionConfig) if getattr(made_by, f.name) != getattr(vision, f.name)]
+        if differ:
+            raise FeatureCacheError(f"{directory}: holds the features of another vision tower than the model's "
+                                    f"({', '.join(differ)}); cache its features into another folder "
+                                    "(train/cache_vision.py)")
 
 
 class FeatureCache:

@@ -1,4 +1,5 @@
-"""MIRe: BERT text tower + ColBERT projection, frozen CLIP vision tower, query-guided attentive pooling."""
+"""MIRe: BERT text tower + ColBERT projection, frozen CLIP or SigLIP vision tower (`config.vision.model_type`),
+query-guided attentive pooling."""
 from __future__ import annotations
 
 import jax.numpy as jnp
@@ -9,6 +10,7 @@ from mire_jax.models.bert import Bert
 from mire_jax.models.clip_vision import ClipVision
 from mire_jax.models.layers import l2_normalize
 from mire_jax.models.pooling import AttentivePooling
+from mire_jax.models.siglip_vision import SiglipVision
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -24,7 +26,8 @@ class MIRe(nn.Module):
         dtype = DTYPES[c.dtype]
         self.bert = Bert(c.bert, dtype=dtype)
         self.linear = nn.Dense(c.head.dim, use_bias=False, dtype=dtype, kernel_init=nn.initializers.normal(0.02))
-        self.vision = ClipVision(c.vision, dtype=dtype)
+        tower = SiglipVision if c.vision.model_type == "siglip" else ClipVision
+        self.vision = tower(c.vision, dtype=dtype)
         self.pooling = AttentivePooling(c.head, c.vision.hidden_size, dtype=dtype)
 
     def __call__(self, input_ids, attention_mask, pixel_values):

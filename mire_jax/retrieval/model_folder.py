@@ -103,10 +103,24 @@ class ModelFolderError(ValueError):
     """A model folder's file cannot be read; the message names it."""
 
 
+# Config fields added after models were fingerprinted -> the value every earlier model has. At that value a field
+# is left out of the fingerprint, so that indexes and caches of earlier models still match them.
+FIELDS_ADDED_LATER = {("vision", "model_type"): "clip"}
+
+
+def config_description(config: MIReConfig) -> dict:
+    """`config.to_dict()` less the later-added fields at their earlier value: what fingerprints hash."""
+    described = config.to_dict()
+    for (part, name), earlier in FIELDS_ADDED_LATER.items():
+        if described[part].get(name) == earlier:
+            del described[part][name]
+    return described
+
+
 def params_fingerprint(config: MIReConfig, params) -> str:
     """A short hash of a model (its config and every parameter): what was computed with one model (an encoded
     corpus, cached text features) is reused only with the same model."""
-    h = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode())
+    h = hashlib.sha256(json.dumps(config_description(config), sort_keys=True).encode())
     for leaf in jax.tree_util.tree_leaves(params):
         h.update(np.ascontiguousarray(np.asarray(leaf, np.float32)).tobytes())
     return h.hexdigest()[:16]

@@ -274,10 +274,11 @@ def _render_explanation(engine: Engine, image, question: str, passage_ids: list[
     t0 = time.perf_counter()
     explained = engine.explain(image, question, passage_ids)
     maps = explained["maps"]
+    resize = engine.searcher.settings.image.resize  # what of the upload the maps cover
     if fmt == "png":
-        return heatmap_png.figure_png(image, maps, question)
+        return heatmap_png.figure_png(image, maps, question, resize)
     t1 = time.perf_counter()
-    view = heatmap_png.model_view(image)
+    view = heatmap_png.model_view(image, resize=resize)
     return {
         "grid": list(maps.shape[1:]), "heads": int(maps.shape[0]),
         "image": heatmap_png.data_url(view),

@@ -1,7 +1,8 @@
 """PNG heatmaps over the image the model saw, for /explain.
 
-The maps cover the square that CLIP preprocessing keeps (shorter side resized, centre crop:
-`mire_jax.retrieval.images.clip_preprocess`), so they are drawn over that square of the upload. They are upscaled and
+The maps cover what the model's preprocessing keeps (`mire_jax.retrieval.images.preprocess`): CLIP's the central
+square (shorter side resized, centre crop), SigLIP's the whole upload (resized straight to a square), so they are
+drawn over that part of the upload. They are upscaled and
 coloured as the library's figures draw them (`mire_jax.eval.heatmaps.save_heatmaps`: bilinear upscaling, the inferno
 colour map at 60% opacity over the image), except that the colours span each map's lowest to highest value rather
 than zero to the highest: a head's attention is often only 1.5-3x above uniform, which the library's scale shows as
@@ -20,8 +21,11 @@ ALPHA = 0.6
 DISPLAY_SIZE = 320
 
 
-def model_view(image: Image.Image, size: int = DISPLAY_SIZE) -> Image.Image:
-    """The central square of `image` (what the centre crop keeps), resized to size x size."""
+def model_view(image: Image.Image, size: int = DISPLAY_SIZE, resize: str = "shorter_side_and_crop") -> Image.Image:
+    """What the preprocessing `resize` mode keeps of `image`, resized to size x size: the central square (the
+    centre crop), or with "square" the whole image."""
+    if resize == "square":
+        return image.convert("RGB").resize((size, size), Image.BICUBIC)
     width, height = image.size
     side = min(width, height)
     left, top = (width - side) // 2, (height - side) // 2
@@ -65,9 +69,9 @@ def data_url(image: Image.Image) -> str:
     return "data:image/png;base64," + base64.b64encode(png_bytes(image)).decode("ascii")
 
 
-def figure_png(image: Image.Image, maps: np.ndarray, question: str) -> bytes:
+def figure_png(image: Image.Image, maps: np.ndarray, question: str, resize: str = "shorter_side_and_crop") -> bytes:
     """The library's panel figure (the image, the head mean over it, one panel per head) as PNG bytes."""
     from mire_jax.eval.heatmaps import save_heatmaps
     buffer = io.BytesIO()
-    save_heatmaps(model_view(image, 256), maps, question or "(image only)", buffer)
+    save_heatmaps(model_view(image, 256, resize), maps, question or "(image only)", buffer)
     return buffer.getvalue()

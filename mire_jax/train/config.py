@@ -25,7 +25,7 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.model = ml_collections.ConfigDict()
     c.model.dir = ""                  # a mire-jax model folder (python -m mire_jax.convert import-hf ...)
-    c.model.preset = "base"           # random init of this size when no dir (tests, smoke runs)
+    c.model.preset = "base"           # random init of this size when no dir (tests, smoke runs): base|tiny|tiny_siglip
     c.model.seed = 0
     c.model.dtype = "float32"         # "bfloat16": bf16 matmuls, float32 params
     c.model.residual = False          # the fusion ablation head

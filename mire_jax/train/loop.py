@@ -61,10 +61,11 @@ def build_tokenizer(cfg) -> ColbertTokenizer:
 
 def initial_model(m, vocab_size: int | None = None) -> tuple[MIReConfig, dict]:
     """The model a run starts from (`config.model`): the model folder `m.dir`, or random towers of size
-    `m.preset` ("base" | "tiny") from `m.seed` with a vocabulary of `vocab_size` (smoke tests only)."""
+    `m.preset` ("base" | "tiny" | "tiny_siglip") from `m.seed` with a vocabulary of `vocab_size` (smoke tests
+    only)."""
     if m.dir:
         return load_model(m.dir)
-    presets = {"base": MIReConfig, "tiny": MIReConfig.tiny}
+    presets = {"base": MIReConfig, "tiny": MIReConfig.tiny, "tiny_siglip": MIReConfig.tiny_siglip}
     if m.preset not in presets:
         raise ValueError(f"config.model.preset must be one of {sorted(presets)}, got {m.preset!r}")
     config = presets[m.preset]()
@@ -95,6 +96,7 @@ class TrainingData:
 
 def build_data(cfg, tokenizer, workdir, model_cfg: MIReConfig, params) -> TrainingData:
     from mire_jax.data import builders
+    from mire_jax.data.feature_cache import check_vision_tower
     from mire_jax.data.pipeline import PipelineConfig, holdout_split, make_pipeline
     d, v = cfg.data, cfg.validation
     manual_dir, image_root = d.manual_dir, d.image_root
@@ -113,6 +115,8 @@ def build_data(cfg, tokenizer, workdir, model_cfg: MIReConfig, params) -> Traini
     train_indices = held = None
     if v.holdout:
         train_indices, held = holdout_split(len(source), v.holdout, cfg.seed)
+    if d.vision_cache_dir:  # features of another vision tower than the model's are refused
+        check_vision_tower(d.vision_cache_dir, model_cfg.vision)
     if d.text_cache_dir:
         prepare_text_cache(cfg, tokenizer, model_cfg, params, source)
     processes = jax.process_count()

@@ -9,7 +9,7 @@ import dataclasses
 import jax
 
 from mire_jax.data import builders
-from mire_jax.data.feature_cache import fill_from_sources, vision_encoder
+from mire_jax.data.feature_cache import check_vision_tower, fill_from_sources, vision_encoder
 from mire_jax.train.loop import initial_model
 
 
@@ -33,6 +33,7 @@ def cache_vision_features(cfg) -> dict:
     splits = list(d.splits)
     sources = {split: builder.as_data_source(split=split) for split in splits}
     model_config, params = initial_model(cfg.model)
+    check_vision_tower(d.vision_cache_dir, model_config.vision)  # resuming into another tower's cache is refused
     encode = vision_encoder(model_config, params, vc.batch_size)
     vision = model_config.vision
     report = fill_from_sources(

@@ -32,7 +32,7 @@ from mire_jax.config import EncodingSettings, MIReConfig
 from mire_jax.index import IndexConfig, LateInteractionIndex
 from mire_jax.index import encoded_corpus as shard_io
 from mire_jax.index.encode import EncodeFn, encode_to_shards
-from mire_jax.retrieval.model_folder import load_model
+from mire_jax.retrieval.model_folder import config_description, load_model
 from mire_jax.retrieval.searcher import Searcher
 from mire_jax.tokenizer import DROP_PUNCTUATION, ColbertTokenizer
 
@@ -142,7 +142,7 @@ class MireTextRetriever:
     def describe(self) -> dict:
         """The options that change the embeddings (for stage fingerprints)."""
         return {"query_maxlen": self.query_maxlen, "doc_maxlen": self.doc_maxlen, "query_mask": self.query_mask,
-                "config": self.config.to_dict()}
+                "config": config_description(self.config)}
 
     # --- encoding -------------------------------------------------------------------------------------------
 

@@ -92,3 +92,24 @@ def test_mismatched_settings_and_missing_folder(tmp_path):
         fc.FeatureCacheWriter(tmp_path, feature_shape=SHAPE, dtype="float16").add(["y", "z"], _features(["y"]))
     with pytest.raises(FileNotFoundError, match="cache_vision"):
         fc.FeatureCache(tmp_path / "nothing")
+
+
+def test_check_vision_tower_refuses_another_towers_features(tmp_path):
+    """A CLIP and a SigLIP tower can give features of one shape: the tower recorded in the metadata tells them
+    apart. Caches made before the SigLIP tower record no model_type and count as CLIP's."""
+    import dataclasses
+
+    from mire_jax.config import VisionConfig
+    clip = VisionConfig(hidden_size=24, num_attention_heads=4, image_size=32, patch_size=8)
+    siglip = VisionConfig.siglip(hidden_size=24, num_attention_heads=4, image_size=32, patch_size=8)
+    fc.check_vision_tower(tmp_path / "none_yet", clip)  # nothing cached there yet: nothing to check
+    old = {k: v for k, v in dataclasses.asdict(clip).items() if k != "model_type"}
+    with fc.FeatureCacheWriter(tmp_path / "old", feature_shape=(17, 24), metadata={"vision": old}):
+        pass
+    fc.check_vision_tower(tmp_path / "old", clip)
+    with pytest.raises(fc.FeatureCacheError, match=r"old: holds the features of another vision tower than the "
+                                                   r"model's \(.*model_type 'clip' != 'siglip'\)"):
+        fc.check_vision_tower(tmp_path / "old", siglip)
+    with pytest.raises(fc.FeatureCacheError, match=r"holds vision features of shape \(17, 24\), the model's clip "
+                                                   r"tower gives \(50, 768\)"):
+        fc.check_vision_tower(tmp_path / "old", VisionConfig())

@@ -79,3 +79,44 @@ def test_png_bytes():
     image.save(buf, "PNG")
     np.testing.assert_allclose(images.preprocess_bytes(buf.getvalue(), ImageProcessing(size=24)),
                                _direct(image, 24), atol=2e-6)
+
+
+SIGLIP = ImageProcessing(size=48, mean=(0.5,) * 3, std=(0.5,) * 3, resize="square")
+
+
+def test_siglip_preprocessing_is_the_model_configs():
+    from mire_jax.config import MIReConfig, VisionConfig
+    assert VisionConfig.siglip().image_processing() == ImageProcessing(size=384, mean=(0.5,) * 3, std=(0.5,) * 3,
+                                                                       resize="square")
+    assert MIReConfig.tiny_siglip().vision.image_processing() == ImageProcessing(
+        size=32, mean=(0.5,) * 3, std=(0.5,) * 3, resize="square")
+    assert MIReConfig().vision.image_processing() == ImageProcessing(size=224)  # CLIP's, unchanged
+
+
+@pytest.mark.parametrize("shape", [(300, 451), (97, 701), (48, 48), (30, 20)])
+def test_siglip_square_matches_transformers_siglip_processor(shape):
+    """Straight to a square (no crop, aspect not kept), bicubic, x / 255, mean and std 0.5: transformers'
+    SiglipImageProcessor (PIL backend) at the same size."""
+    pil_siglip = pytest.importorskip("transformers.models.siglip.image_processing_pil_siglip")
+    processor = pil_siglip.SiglipImageProcessorPil(size={"height": 48, "width": 48}, resample=3,
+                                                    image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    image = _random_image(*shape, seed=shape[1])
+    ref = processor(image, return_tensors="np")["pixel_values"][0].transpose(1, 2, 0)
+    out = images.preprocess(image, SIGLIP)
+    assert out.shape == (48, 48, 3) and out.dtype == np.float32
+    np.testing.assert_allclose(out, ref, atol=1e-6)
+
+
+def test_siglip_square_matches_the_published_transforms():
+    """The published SigLipImageProcessor (retrievers/layers/siglip.py) chains transformers' functions: RGB, numpy,
+    `resize` to (size, size) bicubic to channels-first, `rescale` 1/255, `normalize` 0.5 / 0.5. The same chain here."""
+    transforms = pytest.importorskip("transformers.image_transforms")
+    from transformers.image_utils import ChannelDimension, PILImageResampling
+    first = ChannelDimension.FIRST
+    for shape, mode in [((300, 451), "RGB"), ((64, 40), "L")]:
+        image = _random_image(*shape, seed=9, mode=mode)
+        x = np.asarray(image.convert("RGB"))
+        x = transforms.resize(x, size=(48, 48), resample=PILImageResampling.BICUBIC, data_format=first)
+        x = transforms.rescale(x, scale=1 / 255, data_format=first)
+        x = transforms.normalize(x, mean=(0.5,) * 3, std=(0.5,) * 3, data_format=first)
+        np.testing.assert_allclose(images.preprocess(image, SIGLIP), x.transpose(1, 2, 0), atol=1e-6)

@@ -2,7 +2,8 @@
 
 Used by the layout tests in subprocesses (the device count is fixed when jax starts):
   python step_worker.py RUNS_JSON [COORDINATOR NUM_PROCESSES PROCESS_ID]
-RUNS_JSON: a list of {"phase", "steps", "batch", "group", "accum", "block", "dropout", "pixels", "params_out"};
+RUNS_JSON: a list of {"phase", "steps", "batch", "group", "accum", "block", "dropout", "pixels", "vision",
+"params_out"} ("vision": "clip" or "siglip", the tower of the tiny model);
 prints one JSON list of results; with "params_out", process 0 saves the final params there (npz, flattened names).
 Batches carry cached vision features unless "pixels" (then the frozen tower runs in the step).
 """
@@ -47,15 +48,16 @@ def process_share(batch, accum, process_index, process_count):
     return {k: share(x) for k, x in batch.items()}
 
 
-def small_config():
-    """The tiny test towers cut to one layer each: every part of the step, compiled quickly."""
-    config = mire_jax.MIReConfig.tiny()
+def small_config(vision="clip"):
+    """The tiny test towers cut short (BERT to one layer, the vision tower to two): every part of the step,
+    compiled quickly. `vision`: the CLIP or the SigLIP tiny tower."""
+    config = mire_jax.MIReConfig.tiny_siglip() if vision == "siglip" else mire_jax.MIReConfig.tiny()
     return config.replace(bert=dataclasses.replace(config.bert, num_hidden_layers=1),
                           vision=dataclasses.replace(config.vision, num_hidden_layers=2))
 
 
-def run(phase, steps, batch, group=0, accum=1, block=0, dropout=True, pixels=False, params_out=None):
-    config = small_config()
+def run(phase, steps, batch, group=0, accum=1, block=0, dropout=True, pixels=False, vision="clip", params_out=None):
+    config = small_config(vision)
     params = mire_jax.init_params(config, jax.random.PRNGKey(0))
     step_cfg = StepConfig(phase=phase, temperature=0.3 if phase == "pretrain" else 0.8, negatives_group=group,
                           maxsim_block=block, accum_steps=accum, dropout=dropout)

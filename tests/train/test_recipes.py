@@ -18,6 +18,7 @@ FINETUNE = dict(phase="finetune", batch_size=512, negatives_group=128, lr=5e-5, 
 RECIPES = {
     ("mire_base_pretrain.py", "base"): dict(PRETRAIN, model_dir="models/mire_base_init"),
     ("mire_base_pretrain.py", "large"): dict(PRETRAIN, model_dir="models/mire_large_init"),
+    ("mire_base_pretrain.py", "siglip"): dict(PRETRAIN, model_dir="models/mire_siglip_init"),
     ("mire_base_finetune.py", "evqa"): dict(FINETUNE, epochs=5, warmup_steps=200, builder="m2kr",
                                             builder_config="EVQA_data", validation={"holdout": 0, "split": "valid"}),
     ("mire_base_finetune.py", "infoseek"): dict(FINETUNE, epochs=5, warmup_steps=200, builder="m2kr",
