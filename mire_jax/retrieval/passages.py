@@ -75,9 +75,10 @@ def iter_parquet_passages(path: str | os.PathLike, id_column: str = "passage_id"
     for column in (id_column,) + (() if has_images else (text_column,)):
         if column not in names:
             raise ValueError(f"{path}: no column {column!r} (columns: {names})")
-    if has_images and not (pa.types.is_string(schema.field(image_column).type)
-                           or pa.types.is_large_string(schema.field(image_column).type)):
-        raise ValueError(f"{path}: column {image_column!r} holds {schema.field(image_column).type}, expected image "
+    image_type = schema.field(image_column).type if has_images else None
+    if has_images and not (pa.types.is_string(image_type) or pa.types.is_large_string(image_type)
+                           or pa.types.is_null(image_type)):
+        raise ValueError(f"{path}: column {image_column!r} holds {image_type}, expected image "
                          "paths (strings): write the images as files and the column as their paths")
     columns = [id_column] + ([text_column] if text_column in names else []) + ([image_column] if has_images else [])
     root = _image_root(path, image_root)
