@@ -237,7 +237,8 @@ function setUp() {
   callApi("/healthz").then((h) => {
     // The model folder's last three parts name it; the full path is in /healthz.
     const model = h.model.dir.split("/").filter(Boolean).slice(-3).join("/");
-    $("health").textContent = `${h.index.passages} passages · ${h.device.platform} · model …/${model}`;
+    const pictures = h.index.passages_with_images ? ` (${h.index.passages_with_images} with images)` : "";
+    $("health").textContent = `${h.index.passages} passages${pictures} · ${h.device.platform} · model …/${model}`;
     $("health").title = h.model.dir;
     $("k").max = h.limits.max_k;
   }).catch((e) => { $("health").textContent = e.message; });
