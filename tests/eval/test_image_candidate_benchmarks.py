@@ -38,6 +38,7 @@ def test_fashioniq_release_layout(fixtures_dir):
 
 def test_fashioniq_caption_join():
     assert join_captions(["is blue, ", "has a logo."]) == "Is blue and has a logo"
+    assert join_captions(["Is More RED", "Has A Logo"]) == "Is more red and Has A Logo"  # str.capitalize, as CLIP4Cir
     assert join_captions(["?", "darker"]) == "Darker"
     assert join_captions([]) == ""
 

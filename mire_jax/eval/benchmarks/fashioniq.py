@@ -11,8 +11,8 @@ Two layouts are read:
   Queries: the caption records of the split, reference = `candidate`, gold = `target`; query id
   `<candidate>_<record index>` (index over the categories in the order dress, shirt, toptee), as the published
   loader names ids. The two captions are joined as `"<first> and <second>"`, each stripped of ".?, " at its ends
-  and the first capitalised (the join CLIP4Cir and most composed-retrieval code use; the published evaluation read
-  a converted file, see below, whose join we could not see). Corpus: the split's images of the chosen categories
+  and the first passed through `str.capitalize` (the join CLIP4Cir and most composed-retrieval code use; the
+  published evaluation read a converted file, see below, whose join we could not see). Corpus: the split's images of the chosen categories
   (`image_splits`), in file order, duplicates collapsed. Images absent from `images/` are left out of the corpus,
   and queries whose reference image is absent or whose target is not in the corpus are dropped (both noted).
 
@@ -47,13 +47,12 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".JPEG", ".JPG", ".PNG")
 
 def join_captions(captions: list[str]) -> str:
     """The relative captions of one query as one text: `"<first> and <second>"`, ".?, " stripped at the ends, the
-    first capitalised (one caption: itself)."""
+    first through `str.capitalize` (upper-case first letter, the rest lower-cased); one caption: itself."""
     parts = [c.strip(".?, ") for c in captions]
     parts = [p for p in parts if p]
     if not parts:
         return ""
-    first = parts[0][:1].upper() + parts[0][1:]
-    return " and ".join([first] + parts[1:])
+    return " and ".join([parts[0].capitalize()] + parts[1:])
 
 
 def _image_files(image_root: pathlib.Path) -> dict[str, str]:
