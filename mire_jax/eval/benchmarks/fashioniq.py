@@ -12,8 +12,8 @@ Two layouts are read:
   `<candidate>_<record index>` (index over the categories in the order dress, shirt, toptee), as the published
   loader names ids. The two captions are joined as `"<first> and <second>"`, each stripped of ".?, " at its ends
   and the first passed through `str.capitalize` (the join CLIP4Cir and most composed-retrieval code use; the
-  published evaluation read a converted file, see below, whose join we could not see). Corpus: the split's images of the chosen categories
-  (`image_splits`), in file order, duplicates collapsed. Images absent from `images/` are left out of the corpus,
+  published evaluation read a converted file, see below, whose join we could not see). Corpus: the split's images
+  of the chosen categories (`image_splits`), in file order, duplicates collapsed. Images absent from `images/` are left out of the corpus,
   and queries whose reference image is absent or whose target is not in the corpus are dropped (both noted).
 
 * The converted files the published loader (`dataset/fashioniq.py`, `FashionIQLoader`) reads, from VISTA's
