@@ -13,8 +13,9 @@ Two layouts are read:
   loader names ids. The two captions are joined as `"<first> and <second>"`, each stripped of ".?, " at its ends
   and the first passed through `str.capitalize` (the join CLIP4Cir and most composed-retrieval code use; the
   published evaluation read a converted file, see below, whose join we could not see). Corpus: the split's images
-  of the chosen categories (`image_splits`), in file order, duplicates collapsed. Images absent from `images/` are left out of the corpus,
-  and queries whose reference image is absent or whose target is not in the corpus are dropped (both noted).
+  of the chosen categories (`image_splits`), in file order, duplicates collapsed. Images absent from `images/` are
+  left out of the corpus, and queries whose reference image is absent or whose target is not in the corpus are
+  dropped (both noted).
 
 * The converted files the published loader (`dataset/fashioniq.py`, `FashionIQLoader`) reads, from VISTA's
   evaluation data (huggingface.co/datasets/JUNJIE99/VISTA_Evaluation, folder FashionIQ/): JSON Lines queries
