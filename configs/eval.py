@@ -11,6 +11,10 @@ runs/evaluate_retrieval.py): the top 100 passages of every query, queries of 64 
 | infoseek    | data/m2kr     | M2KR InfoSeek passages                   |
 | aokvqa      | data/aokvqa   | the rationales of the val questions      |
 | vid2r_val   | data/vid2r    | ViD2R passages of the first 5000 queries |
+| fashioniq   | data/fashioniq| the val product images (image-only)      |
+| webqa       | data/webqa    | WebQA's image+caption and text sources   |
+| fvqa        | data/fvqa     | FVQA's fact sentences                    |
+| wit         | data/wit      | VL-ICT documents from WIT's val shards   |
 
     python eval/evaluate.py --config configs/eval.py:okvqa_gs --checkpoint runs/pretrain/model --workdir runs/eval
 
@@ -19,7 +23,9 @@ Images kept elsewhere (e.g. the COCO images MIRe keeps in data/vid2r/images): --
 import ml_collections
 
 ROOTS = {"okvqa_gs": "data/okvqa", "okvqa_wk11m": "data/okvqa", "remuq": "data/remuq", "evqa": "data/m2kr",
-         "infoseek": "data/m2kr", "aokvqa": "data/aokvqa", "vid2r_val": "data/vid2r"}
+         "infoseek": "data/m2kr", "aokvqa": "data/aokvqa", "vid2r_val": "data/vid2r", "fashioniq": "data/fashioniq",
+         "fashioniq_dress": "data/fashioniq", "fashioniq_shirt": "data/fashioniq",
+         "fashioniq_toptee": "data/fashioniq", "webqa": "data/webqa", "fvqa": "data/fvqa", "wit": "data/wit"}
 
 
 def get_config(arg: str = "okvqa_gs") -> ml_collections.ConfigDict:
@@ -29,7 +35,8 @@ def get_config(arg: str = "okvqa_gs") -> ml_collections.ConfigDict:
     c.benchmark = arg                # a name of mire_jax.eval.benchmarks.LOADERS (or one of its aliases)
     c.root = ROOTS[arg]              # the download folder, laid out as the original
     c.split = ""                     # "" = the split MIRe evaluates
-    c.image_root = ""                # "" = the images inside `root`; else the folder holding them (ReMuQ: webqa/)
+    c.image_root = ""                # "" = the images inside `root`; else the folder holding them (ReMuQ, WebQA: the
+                                     # folder of imgs.tsv)
     c.protocol = "published"         # "published" (MIRe's evaluation) | "textbook"; see docs/evaluation.md
     c.k = 100
     c.query_maxlen = 64

@@ -5,7 +5,10 @@
         [--debug]
 
 Input: JSON Lines (`{"id", "text"}` per line) or parquet (`passage_id`, `passage_content`), other field
-names via --id-field / --text-field. Model: a mire-jax model folder (`config.json` + `params.safetensors`,
+names via --id-field / --text-field. A passage may name an image (field or column `image`, --image-field): a path
+relative to --image-root (default: the passages file's folder); it is encoded as the published MIRe encodes a
+passage with an image (docs/model.md), image-only when it has no text, and text, image-only and image+text passages
+run in fixed-size batches of their own. Model: a mire-jax model folder (`config.json` + `params.safetensors`,
 see `mire_jax.retrieval.model_folder`; `python -m mire_jax.convert` writes one from a published checkpoint). Every
 process (`jax.process_index()` of `jax.process_count()`, multi-host via MIRE_COORDINATOR /
 MIRE_NUM_PROCESSES / MIRE_PROCESS_ID) encodes its own shards, data-parallel over its local devices.
@@ -34,6 +37,9 @@ def main(argv=None) -> None:
     parser.add_argument("--index-mode", default="auto", choices=("auto", "scann", "exact"))
     parser.add_argument("--id-field", default=None, help="id field/column (id | passage_id)")
     parser.add_argument("--text-field", default=None, help="text field/column (text | passage_content)")
+    parser.add_argument("--image-field", default=None, help="image path field/column (default: image)")
+    parser.add_argument("--image-root", default=None,
+                        help="folder the image paths are relative to (default: the passages file's folder)")
     parser.add_argument("--doc-maxlen", type=int, default=384)
     parser.add_argument("--query-maxlen", type=int, default=64,
                         help="the query length the index records for its searches (default 64, as evaluated)")
@@ -68,8 +74,11 @@ def encode_corpus(args) -> None:
     settings = {"model": searcher.fingerprint, **searcher.settings.passage_fields(),
                 "passages": os.path.basename(args.passages), "id_field": args.id_field,
                 "text_field": args.text_field}
+    if args.image_field:
+        settings["image_field"] = args.image_field
+    passages = iter_passages(args.passages, args.id_field, args.text_field, args.image_field, args.image_root)
     summary = encode_to_shards(
-        iter_passages(args.passages, args.id_field, args.text_field), args.out, searcher.passage_encoder(),
+        passages, args.out, searcher.passage_encoder(),
         shard_size=args.shard_size, batch_size=args.batch_size, process_index=process,
         process_count=processes, settings=settings, total=count_passages(args.passages),
         progress=not args.no_progress)

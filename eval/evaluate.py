@@ -38,10 +38,11 @@ _DEBUG = flags.DEFINE_bool("debug", False, cli.DEBUG_HELP)
 
 
 def image_root_override(cfg) -> dict:
-    """The loader argument for `cfg.image_root` (ReMuQ's images are the WebQA TSV folder)."""
+    """The loader argument for `cfg.image_root` (ReMuQ's and WebQA's images are WebQA's TSV folder)."""
     if not cfg.image_root:
         return {}
-    return {"webqa_dir" if cfg.benchmark == "remuq" else "image_root": cfg.image_root}
+    name = {"remuq": "webqa_dir", "webqa": "image_dir"}.get(cfg.benchmark, "image_root")
+    return {name: cfg.image_root}
 
 
 def main(argv):

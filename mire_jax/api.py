@@ -46,11 +46,41 @@ def encode_query(config: MIReConfig, params, input_ids, attention_mask, pixel_va
                   pretraining, pooling_rows=pooling_rows)
 
 
+def encode_doc(config: MIReConfig, params, input_ids=None, attention_mask=None, keep_mask=None, *,
+               pixel_values=None, vision_features=None, prompt_ids=None):
+    """Passage embeddings: -> (D [B, N, dim] L2-normalised, zero where the keep mask is False; keep [B, N] bool).
+
+    A text passage: N = L, keep = `keep_mask`. A passage that carries an image (`pixel_values` NHWC, or cached
+    `vision_features` [B, 1+S, v]), as the published `MIRe.doc` encodes it: `[E_g ; E_m ; text]`, with E_m pooled
+    under the fixed prompt `prompt_ids` [P] (`ColbertTokenizer.encode_image_prompt()`); N = num_tokens + num_heads
+    + L, the image rows always kept. Without `input_ids` the passage is the image alone: N = num_tokens + num_heads.
+    """
+    if pixel_values is None and vision_features is None:
+        if input_ids is None:
+            raise ValueError("encode_doc: give the passage's text (input_ids, attention_mask, keep_mask), its image "
+                             "(pixel_values or vision_features), or both")
+        return _encode_text_doc(config, params, input_ids, attention_mask, keep_mask)
+    if prompt_ids is None:
+        raise ValueError("encode_doc: a passage image needs prompt_ids, the fixed prompt that guides its pooling "
+                         "(ColbertTokenizer.encode_image_prompt())")
+    if input_ids is not None and keep_mask is None:
+        raise ValueError("encode_doc: input_ids without keep_mask")
+    return _encode_image_doc(config, params, input_ids, attention_mask, keep_mask, prompt_ids, pixel_values,
+                             vision_features)
+
+
 @functools.partial(jax.jit, static_argnums=0)
-def encode_doc(config: MIReConfig, params, input_ids, attention_mask, keep_mask):
-    """Passage embeddings: -> (D [B, L, dim] L2-normalised, zero where keep_mask is False; keep_mask)."""
+def _encode_text_doc(config, params, input_ids, attention_mask, keep_mask):
     keep_mask = keep_mask.astype(bool)
     return _apply(config, params, MIRe.encode_doc, input_ids, attention_mask, keep_mask), keep_mask
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _encode_image_doc(config, params, input_ids, attention_mask, keep_mask, prompt_ids, pixel_values,
+                      vision_features):
+    keep_mask = None if keep_mask is None else keep_mask.astype(bool)
+    return _apply(config, params, MIRe.encode_doc_with_image, input_ids, attention_mask, keep_mask, prompt_ids,
+                  pixel_values, vision_features)
 
 
 @functools.partial(jax.jit, static_argnums=0)

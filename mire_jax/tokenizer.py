@@ -29,6 +29,9 @@ DOC_MARKER = "[unused1]"
 
 DROP_PUNCTUATION, DROP_PADDING_ONLY = PASSAGE_KEEP_POLICIES
 
+# The fixed question that guides the pooling of a passage's image (the published `MIRe.doc`), framed as a query.
+PASSAGE_IMAGE_PROMPT = "Can you describe the primary elements in this image?"
+
 
 class ColbertTokenizer:
     """Query/passage tokeniser with ColBERT's markers, [MASK] query padding and passage keep policies."""
@@ -108,6 +111,12 @@ class ColbertTokenizer:
         if attend_to_mask_tokens:
             mask = np.where(ids == self.mask_id, 1, mask).astype(np.int32)
         return ids, mask
+
+    def encode_image_prompt(self, prompt: str = PASSAGE_IMAGE_PROMPT) -> np.ndarray:
+        """The ids [P] int32 of the prompt that guides the pooling of a passage image: `[CLS] [Q] tokens [SEP]`,
+        neither padded nor cut, every token attended (the published `MIRe.tensorize_query` tokenises it alone with
+        padding "longest", so no [MASK] padding is added)."""
+        return np.asarray([self.cls_id, self.q_marker_id, *self.wordpieces([prompt])[0], self.sep_id], np.int32)
 
     def encode_docs(self, texts: Sequence[str], max_len: int = 220, keep_policy: str = DROP_PUNCTUATION):
         """-> (ids int32 [B, max_len], mask int32 [B, max_len], keep bool [B, max_len]).

@@ -61,6 +61,19 @@ def test_docs_follow_colbert_with_punctuation_dropped(tok, hf):
     assert (mask.astype(bool) & ~keep).sum() >= 4 and keep[:, 1].all()
 
 
+def test_image_prompt_is_the_published_tensorize_query(tok, hf):
+    """The prompt guiding a passage image's pooling, as the published `MIRe.tensorize_query` makes it: ". " + text
+    alone, padding "longest" (none), no truncation, the "." overwritten with [Q], [PAD] -> [MASK] (none)."""
+    from mire_jax.tokenizer import PASSAGE_IMAGE_PROMPT
+    want = hf([". " + PASSAGE_IMAGE_PROMPT], padding="longest", truncation=False, return_tensors="np")["input_ids"]
+    want[:, 1] = hf.convert_tokens_to_ids(["[unused0]"])[0]
+    want[want == hf.pad_token_id] = hf.mask_token_id
+    got = tok.encode_image_prompt()
+    np.testing.assert_array_equal(got, want[0])
+    assert got.dtype == np.int32 and len(got) == 13 and got[1] == tok.q_marker_id
+    assert tok.mask_id not in got and tok.pad_id not in got
+
+
 def test_passage_keep_policies_on_punctuation(tok, hf):
     """Training and the textbook protocol drop punctuation (ColBERT's skiplist); MIRe's published indexer keeps
     it. Both drop the padding."""

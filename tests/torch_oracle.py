@@ -136,6 +136,23 @@ class Oracle(nn.Module):
     def encode_doc(self, ids, mask, keep):
         return _normalize(self.text(ids, mask) * keep[..., None].float())
 
+    def encode_doc_with_image(self, prompt_ids, ids=None, mask=None, keep=None, pixels_nhwc=None, feats=None):
+        """The published `MIRe.doc` with a passage image: the prompt repeated over the batch through the text tower
+        and the projection (attention mask all ones, no masking), the image's global tokens and the tokens pooled
+        under the prompt, then the passage text times its keep mask; image rows always kept. -> (D, keep)."""
+        if feats is None:
+            feats = self.vision_tower(pixels_nhwc.permute(0, 3, 1, 2))
+        prompt = prompt_ids[None].repeat(feats.shape[0], 1)
+        prompt_mask = torch.ones_like(prompt)
+        t = self.text(prompt, prompt_mask)
+        visual = torch.cat([self.query_fusion.global_tokens(feats),
+                            self.query_fusion.pooled_tokens(t, feats, prompt_mask)], dim=1)
+        visual_keep = torch.ones(visual.shape[:2], dtype=torch.bool)
+        if ids is None:
+            return _normalize(visual), visual_keep
+        text = self.text(ids, mask) * keep[..., None].float()
+        return _normalize(torch.cat([visual, text], dim=1)), torch.cat([visual_keep, keep.bool()], dim=1)
+
 
 def maxsim(q, d, d_mask):
     sim = torch.einsum("and,bld->abnl", q, d)

@@ -96,7 +96,7 @@ def corpus_index(benchmark, searcher: Searcher, workdir: str, settings: EvalSett
 
     `calibration_queries` ((embeddings, mask) of some of the benchmark's queries) calibrate a new index's
     search settings on real queries instead of queries drawn from the corpus."""
-    return searcher.build_index(iter(benchmark.corpus), corpus_folder(benchmark, searcher, workdir, settings),
+    return searcher.build_index(benchmark.corpus.items(), corpus_folder(benchmark, searcher, workdir, settings),
                                 index_config=settings.index, calibration_queries=calibration_queries,
                                 shard_size=settings.shard_size, total=len(benchmark.corpus),
                                 extra={"benchmark": benchmark.name, "split": benchmark.split,
@@ -128,7 +128,14 @@ def query_images(queries: Sequence, settings: EvalSettings) -> list:
 
 
 def encode_queries(queries: Sequence, searcher: Searcher, settings: EvalSettings):
-    """-> (embeddings [Q, N, dim] float32, mask [Q, N] bool), in query order; images read batch by batch."""
+    """-> (embeddings [Q, N, dim] float32, mask [Q, N] bool), in query order; images read batch by batch.
+
+    A benchmark whose queries have no image (WebQA: questions over image and text sources) is queried with the
+    questions alone in every mode; an image ablation of it is refused."""
+    text_queries = settings.mode == "text_only" or all(q.image is None for q in queries)
+    if text_queries and settings.mode != "text_only" and settings.image_ablation and len(queries):
+        raise ValueError(f"the queries have no images: the image ablation {settings.image_ablation!r} does not "
+                         "apply")
     sources = query_images(queries, settings)
     blank = _blank_image(searcher.settings.image.size)
     embs, masks = [], []
@@ -136,7 +143,7 @@ def encode_queries(queries: Sequence, searcher: Searcher, settings: EvalSettings
     for start in tqdm(range(0, len(queries), bs), desc="queries", unit="batch", leave=False):
         batch = list(queries[start:start + bs])
         images = None
-        if settings.mode != "text_only":
+        if not text_queries:
             images = [blank if s is None else _load(s) for s in sources[start:start + bs]]
         e, m = searcher.encode_queries([q.question for q in batch], images)
         embs.append(e)

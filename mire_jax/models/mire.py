@@ -98,3 +98,36 @@ class MIRe(nn.Module):
         d = self.text_tokens(input_ids, attention_mask, deterministic, example_ids)
         d = d * keep_mask[..., None].astype(jnp.float32)
         return l2_normalize(d)
+
+    def encode_doc_with_image(self, input_ids, attention_mask, keep_mask, prompt_ids, pixel_values=None,
+                              vision_features=None, deterministic=True, example_ids=None):
+        """A passage that carries an image, alone or with text (the published `MIRe.doc`): -> (D, keep).
+
+        The image gives the global tokens E_g and the pooled tokens E_m, the pooling guided by a fixed prompt
+        (`prompt_ids` [P], ColBERT query framing, every token attended: `ColbertTokenizer.encode_image_prompt`)
+        through the text tower and the projection; then the passage's own text tokens. D = normalize([E_g ; E_m ;
+        linear(H) * keep]) [B, n_g + h (+ L), dim]; keep [B, same] is True on every image row and `keep_mask` on
+        the text rows. `input_ids` None: an image-only passage (no text rows).
+
+        In training (`deterministic=False`) the prompt is encoded once per passage, as the published code repeats it
+        over the batch before the text tower, so each copy draws its own dropout (keyed by `example_ids`); otherwise
+        the copies are equal and it is encoded once.
+        """
+        if vision_features is None:
+            vision_features = self.encode_vision(pixel_values)
+        b = vision_features.shape[0]
+        prompt = jnp.asarray(prompt_ids)[None]
+        if deterministic:
+            t = self.text_tokens(prompt, jnp.ones_like(prompt))
+            t = jnp.broadcast_to(t, (b,) + t.shape[1:])
+        else:
+            prompts = jnp.broadcast_to(prompt, (b, prompt.shape[1]))
+            t = self.text_tokens(prompts, jnp.ones_like(prompts), deterministic, example_ids)
+        visual, _ = self.visual_tokens(t, jnp.ones(t.shape[:2], jnp.int32), vision_features)
+        visual_keep = jnp.ones(visual.shape[:2], bool)
+        if input_ids is None:
+            return l2_normalize(visual), visual_keep
+        d = self.text_tokens(input_ids, attention_mask, deterministic, example_ids)
+        d = d * keep_mask[..., None].astype(jnp.float32)
+        return (l2_normalize(jnp.concatenate([visual, d], axis=1)),
+                jnp.concatenate([visual_keep, keep_mask.astype(bool)], axis=1))

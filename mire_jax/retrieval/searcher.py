@@ -10,9 +10,14 @@ Queries (docs/model.md, section 3): with an image `[E_g ; E_m ; T]`, without one
 returned with `num_visual` masked zero rows before a text-only query's tokens, so every query has the same width and
 all are searched together; masked rows score 0. Every jitted program runs on batches of a fixed size (the last one
 zero-padded), data-parallel over this process's devices, so one program is compiled per shape.
+
+Passages (docs/model.md, section 3): a text passage is its kept text tokens; one that carries an image is
+`[E_g ; E_m ; text]` as the published `MIRe.doc` encodes it, E_m pooled under a fixed prompt, and an image-only
+passage `[E_g ; E_m]`. Text, image-only and image+text passages are encoded in fixed-size batches of their own.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import os
 from typing import Any, Iterable, Mapping, Sequence
@@ -30,14 +35,14 @@ from mire_jax.index.encoded_corpus import write_manifest
 from mire_jax.models.layers import l2_normalize
 from mire_jax.models.mire import MIRe
 from mire_jax.retrieval.data_parallel import DataParallel
-from mire_jax.retrieval.images import preprocess
+from mire_jax.retrieval.images import preprocess, preprocess_bytes, read_image_file
 from mire_jax.retrieval.model_folder import (
     load_model,
     load_tokenizer,
     params_fingerprint,
     resolve_model_dir,
 )
-from mire_jax.retrieval.passages import load_passages
+from mire_jax.retrieval.passages import read_passages
 from mire_jax.tokenizer import ColbertTokenizer
 
 RUN_FILE = "serve.json"  # what a run folder (e.g. `make demo`'s) names for serving: model, index, passages
@@ -56,6 +61,15 @@ def _scored_padding_query(config: MIReConfig, params, input_ids, attention_mask)
     return l2_normalize(t)
 
 
+def _image_text_passages(config: MIReConfig, prompt_ids, params, input_ids, attention_mask, keep_mask, pixel_values):
+    return api.encode_doc(config, params, input_ids, attention_mask, keep_mask, pixel_values=pixel_values,
+                          prompt_ids=prompt_ids)
+
+
+def _image_passages(config: MIReConfig, prompt_ids, params, pixel_values):
+    return api.encode_doc(config, params, pixel_values=pixel_values, prompt_ids=prompt_ids)
+
+
 @functools.partial(jax.jit, static_argnums=0, static_argnames=("pooling_rows",))
 def _image_query(config: MIReConfig, params, input_ids, attention_mask, pixel_values, *, pooling_rows=None):
     return api.encode_query(config, params, input_ids, attention_mask, pixel_values, pooling_rows=pooling_rows)
@@ -69,7 +83,8 @@ class Searcher:
         tokenizer: its `ColbertTokenizer`.
         settings: how questions, passages and images become inputs (with an index: the index's).
         index: a `LateInteractionIndex` built from this model's passage embeddings, or None.
-        passages: passage id (as a string) -> text, or None.
+        passages: passage id (as a string) -> text ("" for an image-only passage), or None.
+        passage_images: passage id -> image file, for the passages that carry one (the server shows them).
         batch_size: rows per encoder call (split over this process's devices).
         model_dir: where the model was loaded from (for messages and `/healthz`).
         index_dir: likewise for the index.
@@ -77,7 +92,8 @@ class Searcher:
 
     def __init__(self, config: MIReConfig, params, tokenizer: ColbertTokenizer, settings: EncodingSettings, *,
                  index: LateInteractionIndex | None = None, passages: Mapping[str, str] | None = None,
-                 batch_size: int = 32, model_dir: str = "", index_dir: str = ""):
+                 batch_size: int = 32, model_dir: str = "", index_dir: str = "",
+                 passage_images: Mapping[str, str] | None = None):
         if settings.image.size != config.vision.image_size:
             raise SettingsError(f"the settings preprocess images to {settings.image.size} px, the model's vision "
                                 f"tower takes {config.vision.image_size} px")
@@ -91,6 +107,7 @@ class Searcher:
                                  f"passages (first: {missing[0]!r}): is it the corpus the index was built from?")
         self.config, self.tokenizer, self.settings = config, tokenizer, settings
         self.index, self.passages = index, passages
+        self.passage_images = dict(passage_images or {})
         self.batch_size = int(batch_size)
         self.model_dir, self.index_dir = model_dir, index_dir
         self.num_global = config.head.num_tokens
@@ -99,6 +116,7 @@ class Searcher:
         self._params = None
         self._host_params = params
         self._fingerprint: str | None = None
+        self._image_pool: concurrent.futures.ThreadPoolExecutor | None = None
 
     # Loading -----------------------------------------------------------------------------------------------------
 
@@ -106,8 +124,9 @@ class Searcher:
     def load(cls, model: str | os.PathLike, *, index: str | os.PathLike | None = None,
              passages: str | os.PathLike | Mapping[str, str] | None = None, tokenizer: str = "",
              settings: Mapping[str, Any] | None = None, force_settings: bool = False, verify_index: bool = True,
-             batch_size: int = 32) -> "Searcher":
-        """From a model folder (or training workdir), and optionally a saved index and a passages file.
+             batch_size: int = 32, image_root: str | os.PathLike | None = None) -> "Searcher":
+        """From a model folder (or training workdir), and optionally a saved index and a passages file (whose image
+        paths are relative to `image_root`, default the file's folder).
 
         `settings`: settings to use (field -> value; None values are ignored). With an index, its recorded settings
         are used and a given one that differs is refused (`SettingsError` naming the flag) unless `force_settings`;
@@ -119,11 +138,12 @@ class Searcher:
         index_obj = LateInteractionIndex.load(index, verify_index) if index is not None else None
         resolved = resolve_settings(config, index_obj, settings or {}, force=force_settings,
                                     index_dir=os.fspath(index) if index is not None else "")
+        passage_images = None
         if isinstance(passages, (str, os.PathLike)):
-            passages = load_passages(passages)
+            passages, passage_images = read_passages(passages, image_root)
         searcher = cls(config, params, load_tokenizer(model_dir, tokenizer), resolved, index=index_obj,
                        passages=passages, batch_size=batch_size, model_dir=os.path.abspath(model_dir),
-                       index_dir=os.path.abspath(index) if index is not None else "")
+                       index_dir=os.path.abspath(index) if index is not None else "", passage_images=passage_images)
         if index_obj is not None:
             searcher.check_index(index_obj)
         return searcher
@@ -165,7 +185,9 @@ class Searcher:
             fn = {"text": functools.partial(api.encode_query, self.config),
                   "scored_padding": functools.partial(_scored_padding_query, self.config),
                   "image": functools.partial(_image_query, self.config, **static),
-                  "passage": functools.partial(api.encode_doc, self.config)}[kind]
+                  "passage": functools.partial(api.encode_doc, self.config),
+                  "image_text_passage": functools.partial(_image_text_passages, self.config, self.prompt_ids),
+                  "image_passage": functools.partial(_image_passages, self.config, self.prompt_ids)}[kind]
             self._encoders[key] = DataParallel(fn, self.params, rows)
         return self._encoders[key]
 
@@ -258,43 +280,121 @@ class Searcher:
 
     # Passages ----------------------------------------------------------------------------------------------------
 
+    @functools.cached_property
+    def prompt_ids(self) -> np.ndarray:
+        """The fixed prompt guiding the pooling of passage images (`ColbertTokenizer.encode_image_prompt`)."""
+        return self.tokenizer.encode_image_prompt()
+
     def passage_encoder(self, length_bucket: int | None = None, batch_size: int | None = None) -> EncodeFn:
-        """Passage texts -> (embeddings [B, L, dim], keep [B, L]): the `EncodeFn` of the index's encoding loop.
+        """Passages -> (embeddings [B, W, dim], keep [B, W]): the `EncodeFn` of the index's encoding loop.
+
+        `encode(texts)` encodes text passages (W = the text width); `encode(texts, images)` passages of which some
+        carry an image (a path, encoded bytes, a PIL image, an object with `.load()` such as a benchmark's image
+        reference, preprocessed pixels, or None): W = num_visual + the text width, the visual rows first; an
+        image-only passage (empty text) has only its visual rows kept, a text passage in such a batch only its text
+        rows. Each kind runs in its own fixed-size batches.
 
         `length_bucket`: None encodes every batch at `doc_maxlen`; a number trims each batch's padding to its
         longest passage rounded up to a multiple of it (fewer wasted FLOPs, a few more compiled widths).
         """
-        encoder = self._encoder("passage", batch_size or self.batch_size)
+        rows = batch_size or self.batch_size
         settings = self.settings
 
-        def encode(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        def tokens(texts: Sequence[str]):
             ids, mask, keep = self.tokenizer.encode_docs(list(texts), max_len=settings.doc_maxlen,
                                                          keep_policy=settings.passage_keep)
             if length_bucket and len(texts):
                 width = min(settings.doc_maxlen, -(-int(mask.sum(axis=1).max()) // length_bucket) * length_bucket)
                 ids, mask, keep = ids[:, :width], mask[:, :width], keep[:, :width]
-            return encoder(ids, mask, keep)
+            return ids, mask, keep
+
+        def encode(texts: Sequence[str], images: Sequence[Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
+            texts = ["" if t is None else t for t in texts]
+            if images is None or all(image is None for image in images):
+                return self._encoder("passage", rows)(*tokens(texts))
+            if len(images) != len(texts):
+                raise ValueError(f"{len(texts)} passage texts but {len(images)} images")
+            has_image = np.array([image is not None for image in images], bool)
+            has_text = np.array([bool(t.strip()) for t in texts], bool)
+            groups = {"image_text": np.flatnonzero(has_image & has_text),
+                      "image": np.flatnonzero(has_image & ~has_text), "text": np.flatnonzero(~has_image)}
+            width = self.num_visual
+            if len(groups["image_text"]) or len(groups["text"]):
+                ids, mask, keep = tokens([t for t, with_image in zip(texts, has_image) if with_image and t.strip()]
+                                         + [t for t, with_image in zip(texts, has_image) if not with_image])
+                width += ids.shape[1]
+            out = np.zeros((len(texts), width, self.config.head.dim), np.float32)
+            kept = np.zeros((len(texts), width), bool)
+            pixels = self.passage_pixels([images[i] for i in np.flatnonzero(has_image)])
+            pixel_row = {int(i): r for r, i in enumerate(np.flatnonzero(has_image))}
+            if len(groups["image"]):
+                d, k = self._encoder("image_passage", rows)(pixels[[pixel_row[int(i)] for i in groups["image"]]])
+                out[groups["image"], :d.shape[1]], kept[groups["image"], :d.shape[1]] = d, k
+            n_image_text = len(groups["image_text"])
+            if n_image_text:
+                part = slice(0, n_image_text)
+                d, k = self._encoder("image_text_passage", rows)(
+                    ids[part], mask[part], keep[part], pixels[[pixel_row[int(i)] for i in groups["image_text"]]])
+                out[groups["image_text"]], kept[groups["image_text"]] = d, k
+            if len(groups["text"]):
+                part = slice(n_image_text, None)
+                d, k = self._encoder("passage", rows)(ids[part], mask[part], keep[part])
+                out[groups["text"], self.num_visual:], kept[groups["text"], self.num_visual:] = d, k
+            return out, kept
 
         return encode
 
-    def encode_passages(self, texts: Sequence[str], length_bucket: int | None = None) -> list[np.ndarray]:
-        """The kept-token embeddings of each passage: a list of [n_i, dim] float16 arrays."""
+    def passage_pixels(self, images: Sequence[Any]) -> np.ndarray:
+        """Passage images -> pixels [n, size, size, 3], read and preprocessed in a few threads; an unreadable image
+        raises `ImageError` naming it."""
+        if not images:
+            size = self.settings.image.size
+            return np.zeros((0, size, size, 3), np.float32)
+        if self._image_pool is None:
+            self._image_pool = concurrent.futures.ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1),
+                                                                     thread_name_prefix="mire-passage-images")
+        return np.stack(list(self._image_pool.map(self._passage_image_pixels, images)))
+
+    def _passage_image_pixels(self, image) -> np.ndarray:
+        if isinstance(image, (str, os.PathLike)):
+            return preprocess_bytes(read_image_file(image), self.settings.image, source=os.fspath(image))
+        if isinstance(image, (bytes, bytearray)):
+            return preprocess_bytes(bytes(image), self.settings.image)
+        if hasattr(image, "load") and not isinstance(image, Image.Image):
+            return self.preprocess(image.load())
+        return self._pixels(image)
+
+    def encode_passages(self, texts: Sequence[str], length_bucket: int | None = None,
+                        images: Sequence[Any] | None = None) -> list[np.ndarray]:
+        """The kept-token embeddings of each passage: a list of [n_i, dim] float16 arrays, in order. `images`: per
+        passage an image (see `passage_encoder`) or None; each kind is encoded in batches of its own."""
         encode = self.passage_encoder(length_bucket)
-        out = []
-        for start in range(0, len(texts), self.batch_size):
-            embeddings, keep = encode(texts[start:start + self.batch_size])
-            out.extend(e[k].astype(np.float16) for e, k in zip(embeddings, np.asarray(keep, bool)))
+        images = list(images) if images is not None else [None] * len(texts)
+        if len(images) != len(texts):
+            raise ValueError(f"{len(texts)} passage texts but {len(images)} images")
+        kinds: dict[tuple[bool, bool], list[int]] = {}
+        for i, (text, image) in enumerate(zip(texts, images)):
+            kinds.setdefault((image is not None, bool((text or "").strip())), []).append(i)
+        out: list[np.ndarray | None] = [None] * len(texts)
+        for (with_image, _), positions in kinds.items():
+            for start in range(0, len(positions), self.batch_size):
+                batch = positions[start:start + self.batch_size]
+                args = ([texts[i] for i in batch],) + (([images[i] for i in batch],) if with_image else ())
+                embeddings, keep = encode(*args)
+                for row, i in enumerate(batch):
+                    out[i] = embeddings[row][np.asarray(keep[row], bool)].astype(np.float16)
         return out
 
     def encoding_record(self) -> dict:
         """What an index built by this searcher records of its encoding: the model and the settings."""
         return {"model": self.fingerprint, "settings": self.settings.to_dict()}
 
-    def build_index(self, passages: Iterable[tuple[str, str]], folder: str | os.PathLike, *,
+    def build_index(self, passages: Iterable[tuple], folder: str | os.PathLike, *,
                     index_config: IndexConfig | dict | None = None, calibration_queries=None,
                     shard_size: int = 10_000, total: int | None = None, length_bucket: int | None = None,
                     progress: bool = True, extra: Mapping[str, Any] | None = None) -> LateInteractionIndex:
-        """Encode `(pid, text)` passages into shards (`folder/shards`, resumable) and build the index
+        """Encode `(pid, text)` and `(pid, text, image)` passages into shards (`folder/shards`, resumable) and build
+        the index
         (`folder/index`, resumable), recording the model and the settings; opens it as this searcher's index.
 
         Collective under `jax.distributed`: every process reads the same stream and encodes and indexes its own

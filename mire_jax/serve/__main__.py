@@ -32,7 +32,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="a run folder naming its model, index and passages in serve.json (e.g. runs/demo)")
     p.add_argument("--model", help="model folder (config.json + params.safetensors) or training workdir")
     p.add_argument("--index", help="a saved LateInteractionIndex folder built with this model")
-    p.add_argument("--passages", help="the passage texts: JSON Lines {id, text} or parquet")
+    p.add_argument("--passages", help="the passage texts: JSON Lines {id, text, image?} or parquet")
+    p.add_argument("--image-root", default=None,
+                   help="the folder the passages' image paths are relative to (default: the passages file's)")
     p.add_argument("--tokenizer", default="", help="vocab.txt or tokenizer folder (default: the model folder's)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8024, help="0: any free port")
@@ -89,7 +91,8 @@ def main(argv=None) -> None:
     try:
         paths = run_paths(a.run) if a.run is not None else {"model": a.model, "index": a.index, "passages": a.passages}
         searcher = Searcher.load(**paths, tokenizer=a.tokenizer, verify_index=not a.no_verify_index,
-                                 settings={"query_maxlen": a.query_maxlen}, force_settings=a.force_settings)
+                                 settings={"query_maxlen": a.query_maxlen}, force_settings=a.force_settings,
+                                 image_root=a.image_root)
         engine = Engine(searcher, batch_sizes=a.batch_sizes, max_k=a.max_k)
     except (OSError, ValueError) as e:  # missing files, a mismatched index or passages file: one line, no trace
         sys.exit(f"mire_jax.serve: {' '.join(str(e).split())}")

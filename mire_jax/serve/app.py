@@ -4,7 +4,8 @@
 |---|---|---|
 | POST /search | multipart: image (file), question (text), k (default 10) | {"results": [{rank, id, score, text}], ...} |
 | POST /explain | multipart: image, question, passage_ids (comma-separated), format (json or png) | heatmaps as PNG |
-| GET /passages/{id} | | {"id", "text"} |
+| GET /passages/{id} | | {"id", "text", "image" (the URL of its image, when it carries one)} |
+| GET /passage-image/{id} | | the passage's image file (404 when it has none) |
 | GET /healthz | | model, index size, device, batching, compilations since start-up |
 | GET / | | the page |
 
@@ -17,8 +18,10 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import mimetypes
 import os
 import time
+import urllib.parse
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -61,6 +64,11 @@ def _error(status: int, reason: str, headers: dict | None = None) -> JSONRespons
 
 def _ms(seconds: float) -> float:
     return round(1000 * seconds, 2)
+
+
+def passage_image_url(passage_id: str) -> str:
+    """The route serving a passage's image."""
+    return "/passage-image/" + urllib.parse.quote(str(passage_id), safe="")
 
 
 def _split(outcome: BatchOutcome, i: int):
@@ -153,9 +161,12 @@ class Server:
         except Busy as busy:
             raise InputError(503, f"the server is busy: {busy}") from None
         ids, scores, encode_s, search_s = answer.result
-        passages = self.engine.passages
+        passages, images = self.engine.passages, self.engine.passage_images
         results = [{"rank": rank, "id": pid, "score": float(score), "text": passages[str(pid)]}
                    for rank, (pid, score) in enumerate(zip(ids[:k], scores[:k]), start=1)]
+        for result in results:
+            if str(result["id"]) in images:
+                result["image"] = passage_image_url(result["id"])
         # A JSONResponse of plain values: FastAPI would otherwise walk the dict through its encoder first.
         return JSONResponse({
             "results": results, "query": {"question": question, "image": image is not None, "k": k},
@@ -200,11 +211,28 @@ class Server:
         return passage_ids
 
     async def passage(self, passage_id: str):
-        """One passage's text."""
+        """One passage's text, and the URL of its image when it carries one."""
         engine = self.engine
         if passage_id not in engine.position:
             raise InputError(404, f"no passage with id {passage_id!r}")
-        return {"id": engine.index.ids[engine.position[passage_id]], "text": engine.passages[passage_id]}
+        answer = {"id": engine.index.ids[engine.position[passage_id]], "text": engine.passages[passage_id]}
+        if passage_id in engine.passage_images:
+            answer["image"] = passage_image_url(passage_id)
+        return answer
+
+    async def passage_image(self, passage_id: str):
+        """The image file of a passage that carries one (only files the passages file names are ever served)."""
+        engine = self.engine
+        if passage_id not in engine.position:
+            raise InputError(404, f"no passage with id {passage_id!r}")
+        path = engine.passage_images.get(passage_id)
+        if path is None:
+            raise InputError(404, f"passage {passage_id!r} has no image")
+        if not os.path.isfile(path):
+            log.warning("the image of passage %r is missing: %s", passage_id, path)
+            raise InputError(404, f"the image file of passage {passage_id!r} is missing on the server")
+        media_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
+        return FileResponse(path, media_type=media_type, headers={"Cache-Control": "max-age=3600"})
 
     async def healthz(self):
         """Model, index size, device; batching and compilation counters."""
@@ -264,6 +292,7 @@ def create_app(engine: Engine, *, limits: Limits | None = None, window_ms: float
     app.post("/search")(server.search)
     app.post("/explain")(server.explain)
     app.get("/passages/{passage_id:path}")(server.passage)
+    app.get("/passage-image/{passage_id:path}")(server.passage_image)
     app.get("/healthz")(server.healthz)
     app.get("/", include_in_schema=False)(server.page)
     return app

@@ -99,6 +99,13 @@ class Client:
     def passage(self, passage_id) -> dict:
         return self.get("/passages/" + urllib.parse.quote(str(passage_id), safe=""))
 
+    def passage_image(self, passage_id) -> tuple[bytes, str]:
+        """(the image file's bytes, its content type) of a passage that carries one; ApiError otherwise."""
+        status, headers, data = self.request("GET", "/passage-image/" + urllib.parse.quote(str(passage_id), safe=""))
+        if status >= 400:
+            self._json(status, headers, data)
+        return data, headers.get("content-type", "")
+
     def health(self) -> dict:
         return self.get("/healthz")
 

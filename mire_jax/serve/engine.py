@@ -54,6 +54,7 @@ class Engine:
             raise ValueError("the server needs a searcher with an index and the passages' texts")
         self.searcher = searcher
         self.index, self.passages = searcher.index, searcher.passages
+        self.passage_images = searcher.passage_images  # id -> image file, for the passages that carry one
         self.batch_sizes = tuple(sorted({int(b) for b in batch_sizes}))
         self.max_k = int(min(max_k, self.index.num_passages))
         self.image_size = searcher.settings.image.size
@@ -195,6 +196,7 @@ class Engine:
                       "query_maxlen": settings.query_maxlen, "visual_tokens": self.num_visual,
                       "heads": config.head.num_heads, "residual": bool(config.head.residual)},
             "index": {"dir": self.searcher.index_dir, "passages": self.index.num_passages,
+                      "passages_with_images": len(self.passage_images),
                       "tokens": int(self.index.offsets[-1]), "mode": self.index.config.mode,
                       "encoding": self.index.encoding},
             "device": {"platform": device.platform, "kind": device.device_kind, "count": jax.device_count()},

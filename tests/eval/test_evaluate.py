@@ -196,7 +196,8 @@ def evaluate_entry():
     return module
 
 
-@pytest.mark.parametrize("name,fixture,images", [("okvqa_gs", "okvqa_gs", "images"), ("remuq", "remuq", "webqa")])
+@pytest.mark.parametrize("name,fixture,images", [("okvqa_gs", "okvqa_gs", "images"), ("remuq", "remuq", "webqa"),
+                                                 ("fashioniq", "fashioniq", "images")])
 def test_image_root_override_moves_the_images(tmp_path, evaluate_entry, name, fixture, images):
     from configs.eval import get_config
 

@@ -141,3 +141,55 @@ def test_cli_encodes_with_the_model_and_builds_an_index(tmp_path):
     assert index.search(q, np.ones(q.shape[:2], bool), k=1)[0][0, 0] == ids[0]
     rerun = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300, env=env)
     assert rerun.returncode == 0 and "wrote 0 shard(s)" in rerun.stdout
+
+
+class KindRecordingEncoder:
+    """Records each call's kind; returns one row per kept token: [text number, is-image, position]."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, texts, images=None):
+        kinds = {("image" if images is not None and images[i] is not None else "text")
+                 + ("+text" if images is not None and t else "") for i, t in enumerate(texts)}
+        self.calls.append((sorted(kinds), len(texts)))
+        width = 6
+        out = np.zeros((len(texts), width, 3), np.float32)
+        keep = np.zeros((len(texts), width), bool)
+        for row, text in enumerate(texts):
+            image = images[row] if images is not None else None
+            n = (2 if image is not None else 0) + (len(text.split()) if text else 0)
+            out[row, :n, 0] = float(text.split()[0][1:]) if text else float(image[3:])
+            out[row, :n, 1] = image is not None
+            keep[row, :n] = True
+        return out, keep
+
+
+def test_passages_with_images_are_encoded_by_kind_in_stream_order(tmp_path):
+    """Text, image-only and image+text passages of a shard go to the encoder in batches of one kind each (the image
+    ones as `encode_fn(texts, images)`), and the shard keeps the stream's order; a rerun resumes."""
+    stream = []
+    for i in range(14):
+        if i % 3 == 0:
+            stream.append((f"p{i}", f"t{i} word", None) if i == 9 else (f"p{i}", f"t{i} word"))
+        elif i % 3 == 1:
+            stream.append((f"p{i}", "", f"img{i}"))
+        else:
+            stream.append((f"p{i}", f"t{i} more words", f"img{i}"))
+    encoder = KindRecordingEncoder()
+    summary = enc.encode_to_shards(iter(stream), tmp_path, encoder, shard_size=7, batch_size=2, progress=False)
+    assert summary.shards_written == [0, 1]
+    assert all(len(kinds) == 1 for kinds, _ in encoder.calls)  # never a mixed batch
+    assert {kinds[0] for kinds, _ in encoder.calls} == {"text", "image", "image+text"}
+    shards.write_manifest(tmp_path, summary.num_shards)
+    embeddings, lengths, ids = shards.read_corpus(tmp_path)
+    assert ids == [p[0] for p in stream]
+    want_lengths = [(2 if len(p) > 2 and p[2] else 0) + len(p[1].split()) for p in stream]
+    assert lengths.tolist() == want_lengths
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    numbers = embeddings[starts, 0].astype(int).tolist()
+    assert numbers == [int(p[0][1:]) for p in stream]  # each passage's own rows, in stream order
+    assert embeddings[starts, 1].astype(bool).tolist() == [len(p) > 2 and p[2] is not None for p in stream]
+    again = enc.encode_to_shards(iter(stream), tmp_path, KindRecordingEncoder(), shard_size=7, batch_size=2,
+                                 progress=False)
+    assert again.shards_skipped == [0, 1] and again.shards_written == []

@@ -81,3 +81,33 @@ def test_errors_are_shown_in_words(browser_page, server):
     page.wait_for_selector("#error:not([hidden])")
     page.wait_for_function("document.getElementById('error').textContent.includes('not an image')")
     assert page.locator("#results li.result").count() == 0
+
+
+def test_passage_images_are_shown_beside_their_passages(browser_page, image_passages_run, tmp_path):
+    page = browser_page
+    passages = image_passages_run.passages
+    page.goto(image_passages_run.server.url + "/")
+    page.wait_for_function("document.getElementById('health').textContent.includes('4 with images')")
+    page.set_input_files("#image-input", files=[])
+    page.fill("#question", "a red circle on a card")
+    page.fill("#k", "6")
+    page.click("#search-button")
+    page.wait_for_selector("#results li.result", timeout=60_000)
+    items = page.locator("#results li.result")
+    assert items.count() == 6
+    page.wait_for_function("[...document.querySelectorAll('#results img.passage-image')]"
+                           ".every((img) => img.complete && img.naturalWidth > 0)")
+    for i in range(6):
+        item = items.nth(i)
+        pid = item.get_attribute("data-id")
+        picture = item.locator("img.passage-image")
+        if passages[pid]["image"] is None:
+            assert picture.count() == 0
+            assert item.locator(".text").inner_text() == passages[pid]["text"]
+        else:
+            assert picture.count() == 1 and picture.get_attribute("src") == f"/passage-image/{pid}"
+            assert page.evaluate("(img) => img.naturalWidth", picture.element_handle()) == 48
+            shown = item.locator(".text").inner_text()
+            assert shown == (passages[pid]["text"] or "(image only)")
+    assert page.is_hidden("#error")
+    page.screenshot(path=os.environ.get("MIRE_SERVE_IMAGES_SCREENSHOT") or str(tmp_path / "page.png"), full_page=True)

@@ -1,7 +1,8 @@
 """Passage corpora that stream `(pid, text)` in file order.
 
 * `MemoryCorpus`: corpora MIRe builds as a dict (ReMuQ, M2KR, A-OKVQA, ViD2R val): a duplicate id keeps
-  its first position and its last text.
+  its first position and its last text. It may carry an image per passage (FashionIQ, WebQA): `items()` then
+  yields `(pid, text, image)` for those, the form the index's encoding loop takes.
 * `CsvCorpus`: a `kid,text` CSV streamed row by row, every row a passage (OK-VQA Google-Search, whose
   index MIRe builds from the row list); a duplicate id's text for relevance is its last row's, as in
   MIRe's `pid2passage` dict.
@@ -38,6 +39,16 @@ class Corpus(abc.ABC):
     def __len__(self) -> int:
         """Number of passages (index positions)."""
 
+    def items(self) -> Iterator[tuple]:
+        """`(pid, text)`, or `(pid, text, image)` for a passage that carries an image (an `ImageRef`), in file
+        order: what the index encodes."""
+        return iter(self)
+
+    @property
+    def has_images(self) -> bool:
+        """Whether some passage carries an image."""
+        return False
+
     def iter_passages(self, progress: bool = True, desc: str | None = None) -> Iterator[tuple[str, str]]:
         """Iterate with a tqdm progress bar (shown on terminals only)."""
         return iter(tqdm(self, total=len(self), desc=desc or f"passages of {os.path.basename(self.source)}",
@@ -62,12 +73,24 @@ def _check_found(wanted: set[str], found: dict[str, str], source: str) -> None:
 
 
 class MemoryCorpus(Corpus):
-    """A corpus held as parallel lists (already deduplicated)."""
+    """A corpus held as parallel lists (already deduplicated); `images` (optional, aligned): an `ImageRef` per
+    passage that carries one, else None."""
 
-    def __init__(self, pids: list[str], texts: list[str], source: str):
-        if len(pids) != len(texts):
-            raise ValueError("pids and texts differ in length")
+    def __init__(self, pids: list[str], texts: list[str], source: str, images: list | None = None):
+        if len(pids) != len(texts) or (images is not None and len(images) != len(pids)):
+            raise ValueError("pids, texts and images differ in length")
         self.pids, self.texts, self.source = pids, texts, source
+        self.images = images if images is not None and any(image is not None for image in images) else None
+
+    def items(self) -> Iterator[tuple]:
+        if self.images is None:
+            return iter(self)
+        return (item if image is None else (*item, image)
+                for item, image in zip(zip(self.pids, self.texts), self.images))
+
+    @property
+    def has_images(self) -> bool:
+        return self.images is not None
 
     @classmethod
     def from_pairs(cls, pairs: Iterable[tuple[str, str]], source: str) -> tuple["MemoryCorpus", int]:

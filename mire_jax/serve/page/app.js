@@ -44,6 +44,14 @@ function setImage(file) {
   showError("");
 }
 
+function missingImage(id) {
+  const note = document.createElement("span");
+  note.className = "passage-image missing";
+  note.textContent = "image unavailable";
+  note.title = `the server could not send the image of passage ${id}`;
+  return note;
+}
+
 function renderResults(answer) {
   const list = $("results");
   list.replaceChildren();
@@ -66,7 +74,22 @@ function renderResults(answer) {
     const text = document.createElement("p");
     text.className = "text";
     text.textContent = r.text;
-    item.append(head, text);
+    const body = document.createElement("div");
+    body.className = "body";
+    if (r.image) {
+      // a passage that carries an image: shown beside its text (an image-only passage has none)
+      const picture = document.createElement("img");
+      picture.className = "passage-image";
+      picture.src = r.image;
+      picture.alt = `the image of passage ${r.id}`;
+      picture.loading = "lazy";
+      picture.addEventListener("error", () => { picture.replaceWith(missingImage(r.id)); });
+      body.append(picture);
+      if (!r.text) text.classList.add("muted");
+      if (!r.text) text.textContent = "(image only)";
+    }
+    body.append(text);
+    item.append(head, body);
     list.append(item);
   }
   const t = answer.timings;
@@ -214,7 +237,8 @@ function setUp() {
   callApi("/healthz").then((h) => {
     // The model folder's last three parts name it; the full path is in /healthz.
     const model = h.model.dir.split("/").filter(Boolean).slice(-3).join("/");
-    $("health").textContent = `${h.index.passages} passages · ${h.device.platform} · model …/${model}`;
+    const pictures = h.index.passages_with_images ? ` (${h.index.passages_with_images} with images)` : "";
+    $("health").textContent = `${h.index.passages} passages${pictures} · ${h.device.platform} · model …/${model}`;
     $("health").title = h.model.dir;
     $("k").max = h.limits.max_k;
   }).catch((e) => { $("health").textContent = e.message; });
