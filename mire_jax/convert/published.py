@@ -5,21 +5,29 @@
     vision_tower.vision_tower[.vision_model].*  CLIP vision model (the `vision_model.` level: transformers < 5)
     query_fusion.*                              the pooling head
 
+and of the published `SentMIRe` (a PyLate ModernColBERT text tower), whose text keys are instead
+
+    model.*                                     ModernBERT (Hugging Face ModernBertModel)
+    dense.weight (and dense.bias)               PyLate's Dense projection (its `linear`)
+
 Every parameter is listed once as (published key, flax param path, (to_flax, to_torch)), so that import and export
 are one table read both ways.
 """
 from __future__ import annotations
 
+import re
 from typing import Any, Callable, Iterator, Mapping
 
 import jax
 import numpy as np
 
 from mire_jax.api import init_params
-from mire_jax.config import BertConfig, HeadConfig, MIReConfig, TorchLayout, VisionConfig
+from mire_jax.config import BertConfig, HeadConfig, MIReConfig, ModernBertConfig, TorchLayout, VisionConfig
 
 BERT_PREFIX = "model.bert."
 LINEAR_KEY = "model.linear.weight"
+MODERNBERT_PREFIX = "model."      # SentMIRe: its ModernBERT is the module `model`, PyLate's Dense `dense`
+DENSE = "dense"
 VISION_PREFIX = "vision_tower.vision_tower."
 VISION_MODEL = "vision_model."
 HEAD_PREFIX = "query_fusion."
@@ -40,9 +48,10 @@ def _linear(torch_name, path, bias=True):
         yield f"{torch_name}.bias", (*path, "bias"), _IDENTITY
 
 
-def _layer_norm(torch_name, path):
+def _layer_norm(torch_name, path, bias=True):
     yield f"{torch_name}.weight", (*path, "scale"), _IDENTITY
-    yield f"{torch_name}.bias", (*path, "bias"), _IDENTITY
+    if bias:
+        yield f"{torch_name}.bias", (*path, "bias"), _IDENTITY
 
 
 def _bert_entries(cfg: BertConfig, prefix: str = BERT_PREFIX):
@@ -60,6 +69,23 @@ def _bert_entries(cfg: BertConfig, prefix: str = BERT_PREFIX):
         yield from _linear(f"{t}output.dense", (*f, "output"))
         yield from _layer_norm(f"{t}output.LayerNorm", (*f, "output_ln"))
     yield from _linear(f"{prefix}pooler.dense", (*b, "pooler"))
+
+
+def _modernbert_entries(cfg: ModernBertConfig, prefix: str = MODERNBERT_PREFIX):
+    """Hugging Face `ModernBertModel` keys (layer 0 has no attn_norm: its attention reads the embeddings)."""
+    b, norm_bias = ("bert",), cfg.norm_bias
+    yield f"{prefix}embeddings.tok_embeddings.weight", (*b, "tok_embeddings", "embedding"), _IDENTITY
+    yield from _layer_norm(f"{prefix}embeddings.norm", (*b, "embeddings_norm"), norm_bias)
+    for i in range(cfg.num_hidden_layers):
+        t, f = f"{prefix}layers.{i}.", (*b, f"layer_{i}")
+        if i:
+            yield from _layer_norm(f"{t}attn_norm", (*f, "attn_norm"), norm_bias)
+        yield from _linear(f"{t}attn.Wqkv", (*f, "attn", "Wqkv"), cfg.attention_bias)
+        yield from _linear(f"{t}attn.Wo", (*f, "attn", "Wo"), cfg.attention_bias)
+        yield from _layer_norm(f"{t}mlp_norm", (*f, "mlp_norm"), norm_bias)
+        yield from _linear(f"{t}mlp.Wi", (*f, "mlp", "Wi"), cfg.mlp_bias)
+        yield from _linear(f"{t}mlp.Wo", (*f, "mlp", "Wo"), cfg.mlp_bias)
+    yield from _layer_norm(f"{prefix}final_norm", (*b, "final_norm"), norm_bias)
 
 
 def _vision_entries(cfg: VisionConfig, prefix: str):
@@ -97,8 +123,12 @@ def vision_prefix(layout: TorchLayout) -> str:
 
 def published_entries(config: MIReConfig) -> Iterator[tuple[str, tuple[str, ...], tuple[Callable, Callable]]]:
     """(published key, flax param path, (to_flax, to_torch)) for every parameter, in the reference's key order."""
-    yield from _bert_entries(config.bert)
-    yield LINEAR_KEY, ("linear", "kernel"), _LINEAR
+    if config.modernbert is not None:
+        yield from _modernbert_entries(config.modernbert)
+        yield from _linear(DENSE, ("linear",), config.modernbert.projection_bias)
+    else:
+        yield from _bert_entries(config.bert)
+        yield LINEAR_KEY, ("linear", "kernel"), _LINEAR
     yield from _vision_entries(config.vision, vision_prefix(config.layout))
     yield from _head_entries()
 
@@ -134,8 +164,10 @@ def to_numpy(x) -> np.ndarray:
 
 def _position_ids_keys(config: MIReConfig) -> dict[str, int]:
     """Known `position_ids` buffer keys of older transformers -> their length."""
-    return {f"{BERT_PREFIX}embeddings.position_ids": config.bert.max_position_embeddings,
-            f"{vision_prefix(config.layout)}embeddings.position_ids": config.vision.num_patches + 1}
+    keys = {f"{vision_prefix(config.layout)}embeddings.position_ids": config.vision.num_patches + 1}
+    if config.modernbert is None:
+        keys[f"{BERT_PREFIX}embeddings.position_ids"] = config.bert.max_position_embeddings
+    return keys
 
 
 def _detect_layout(keys) -> TorchLayout:
@@ -151,12 +183,62 @@ def _as_dict(cfg, cls):
     return cls.from_dict(cfg or {})
 
 
+def is_modernbert(text_config) -> bool:
+    """Whether a text tower config (a Hugging Face dict or PretrainedConfig, or our dataclass) is ModernBERT's."""
+    if isinstance(text_config, ModernBertConfig):
+        return True
+    if hasattr(text_config, "to_dict") and not isinstance(text_config, (BertConfig, Mapping)):
+        text_config = text_config.to_dict()
+    return isinstance(text_config, Mapping) and text_config.get("model_type") == "modernbert"
+
+
 def make_config(bert_config, vision_config, head, **kw) -> MIReConfig:
-    """MIReConfig from Hugging Face style dicts (or PretrainedConfig objects, or our dataclasses)."""
+    """MIReConfig from Hugging Face style dicts (or PretrainedConfig objects, or our dataclasses). `bert_config` is
+    the text tower's: a BERT config (MIRe) or a ModernBERT one (`model_type` "modernbert", or a `ModernBertConfig`:
+    SentMIRe)."""
     if isinstance(vision_config, Mapping) and "vision_config" in vision_config:  # a full CLIPConfig dict
         vision_config = vision_config["vision_config"]
+    if is_modernbert(bert_config):
+        kw["modernbert"] = _as_dict(bert_config, ModernBertConfig)
+        bert_config = None
     return MIReConfig(bert=_as_dict(bert_config, BertConfig), vision=_as_dict(vision_config, VisionConfig),
                       head=_as_dict(head, HeadConfig), **kw)
+
+
+VARIANTS = {"bert": "MIRe (BERT text tower)", "modernbert": "SentMIRe (ModernBERT text tower)"}
+
+
+def checkpoint_variant(keys) -> str | None:
+    """"bert" (MIRe: model.bert.*, model.linear.weight) or "modernbert" (SentMIRe: model.embeddings.tok_embeddings,
+    model.layers.*, dense.weight), from a published state dict's keys; None when the text keys are neither's."""
+    keys = list(keys)
+    if any(k.startswith(BERT_PREFIX) or k == LINEAR_KEY for k in keys):
+        return "bert"
+    if any(k.startswith((f"{MODERNBERT_PREFIX}embeddings.tok_embeddings", f"{MODERNBERT_PREFIX}layers.",
+                         f"{MODERNBERT_PREFIX}final_norm", f"{DENSE}.")) for k in keys):
+        return "modernbert"
+    return None
+
+
+def _key_patterns(keys, limit: int = 5) -> str:
+    """Keys with their layer numbers folded into '*', de-duplicated: 'model.layers.*.attn.Wqkv.weight, ...'."""
+    patterns = sorted({re.sub(r"\.\d+\.", ".*.", k) for k in keys})
+    shown = ", ".join(patterns[:limit])
+    return shown + (f" and {len(patterns) - limit} more" if len(patterns) > limit else "")
+
+
+def check_variant(keys, config: MIReConfig) -> None:
+    """Refuses, in one line naming the keys that do not fit, a checkpoint of one text tower given as the other."""
+    keys = list(keys)
+    found = checkpoint_variant(keys)
+    if found is None or found == config.text_tower:
+        return
+    expected = {k for k, _, _ in published_entries(config)}
+    text_keys = [k for k in keys if k not in expected and not k.startswith((VISION_PREFIX, HEAD_PREFIX))]
+    wanted = [k for k, _, _ in published_entries(config) if not k.startswith((VISION_PREFIX, HEAD_PREFIX))]
+    raise CheckpointError(f"a {VARIANTS[found]} checkpoint given as a {VARIANTS[config.text_tower]} one: its keys "
+                          f"{_key_patterns(text_keys)} do not fit that layout, which has {_key_patterns(wanted, 3)} "
+                          f"instead; give the config of a {'ModernBERT' if found == 'modernbert' else 'BERT'} text tower")
 
 
 def from_torch(state_dict: Mapping[str, Any], bert_config, vision_config, head, *, dtype: str = "float32"):
@@ -169,6 +251,9 @@ def from_torch(state_dict: Mapping[str, Any], bert_config, vision_config, head, 
     """
     keys = set(state_dict)
     config = make_config(bert_config, vision_config, head, dtype=dtype, layout=_detect_layout(keys))
+    check_variant(keys, config)
+    if config.modernbert is not None and f"{DENSE}.bias" in keys and not _has_field(bert_config, "projection_bias"):
+        config = config.replace_text(projection_bias=True)  # a Dense layer with a bias: the keys tell
     position_ids = {k: n for k, n in _position_ids_keys(config).items() if k in keys}
     for key, n in position_ids.items():
         value = to_numpy(state_dict[key])
@@ -176,6 +261,10 @@ def from_torch(state_dict: Mapping[str, Any], bert_config, vision_config, head, 
             raise CheckpointError(f"{key}: expected arange({n}) of shape (1, {n}), got shape {value.shape}")
     config = config.replace(layout=TorchLayout(config.layout.vision_model_prefix, tuple(sorted(position_ids))))
     return config, _params_from_entries(state_dict, config, published_entries(config), extra=set(position_ids))
+
+
+def _has_field(cfg, name: str) -> bool:
+    return hasattr(cfg, name) if not isinstance(cfg, Mapping) else name in cfg
 
 
 def _params_from_entries(state_dict, config, entries, extra=frozenset()) -> dict:
