@@ -22,6 +22,7 @@ from mire_jax import hosts
 from mire_jax.config import EncodingSettings, MIReConfig
 from mire_jax.files import write_json
 from mire_jax.retrieval.model_folder import load_model, save_model
+from mire_jax.tokenization import load as load_tokenizer
 from mire_jax.tokenizer import DROP_PUNCTUATION, ColbertTokenizer
 from mire_jax.train.checkpoint import Checkpointer
 from mire_jax.train.metrics_log import MetricsLogger
@@ -44,7 +45,7 @@ def _all_processes_reach(name: str) -> None:
 def build_tokenizer(cfg) -> ColbertTokenizer:
     if not cfg.tokenizer:
         raise ValueError("config.tokenizer must name a vocab.txt or tokenizer folder")
-    return ColbertTokenizer.from_pretrained(cfg.tokenizer)
+    return load_tokenizer(cfg.tokenizer)
 
 
 def initial_model(m, vocab_size: int | None = None) -> tuple[MIReConfig, dict]:
@@ -57,7 +58,7 @@ def initial_model(m, vocab_size: int | None = None) -> tuple[MIReConfig, dict]:
         raise ValueError(f"config.model.preset must be one of {sorted(presets)}, got {m.preset!r}")
     config = presets[m.preset]()
     if vocab_size:
-        config = config.replace(bert=dataclasses.replace(config.bert, vocab_size=vocab_size))
+        config = config.replace_text(vocab_size=vocab_size)
     log.warning("config.model.dir is not set: random %s towers from seed %d", m.preset, m.seed)
     return config, jax.device_get(mire_jax.init_params(config, jax.random.PRNGKey(m.seed)))
 
@@ -65,9 +66,9 @@ def initial_model(m, vocab_size: int | None = None) -> tuple[MIReConfig, dict]:
 def build_model(cfg, tokenizer) -> tuple[MIReConfig, dict]:
     m = cfg.model
     config, params = initial_model(m, tokenizer.vocab_size)
-    if config.bert.vocab_size < tokenizer.vocab_size:
+    if config.text.vocab_size < tokenizer.vocab_size:
         raise ValueError(f"the tokenizer has {tokenizer.vocab_size} tokens, the model's vocabulary only "
-                         f"{config.bert.vocab_size}")
+                         f"{config.text.vocab_size}")
     head = config.head.__class__(**{**config.head.__dict__, "residual": bool(m.residual)})
     return config.replace(dtype=m.dtype, head=head), params
 
