@@ -15,7 +15,6 @@ are one table read both ways.
 """
 from __future__ import annotations
 
-import re
 from typing import Any, Callable, Iterator, Mapping
 
 import jax
@@ -220,11 +219,10 @@ def checkpoint_variant(keys) -> str | None:
     return None
 
 
-def _key_patterns(keys, limit: int = 5) -> str:
-    """Keys with their layer numbers folded into '*', de-duplicated: 'model.layers.*.attn.Wqkv.weight, ...'."""
-    patterns = sorted({re.sub(r"\.\d+\.", ".*.", k) for k in keys})
-    shown = ", ".join(patterns[:limit])
-    return shown + (f" and {len(patterns) - limit} more" if len(patterns) > limit else "")
+def _key_groups(keys) -> str:
+    """Keys of more than three components grouped by their first two: 'model.bert.*, model.linear.weight'."""
+    groups = {k if k.count(".") < 3 else ".".join(k.split(".")[:2]) + ".*" for k in keys}
+    return ", ".join(sorted(groups))
 
 
 def check_variant(keys, config: MIReConfig) -> None:
@@ -237,8 +235,9 @@ def check_variant(keys, config: MIReConfig) -> None:
     text_keys = [k for k in keys if k not in expected and not k.startswith((VISION_PREFIX, HEAD_PREFIX))]
     wanted = [k for k, _, _ in published_entries(config) if not k.startswith((VISION_PREFIX, HEAD_PREFIX))]
     raise CheckpointError(f"a {VARIANTS[found]} checkpoint given as a {VARIANTS[config.text_tower]} one: its keys "
-                          f"{_key_patterns(text_keys)} do not fit that layout, which has {_key_patterns(wanted, 3)} "
-                          f"instead; give the config of a {'ModernBERT' if found == 'modernbert' else 'BERT'} text tower")
+                          f"{_key_groups(text_keys)} ({len(text_keys)} keys) do not fit that layout, which has "
+                          f"{_key_groups(wanted)} instead; give the config of a "
+                          f"{'ModernBERT' if found == 'modernbert' else 'BERT'} text tower")
 
 
 def from_torch(state_dict: Mapping[str, Any], bert_config, vision_config, head, *, dtype: str = "float32"):
