@@ -26,7 +26,7 @@ from mire_jax.tokenization import load as load_tokenizer
 from mire_jax.tokenizer import DROP_PUNCTUATION, ColbertTokenizer
 from mire_jax.train.checkpoint import Checkpointer
 from mire_jax.train.metrics_log import MetricsLogger
-from mire_jax.train.optim import learning_rate_schedule, make_optimizer
+from mire_jax.train.optim import is_trainable, learning_rate_schedule, make_optimizer
 from mire_jax.train.step import BatchLayout, DataParallelStep, StepConfig, ValidationStep, full_params, init_state
 
 log = logging.getLogger("mire_jax.train")
@@ -151,6 +151,10 @@ def _check_config(cfg):
     if cfg.data.text_cache_dir and (cfg.phase != "pretrain" or cfg.dropout):
         raise ValueError("config.data.text_cache_dir: cached text features need a frozen text tower without "
                          "dropout (phase 'pretrain', dropout False)")
+    is_trainable(cfg.phase, tuple(cfg.trainable))  # names the unknown parts
+    if cfg.data.text_cache_dir and {"bert", "linear"} & set(cfg.trainable):
+        raise ValueError(f"config.data.text_cache_dir: cached text features need a frozen text tower and "
+                         f"projection, but config.trainable trains {sorted({'bert', 'linear'} & set(cfg.trainable))}")
     if cfg.validation.holdout and cfg.validation.split:
         raise ValueError("validation: give holdout (records held out of the training split) or split, not both")
     BatchLayout(cfg.batch_size, jax.device_count(), cfg.accum_steps, cfg.negatives_group)
@@ -196,7 +200,7 @@ def train(cfg, workdir: str) -> dict:
     step_cfg = StepConfig.from_config(cfg)
     step_fn = DataParallelStep(model_cfg, step_cfg, tx, schedule, cfg.batch_size)
     validation_step = ValidationStep(model_cfg, step_cfg) if data.validation else None
-    state, frozen_host = init_state(params, cfg.phase, tx, jax.random.PRNGKey(cfg.seed))
+    state, frozen_host = init_state(params, cfg.phase, tx, jax.random.PRNGKey(cfg.seed), tuple(cfg.trainable) or None)
 
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=cfg.keep_checkpoints)
     data_iter = iter(data.pipeline)
