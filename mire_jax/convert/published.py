@@ -245,8 +245,10 @@ def from_torch(state_dict: Mapping[str, Any], bert_config, vision_config, head, 
 
     `state_dict` maps published key -> numpy array or torch tensor; `bert_config`/`vision_config` are dicts with
     Hugging Face field names (as `PretrainedConfig.to_dict()` gives); `head` a dict with `dim`, `num_tokens`,
-    `num_heads` (and optionally `residual`). Raises CheckpointError naming every missing, unexpected or
-    wrong-shaped key (with both shapes).
+    `num_heads` (and optionally `residual`). `bert_config` is the text tower's: a ModernBERT one (`model_type`
+    "modernbert") makes a SentMIRe, whose projection has a bias when the checkpoint has `dense.bias`. Raises
+    CheckpointError naming every missing, unexpected or wrong-shaped key (with both shapes), or, in one line, the
+    keys of a checkpoint of the other text tower.
     """
     keys = set(state_dict)
     config = make_config(bert_config, vision_config, head, dtype=dtype, layout=_detect_layout(keys))
