@@ -37,9 +37,8 @@ def inputs():
     return q, k, v, jnp.asarray(mask)
 
 
-@pytest.mark.parametrize("window", [0, 3])
-@pytest.mark.parametrize("rate", [0.0, 0.15])
-@pytest.mark.parametrize("block_scores", [None, T * T])
+@pytest.mark.parametrize("window,rate,block_scores", [(3, 0.0, None), (3, 0.15, T * T), (0, 0.0, T * T),
+                                                      (0, 0.15, None)])
 def test_blocked_local_attention_equals_plain(inputs, window, rate, block_scores):
     q, k, v, mask = inputs
     keys = example_keys(jax.random.PRNGKey(3), jnp.arange(B, dtype=jnp.uint32))
