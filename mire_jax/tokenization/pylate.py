@@ -82,6 +82,9 @@ class PylateConventions:
         elif os.path.isfile(path(PYLATE_CONFIG)):
             st = read_json(path(PYLATE_CONFIG), error=TokenizerError)
             sbert = read_json(path(SBERT_CONFIG), error=TokenizerError) if os.path.isfile(path(SBERT_CONFIG)) else {}
+            if st.get("query_prefix") == "" or st.get("document_prefix") == "":
+                raise TokenizerError(f"{path(PYLATE_CONFIG)}: a prefix-free PyLate model; the ColBERT framing of "
+                                     "SentMIRe needs a query and a document prefix token")
             found = cls(query_prefix=st.get("query_prefix") or cls.query_prefix,
                         document_prefix=st.get("document_prefix") or cls.document_prefix,
                         skiplist_words=tuple(st.get("skiplist_words") or string.punctuation),

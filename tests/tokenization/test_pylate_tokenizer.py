@@ -181,3 +181,6 @@ def test_refusals_are_one_line(folder, tmp_path):
         PylateConventions(framing="other")
     with pytest.raises(TokenizerError, match="no pylate_conventions.json"):
         PylateConventions.from_folder(tmp_path)
+    write_tiny_pylate_tokenizer(tmp_path / "free", query_prefix="", document_prefix="")
+    with pytest.raises(TokenizerError, match="a prefix-free PyLate model"):
+        PylateConventions.from_folder(tmp_path / "free")
