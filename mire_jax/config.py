@@ -1,6 +1,9 @@
 """Model configuration: the two towers (Hugging Face field names) and the pooling head; and the encoding settings,
 how questions, passages and images become the model's inputs.
 
+The text tower is BERT (MIRe) unless `MIReConfig.modernbert` is set: then it is a ModernBERT encoder with PyLate's
+projection (SentMIRe, the published `SentMIRe` on a PyLate ModernColBERT).
+
 Frozen dataclasses, so a config is hashable and can be a static argument of `jax.jit`.
 """
 from __future__ import annotations
@@ -42,6 +45,93 @@ _HF_VISION_TYPES = {"clip": "clip", "clip_vision_model": "clip", "siglip": "sigl
 # (retrievers/layers/siglip.py: so400m/14 at 384 px), not CLIP's.
 SIGLIP_DEFAULTS = dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27, num_attention_heads=16,
                        image_size=384, patch_size=14, layer_norm_eps=1e-6, hidden_act="gelu_pytorch_tanh")
+
+LAYER_TYPES = ("full_attention", "sliding_attention")
+
+
+@dataclass(frozen=True)
+class ModernBertConfig:
+    """ModernBERT text tower (Hugging Face `ModernBertConfig` field names) and PyLate's projection.
+
+    `layer_types`: "full_attention" (global) or "sliding_attention" (local) per layer; empty: every
+    `global_attn_every_n_layers`-th layer global, starting with layer 0, as Hugging Face derives it. A local layer
+    attends to the keys at most `local_attention // 2` positions away. Rotary bases: `global_rope_theta` in global
+    layers, `local_rope_theta` in local ones. `projection_bias`: the PyLate Dense layer has a bias (PyLate's
+    ModernColBERT models have none).
+    """
+    vocab_size: int = 50368
+    hidden_size: int = 768
+    intermediate_size: int = 1152
+    num_hidden_layers: int = 22
+    num_attention_heads: int = 12
+    hidden_activation: str = "gelu"
+    max_position_embeddings: int = 8192
+    norm_eps: float = 1e-5
+    norm_bias: bool = False
+    attention_bias: bool = False
+    mlp_bias: bool = False
+    global_attn_every_n_layers: int = 3
+    layer_types: tuple[str, ...] = ()
+    local_attention: int = 128
+    global_rope_theta: float = 160000.0
+    local_rope_theta: float = 10000.0
+    embedding_dropout: float = 0.0      # active only in training (`deterministic=False`), like BERT's
+    attention_dropout: float = 0.0
+    mlp_dropout: float = 0.0
+    pad_token_id: int = 50283
+    projection_bias: bool = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "layer_types", tuple(self.layer_types))
+        if self.layer_types and len(self.layer_types) != self.num_hidden_layers:
+            raise ValueError(f"layer_types names {len(self.layer_types)} layers, num_hidden_layers is "
+                             f"{self.num_hidden_layers}")
+        bad = sorted(set(self.layer_types) - set(LAYER_TYPES))
+        if bad:
+            raise ValueError(f"unknown layer types {bad}; known: {list(LAYER_TYPES)}")
+        if self.hidden_size % self.num_attention_heads or (self.hidden_size // self.num_attention_heads) % 2:
+            raise ValueError(f"hidden_size {self.hidden_size} must split into {self.num_attention_heads} heads of an "
+                             "even size (rotary embeddings rotate pairs)")
+
+    def is_global(self, layer: int) -> bool:
+        if self.layer_types:
+            return self.layer_types[layer] == "full_attention"
+        return layer % self.global_attn_every_n_layers == 0
+
+    @property
+    def window(self) -> int:
+        """How far a local layer looks either way: |query - key| <= window."""
+        return self.local_attention // 2
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "ModernBertConfig":
+        """From this class's fields or a Hugging Face config.json (transformers 4: global/local_rope_theta and
+        global_attn_every_n_layers; transformers 5: layer_types and rope_parameters)."""
+        d = dict(d)
+        rope = d.pop("rope_parameters", None) or {}
+        for layer_type, key in (("full_attention", "global_rope_theta"), ("sliding_attention", "local_rope_theta")):
+            params = rope.get(layer_type) or {}
+            if params.get("rope_type", "default") != "default":
+                raise ValueError(f"rope_type {params['rope_type']!r} of the {layer_type} layers is not supported "
+                                 "(only the default rotary embedding)")
+            if "rope_theta" in params:
+                d[key] = params["rope_theta"]
+        for key in ("rope_scaling",):
+            if d.get(key):
+                raise ValueError(f"{key} {d[key]!r} is not supported (only the default rotary embedding)")
+        if "local_rope_theta" in d and d["local_rope_theta"] is None:  # transformers 4: the global base everywhere
+            d["local_rope_theta"] = d.get("global_rope_theta", cls.global_rope_theta)
+        for key in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            d.pop(key, None)
+        if d.get("layer_types") is None:
+            d.pop("layer_types", None)
+        config = _from_dict(cls, d)
+        if config.layer_types == dataclasses.replace(config, layer_types=()).resolved_layer_types():
+            config = dataclasses.replace(config, layer_types=())  # the pattern the period gives: one spelling
+        return config
+
+    def resolved_layer_types(self) -> tuple[str, ...]:
+        return tuple(LAYER_TYPES[0] if self.is_global(i) else LAYER_TYPES[1] for i in range(self.num_hidden_layers))
 
 
 @dataclass(frozen=True)
@@ -155,12 +245,29 @@ class TorchLayout:
 @dataclass(frozen=True)
 class MIReConfig:
     """The defaults are the paper's base model: BERT-base (ColBERTv2) + CLIP ViT-B/32, 16 global tokens, 12 heads,
-    dim 128."""
+    dim 128. With `modernbert` set, the text tower is that ModernBERT (SentMIRe) and `bert` is unused."""
     bert: BertConfig = field(default_factory=BertConfig)
     vision: VisionConfig = field(default_factory=VisionConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
     dtype: str = "float32"  # compute dtype of the matmuls: "float32" or "bfloat16"; params stay float32
     layout: TorchLayout = field(default_factory=TorchLayout)
+    modernbert: ModernBertConfig | None = None
+
+    @property
+    def text_tower(self) -> str:
+        """"bert" (MIRe) or "modernbert" (SentMIRe)."""
+        return "bert" if self.modernbert is None else "modernbert"
+
+    @property
+    def text(self) -> BertConfig | ModernBertConfig:
+        """The config of the text tower in use (both have `vocab_size` and `hidden_size`)."""
+        return self.bert if self.modernbert is None else self.modernbert
+
+    def replace_text(self, **kw) -> "MIReConfig":
+        """The same model with these fields of the text tower in use changed."""
+        if self.modernbert is None:
+            return self.replace(bert=dataclasses.replace(self.bert, **kw))
+        return self.replace(modernbert=dataclasses.replace(self.modernbert, **kw))
 
     def replace(self, **kw) -> "MIReConfig":
         return dataclasses.replace(self, **kw)
@@ -172,15 +279,25 @@ class MIReConfig:
     def from_dict(cls, d: Mapping[str, Any]) -> "MIReConfig":
         layout = dict(d.get("layout", {}))
         layout["position_ids"] = tuple(layout.get("position_ids", ()))
+        modernbert = ModernBertConfig.from_dict(d["modernbert"]) if d.get("modernbert") is not None else None
         return cls(bert=BertConfig.from_dict(d.get("bert", {})), vision=VisionConfig.from_dict(d.get("vision", {})),
                    head=HeadConfig.from_dict(d.get("head", {})), dtype=d.get("dtype", "float32"),
-                   layout=TorchLayout(**layout))
+                   layout=TorchLayout(**layout), modernbert=modernbert)
 
     @classmethod
-    def tiny(cls, vocab_size: int = 128, **kw) -> "MIReConfig":
-        """Tiny random sizes for tests (the same shapes as the PyTorch oracle's tiny configs)."""
-        return cls(bert=BertConfig(vocab_size=vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                                   intermediate_size=128),
+    def tiny(cls, vocab_size: int = 128, text: str = "bert", **kw) -> "MIReConfig":
+        """Tiny random sizes for tests (the same shapes as the PyTorch oracle's tiny configs). `text="modernbert"`:
+        a tiny SentMIRe, 3 layers (global, local, local) of odd widths with a window of 2 either way."""
+        if text == "modernbert":
+            kw.setdefault("modernbert", ModernBertConfig(
+                vocab_size=vocab_size, hidden_size=70, intermediate_size=45, num_hidden_layers=3,
+                num_attention_heads=5, local_attention=4, global_rope_theta=1000.0, local_rope_theta=50.0,
+                pad_token_id=0))
+        elif text != "bert":
+            raise ValueError(f"text must be 'bert' or 'modernbert', got {text!r}")
+        bert = BertConfig() if text == "modernbert" else BertConfig(  # unused by SentMIRe: left at its default
+            vocab_size=vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128)
+        return cls(bert=bert,
                    vision=VisionConfig(hidden_size=48, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
                                        image_size=32, patch_size=8),
                    head=HeadConfig(dim=16, num_tokens=4, num_heads=3), **kw)

@@ -198,17 +198,19 @@ def test_command_line_import_and_export(published, tmp_path, capsys):
 
 
 def test_fingerprints_of_clip_models_are_those_of_before_the_field():
-    """Indexes and caches record the model's fingerprint: a CLIP model keeps the one it had before `model_type`
-    existed (its config hashed without the field); a SigLIP tower of the same sizes has another."""
+    """Indexes and caches record the model's fingerprint: a CLIP + BERT model keeps the one it had before
+    `model_type` and `modernbert` existed (its config hashed without them); a SigLIP tower of the same sizes, or a
+    ModernBERT text tower, gives another."""
     import hashlib
 
     from mire_jax.retrieval.model_folder import params_fingerprint
     config = MIReConfig.tiny()
     params = {"w": np.arange(6, dtype=np.float32)}
     old = config.to_dict()
-    del old["vision"]["model_type"]
+    del old["vision"]["model_type"], old["modernbert"]
     h = hashlib.sha256(json.dumps(old, sort_keys=True).encode())
     h.update(params["w"].tobytes())
     assert params_fingerprint(config, params) == h.hexdigest()[:16]
     siglip = config.replace(vision=VisionConfig(**{**config.vision.__dict__, "model_type": "siglip"}))
     assert params_fingerprint(siglip, params) != params_fingerprint(config, params)
+    assert params_fingerprint(MIReConfig.tiny(text="modernbert"), params) != params_fingerprint(config, params)

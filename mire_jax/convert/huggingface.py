@@ -1,5 +1,6 @@
 """Separate Hugging Face checkpoints -> MIRe: a ColBERTv2 folder (`bert.*` + `linear.weight`) or a plain BERT, and
-a CLIP (or CLIPVision) or SigLIP (or SiglipVision) folder."""
+a CLIP (or CLIPVision) or SigLIP (or SiglipVision) folder; or -> SentMIRe, from a PyLate ModernColBERT folder
+(`pylate.py`) and a vision folder."""
 from __future__ import annotations
 
 import os
@@ -14,6 +15,7 @@ from mire_jax.convert.checkpoint_files import load_state_dict
 from mire_jax.convert.published import (
     BERT_PREFIX,
     LINEAR_KEY,
+    CheckpointError,
     _as_dict,
     _params_from_entries,
     make_config,
@@ -21,6 +23,7 @@ from mire_jax.convert.published import (
     to_torch,
     vision_prefix,
 )
+from mire_jax.convert.pylate import dense_out_features, is_sentence_transformers_folder, pylate_text_state
 from mire_jax.files import read_json
 
 
@@ -61,12 +64,21 @@ def from_hf_parts(text_dir: str, vision_dir: str | None = None, head=None, *, vi
                   dtype: str = "float32"):
     """Assemble MIRe from separate Hugging Face checkpoints -> (config, params).
 
-    text_dir: a ColBERTv2 folder or a plain BERT (keys with or without `bert.`); vision_dir: a CLIP, CLIPVision,
-    SigLIP or SiglipVision folder (its config's `model_type` picks the tower), or None with `vision_config` for a
-    vision tower to be trained from scratch. Parts the checkpoints lack (the pooling head always; the projection of
-    a plain BERT; a pooler some BERTs drop) get the initialisation of `seed`, with a warning naming them.
+    text_dir: a ColBERTv2 folder or a plain BERT (keys with or without `bert.`): MIRe; or a PyLate ModernColBERT
+    folder (sentence-transformers' modules.json): SentMIRe, whose `head` dim must be the Dense layer's output size.
+    vision_dir: a CLIP, CLIPVision, SigLIP or SiglipVision folder (its config's `model_type` picks the tower), or
+    None with `vision_config` for a vision tower to be trained from scratch. Parts the checkpoints lack (the pooling
+    head always; the projection of a plain BERT; a pooler some BERTs drop) get the initialisation of `seed`, with a
+    warning naming them.
     """
-    bert_cfg, sd = hf_text_state(text_dir)
+    if is_sentence_transformers_folder(text_dir):
+        bert_cfg, sd = pylate_text_state(text_dir)
+        dim = dense_out_features(sd)
+        if _as_dict(head, HeadConfig).dim != dim:
+            raise CheckpointError(f"{text_dir}: its Dense layer makes {dim}-d embeddings, the head is "
+                                  f"{_as_dict(head, HeadConfig).dim}-d: give the head dim {dim} (--head-dim)")
+    else:
+        bert_cfg, sd = hf_text_state(text_dir)
     if vision_dir is not None:
         vision_config, vision_sd = hf_vision_state(vision_dir)
         sd.update(vision_sd)

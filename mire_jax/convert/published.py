@@ -6,6 +6,11 @@
     vision_tower.vision_tower.vision_model.*    or a SigLIP vision model (the published SigLipVisionModel)
     query_fusion.*                              the pooling head
 
+and of the published `SentMIRe` (a PyLate ModernColBERT text tower), whose text keys are instead
+
+    model.*                                     ModernBERT (Hugging Face ModernBertModel)
+    dense.weight (and dense.bias)               PyLate's Dense projection (its `linear`)
+
 Every parameter is listed once as (published key, flax param path, (to_flax, to_torch)), so that import and export
 are one table read both ways.
 """
@@ -17,10 +22,12 @@ import jax
 import numpy as np
 
 from mire_jax.api import init_params
-from mire_jax.config import BertConfig, HeadConfig, MIReConfig, TorchLayout, VisionConfig
+from mire_jax.config import BertConfig, HeadConfig, MIReConfig, ModernBertConfig, TorchLayout, VisionConfig
 
 BERT_PREFIX = "model.bert."
 LINEAR_KEY = "model.linear.weight"
+MODERNBERT_PREFIX = "model."      # SentMIRe: its ModernBERT is the module `model`, PyLate's Dense `dense`
+DENSE = "dense"
 VISION_PREFIX = "vision_tower.vision_tower."
 VISION_MODEL = "vision_model."
 HEAD_PREFIX = "query_fusion."
@@ -41,9 +48,10 @@ def _linear(torch_name, path, bias=True):
         yield f"{torch_name}.bias", (*path, "bias"), _IDENTITY
 
 
-def _layer_norm(torch_name, path):
+def _layer_norm(torch_name, path, bias=True):
     yield f"{torch_name}.weight", (*path, "scale"), _IDENTITY
-    yield f"{torch_name}.bias", (*path, "bias"), _IDENTITY
+    if bias:
+        yield f"{torch_name}.bias", (*path, "bias"), _IDENTITY
 
 
 def _bert_entries(cfg: BertConfig, prefix: str = BERT_PREFIX):
@@ -61,6 +69,23 @@ def _bert_entries(cfg: BertConfig, prefix: str = BERT_PREFIX):
         yield from _linear(f"{t}output.dense", (*f, "output"))
         yield from _layer_norm(f"{t}output.LayerNorm", (*f, "output_ln"))
     yield from _linear(f"{prefix}pooler.dense", (*b, "pooler"))
+
+
+def _modernbert_entries(cfg: ModernBertConfig, prefix: str = MODERNBERT_PREFIX):
+    """Hugging Face `ModernBertModel` keys (layer 0 has no attn_norm: its attention reads the embeddings)."""
+    b, norm_bias = ("bert",), cfg.norm_bias
+    yield f"{prefix}embeddings.tok_embeddings.weight", (*b, "tok_embeddings", "embedding"), _IDENTITY
+    yield from _layer_norm(f"{prefix}embeddings.norm", (*b, "embeddings_norm"), norm_bias)
+    for i in range(cfg.num_hidden_layers):
+        t, f = f"{prefix}layers.{i}.", (*b, f"layer_{i}")
+        if i:
+            yield from _layer_norm(f"{t}attn_norm", (*f, "attn_norm"), norm_bias)
+        yield from _linear(f"{t}attn.Wqkv", (*f, "attn", "Wqkv"), cfg.attention_bias)
+        yield from _linear(f"{t}attn.Wo", (*f, "attn", "Wo"), cfg.attention_bias)
+        yield from _layer_norm(f"{t}mlp_norm", (*f, "mlp_norm"), norm_bias)
+        yield from _linear(f"{t}mlp.Wi", (*f, "mlp", "Wi"), cfg.mlp_bias)
+        yield from _linear(f"{t}mlp.Wo", (*f, "mlp", "Wo"), cfg.mlp_bias)
+    yield from _layer_norm(f"{prefix}final_norm", (*b, "final_norm"), norm_bias)
 
 
 def _vision_entries(cfg: VisionConfig, prefix: str):
@@ -126,8 +151,12 @@ def vision_prefix(layout: TorchLayout, vision: VisionConfig | None = None) -> st
 
 def published_entries(config: MIReConfig) -> Iterator[tuple[str, tuple[str, ...], tuple[Callable, Callable]]]:
     """(published key, flax param path, (to_flax, to_torch)) for every parameter, in the reference's key order."""
-    yield from _bert_entries(config.bert)
-    yield LINEAR_KEY, ("linear", "kernel"), _LINEAR
+    if config.modernbert is not None:
+        yield from _modernbert_entries(config.modernbert)
+        yield from _linear(DENSE, ("linear",), config.modernbert.projection_bias)
+    else:
+        yield from _bert_entries(config.bert)
+        yield LINEAR_KEY, ("linear", "kernel"), _LINEAR
     tower = _siglip_entries if config.vision.model_type == "siglip" else _vision_entries
     yield from tower(config.vision, vision_prefix(config.layout, config.vision))
     yield from _head_entries()
@@ -164,9 +193,11 @@ def to_numpy(x) -> np.ndarray:
 
 def _position_ids_keys(config: MIReConfig) -> dict[str, int]:
     """Known `position_ids` buffer keys of older transformers -> their length."""
-    return {f"{BERT_PREFIX}embeddings.position_ids": config.bert.max_position_embeddings,
-            f"{vision_prefix(config.layout, config.vision)}embeddings.position_ids":
-                config.vision.num_patches + (config.vision.model_type != "siglip")}  # + CLIP's CLS
+    keys = {f"{vision_prefix(config.layout, config.vision)}embeddings.position_ids":
+            config.vision.num_patches + (config.vision.model_type != "siglip")}  # + CLIP's CLS
+    if config.modernbert is None:
+        keys[f"{BERT_PREFIX}embeddings.position_ids"] = config.bert.max_position_embeddings
+    return keys
 
 
 def _detect_layout(keys) -> TorchLayout:
@@ -182,12 +213,62 @@ def _as_dict(cfg, cls):
     return cls.from_dict(cfg or {})
 
 
+def is_modernbert(text_config) -> bool:
+    """Whether a text tower config (a Hugging Face dict or PretrainedConfig, or our dataclass) is ModernBERT's."""
+    if isinstance(text_config, ModernBertConfig):
+        return True
+    if hasattr(text_config, "to_dict") and not isinstance(text_config, (BertConfig, Mapping)):
+        text_config = text_config.to_dict()
+    return isinstance(text_config, Mapping) and text_config.get("model_type") == "modernbert"
+
+
 def make_config(bert_config, vision_config, head, **kw) -> MIReConfig:
-    """MIReConfig from Hugging Face style dicts (or PretrainedConfig objects, or our dataclasses)."""
+    """MIReConfig from Hugging Face style dicts (or PretrainedConfig objects, or our dataclasses). `bert_config` is
+    the text tower's: a BERT config (MIRe) or a ModernBERT one (`model_type` "modernbert", or a `ModernBertConfig`:
+    SentMIRe)."""
     if isinstance(vision_config, Mapping) and "vision_config" in vision_config:  # a full CLIP or SigLIP config
         vision_config = {"model_type": vision_config.get("model_type", "clip"), **vision_config["vision_config"]}
+    if is_modernbert(bert_config):
+        kw["modernbert"] = _as_dict(bert_config, ModernBertConfig)
+        bert_config = None
     return MIReConfig(bert=_as_dict(bert_config, BertConfig), vision=_as_dict(vision_config, VisionConfig),
                       head=_as_dict(head, HeadConfig), **kw)
+
+
+VARIANTS = {"bert": "MIRe (BERT text tower)", "modernbert": "SentMIRe (ModernBERT text tower)"}
+
+
+def checkpoint_variant(keys) -> str | None:
+    """"bert" (MIRe: model.bert.*, model.linear.weight) or "modernbert" (SentMIRe: model.embeddings.tok_embeddings,
+    model.layers.*, dense.weight), from a published state dict's keys; None when the text keys are neither's."""
+    keys = list(keys)
+    if any(k.startswith(BERT_PREFIX) or k == LINEAR_KEY for k in keys):
+        return "bert"
+    if any(k.startswith((f"{MODERNBERT_PREFIX}embeddings.tok_embeddings", f"{MODERNBERT_PREFIX}layers.",
+                         f"{MODERNBERT_PREFIX}final_norm", f"{DENSE}.")) for k in keys):
+        return "modernbert"
+    return None
+
+
+def _key_groups(keys) -> str:
+    """Keys of more than three components grouped by their first two: 'model.bert.*, model.linear.weight'."""
+    groups = {k if k.count(".") < 3 else ".".join(k.split(".")[:2]) + ".*" for k in keys}
+    return ", ".join(sorted(groups))
+
+
+def check_variant(keys, config: MIReConfig) -> None:
+    """Refuses, in one line naming the keys that do not fit, a checkpoint of one text tower given as the other."""
+    keys = list(keys)
+    found = checkpoint_variant(keys)
+    if found is None or found == config.text_tower:
+        return
+    expected = {k for k, _, _ in published_entries(config)}
+    text_keys = [k for k in keys if k not in expected and not k.startswith((VISION_PREFIX, HEAD_PREFIX))]
+    wanted = [k for k, _, _ in published_entries(config) if not k.startswith((VISION_PREFIX, HEAD_PREFIX))]
+    raise CheckpointError(f"a {VARIANTS[found]} checkpoint given as a {VARIANTS[config.text_tower]} one: its keys "
+                          f"{_key_groups(text_keys)} ({len(text_keys)} keys) do not fit that layout, which has "
+                          f"{_key_groups(wanted)} instead; give the config of a "
+                          f"{'ModernBERT' if found == 'modernbert' else 'BERT'} text tower")
 
 
 def from_torch(state_dict: Mapping[str, Any], bert_config, vision_config, head, *, dtype: str = "float32"):
@@ -196,12 +277,17 @@ def from_torch(state_dict: Mapping[str, Any], bert_config, vision_config, head, 
     `state_dict` maps published key -> numpy array or torch tensor; `bert_config`/`vision_config` are dicts with
     Hugging Face field names (as `PretrainedConfig.to_dict()` gives); `head` a dict with `dim`, `num_tokens`,
     `num_heads` (and optionally `residual`); `vision_config["model_type"]` picks the tower (CLIP's or SigLIP's
-    names, absent: CLIP). Raises CheckpointError, in one line, counting the missing, unexpected and wrong-shaped
-    keys and naming the first few of each (wrong shapes with both shapes), and the vision tower the checkpoint
-    holds when it is not the config's.
+    names, absent: CLIP), and `bert_config` the text tower: a ModernBERT one (`model_type` "modernbert") makes a
+    SentMIRe, whose projection has a bias when the checkpoint has `dense.bias`. Raises CheckpointError, in one
+    line, counting the missing, unexpected and wrong-shaped keys and naming the first few of each (wrong shapes
+    with both shapes), the vision tower the checkpoint holds when it is not the config's, or the keys of a
+    checkpoint of the other text tower.
     """
     keys = set(state_dict)
     config = make_config(bert_config, vision_config, head, dtype=dtype, layout=_detect_layout(keys))
+    check_variant(keys, config)
+    if config.modernbert is not None and f"{DENSE}.bias" in keys and not _has_field(bert_config, "projection_bias"):
+        config = config.replace_text(projection_bias=True)  # a Dense layer with a bias: the keys tell
     position_ids = {k: n for k, n in _position_ids_keys(config).items() if k in keys}
     for key, n in position_ids.items():
         value = to_numpy(state_dict[key])
@@ -209,6 +295,10 @@ def from_torch(state_dict: Mapping[str, Any], bert_config, vision_config, head, 
             raise CheckpointError(f"{key}: expected arange({n}) of shape (1, {n}), got shape {value.shape}")
     config = config.replace(layout=TorchLayout(config.layout.vision_model_prefix, tuple(sorted(position_ids))))
     return config, _params_from_entries(state_dict, config, published_entries(config), extra=set(position_ids))
+
+
+def _has_field(cfg, name: str) -> bool:
+    return hasattr(cfg, name) if not isinstance(cfg, Mapping) else name in cfg
 
 
 def _params_from_entries(state_dict, config, entries, extra=frozenset()) -> dict:

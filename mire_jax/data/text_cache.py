@@ -32,7 +32,7 @@ def settings_of(config, params, tokenizer, query_maxlen: int, doc_maxlen: int, a
     import json
 
     import jax
-    tower = hashlib.sha256(json.dumps([dataclasses.asdict(config.bert), config.head.dim, config.dtype]).encode())
+    tower = hashlib.sha256(json.dumps([dataclasses.asdict(config.text), config.head.dim, config.dtype]).encode())
     for leaf in jax.tree_util.tree_leaves({"bert": params["bert"], "linear": params["linear"]}):
         tower.update(np.ascontiguousarray(np.asarray(leaf, np.float32)).tobytes())
     return {"text_tower": tower.hexdigest()[:16], "vocabulary": tokenizer.fingerprint(),

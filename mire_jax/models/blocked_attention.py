@@ -21,10 +21,14 @@ from mire_jax.models.blocks import largest_divisor_block
 from mire_jax.models.dropout import dropout_keep_probability, keep_mask_at
 
 
-def blocked_attention(q, k, v, mask, dropout_keys=None, dropout_rate: float = 0.0, block_scores: int | None = None):
+def blocked_attention(q, k, v, mask, dropout_keys=None, dropout_rate: float = 0.0, block_scores: int | None = None,
+                      window: int | None = None):
     """q [B, T, N, H], k/v [B, S, N, H], mask [B, S] (True = attend) -> [B, T, N, H].
 
     Masked keys get a finfo.min bias (as Hugging Face adds); a row with no key to attend spreads uniformly.
+    `window`: query t attends only to the keys s with |t - s| <= window (a local layer of ModernBERT); the others
+    get the same finfo.min bias as masked keys (one bias, as Hugging Face combines its masks), so a row whose window
+    holds no unmasked key spreads uniformly over every key too.
     Logits, softmax and the dropout mask are float32; the probabilities meet v in v's dtype.
     `dropout_keys` [B, 2]: the examples' dropout keys (`dropout.example_keys`); None: no dropout.
     `block_scores` bounds the scores per block (None: one block).
@@ -40,7 +44,7 @@ def blocked_attention(q, k, v, mask, dropout_keys=None, dropout_rate: float = 0.
     grouped = lambda x: x.transpose(0, 2, 1, 3).reshape(groups, x.shape[1], h)
     bias = jnp.where(mask.astype(bool), 0.0, jnp.finfo(jnp.float32).min).astype(jnp.float32)
     bias = jnp.broadcast_to(bias[:, None, :], (b, n, s)).reshape(groups, s)
-    out = _attention(grouped(q), grouped(k), grouped(v), bias, keys, rate, (n, group_block))
+    out = _attention(grouped(q), grouped(k), grouped(v), bias, keys, rate, (n, group_block, window))
     return out.reshape(b, n, t, h).transpose(0, 2, 1, 3)
 
 
@@ -52,14 +56,26 @@ def _unblock(x):
     return x.reshape(x.shape[0] * x.shape[1], *x.shape[2:])
 
 
-def _probabilities(q, k, bias, stats=None):
+def _biased(logits, bias, window, transposed=False):
+    """Scores [g, T, S] (or their transpose [g, S, T]) plus the key bias [g, S] (0 or finfo.min); with a `window`,
+    finfo.min also where |t - s| > window, once per score."""
+    s_axis = 1 if transposed else 2
+    key_bias = jnp.expand_dims(bias, 2 if transposed else 1)
+    if window is None:
+        return logits + key_bias
+    at = lambda axis: jax.lax.broadcasted_iota(jnp.int32, logits.shape, axis)
+    inside = jnp.abs(at(3 - s_axis) - at(s_axis)) <= window
+    return logits + jnp.where(inside & (key_bias == 0.0), 0.0, jnp.finfo(jnp.float32).min)
+
+
+def _probabilities(q, k, bias, stats=None, window=None):
     """-> (probabilities [g, T, S] float32, (row max, row sum of exp) [g, T] each); `stats` given are reused.
 
     The max and the sum are kept apart rather than as one log-sum-exp: a row with every key masked sits at
     finfo.min, where adding log(S) is absorbed by rounding.
     """
     logits = jnp.einsum("gth,gsh->gts", q, k, preferred_element_type=jnp.float32) / math.sqrt(q.shape[-1])
-    logits = logits + bias[:, None, :]
+    logits = _biased(logits, bias, window)
     if stats is None:
         top = jnp.max(logits, axis=-1)
         exp = jnp.exp(logits - top[..., None])
@@ -82,11 +98,11 @@ def _keep(keys, rate, shape, heads, block_index, transposed=False):
 
 
 def _forward(q, k, v, bias, keys, rate, layout):
-    heads, group_block = layout
+    heads, group_block, window = layout
 
     def block(args):
         i, qb, kb, vb, bb, keys_b = args
-        probs, stats = _probabilities(qb, kb, bb)
+        probs, stats = _probabilities(qb, kb, bb, window=window)
         if rate:
             keep = _keep(keys_b, rate, probs.shape, heads, i)
             probs = jnp.where(keep, probs / dropout_keep_probability(rate), 0.0)
@@ -99,7 +115,7 @@ def _forward(q, k, v, bias, keys, rate, layout):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
 def _attention(q, k, v, bias, keys, rate, layout):
-    """`layout` = (heads per example, groups per block)."""
+    """`layout` = (heads per example, groups per block, window or None)."""
     return _forward(q, k, v, bias, keys, rate, layout)[0]
 
 
@@ -111,7 +127,7 @@ def _attention_fwd(q, k, v, bias, keys, rate, layout):
 def _attention_bwd(rate, layout, residuals, grad_out):
     """Works on the transposed scores [g, S, T]: every product is then a plain row-by-column one
     (XLA:CPU's dot runs several times slower when it contracts the leading axis of a [T, S] operand)."""
-    heads, group_block = layout
+    heads, group_block, window = layout
     q, k, v, bias, keys, (top, total), out = residuals
     scale = 1.0 / math.sqrt(q.shape[-1])
     # Row t of the softmax: sum_s dP[t, s] P[t, s] = sum_h dO[t, h] O[t, h], dropout included.
@@ -120,7 +136,7 @@ def _attention_bwd(rate, layout, residuals, grad_out):
     def block(args):
         i, qb, kb, vb, bb, keys_b, tb, sb, db, gb = args
         logits_t = jnp.einsum("gsh,gth->gst", kb, qb, preferred_element_type=jnp.float32) * scale
-        probs_t = jnp.exp(logits_t + bb[:, :, None] - tb[:, None, :]) / sb[:, None, :]
+        probs_t = jnp.exp(_biased(logits_t, bb, window, transposed=True) - tb[:, None, :]) / sb[:, None, :]
         grad_dropped_t = jnp.einsum("gsh,gth->gst", vb, gb, preferred_element_type=jnp.float32)
         if rate:
             keep_t = _keep(keys_b, rate, probs_t.shape, heads, i, transposed=True)

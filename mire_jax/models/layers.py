@@ -39,22 +39,24 @@ def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
     return x / jnp.sqrt(jnp.maximum(sq, eps * eps))
 
 
-def multi_head_attention(q, k, v, mask, dropout_keys=None, dropout_rate: float = 0.0):
+def multi_head_attention(q, k, v, mask, dropout_keys=None, dropout_rate: float = 0.0, window: int | None = None):
     """q [B, T, N, H], k/v [B, S, N, H], mask [B, S] (True = attend) -> [B, T, N, H].
 
     CPU programs take the blocked attention in cache-sized blocks. GPU and TPU programs take
     `jax.nn.dot_product_attention` with `implementation=None` (the kernel the device has), or, with dropout on the
     probabilities (BERT in training), the blocked attention as one block. `dropout_keys` [B, 2]: the examples'
-    dropout keys (`dropout.example_keys`).
+    dropout keys (`dropout.example_keys`). `window`: query t sees only the keys s with |t - s| <= window
+    (ModernBERT's local layers; `local_window_size` of `jax.nn.dot_product_attention`).
     """
     if dropout_keys is not None and dropout_rate > 0.0:
         return cpu_or_accelerator(
-            lambda *a: blocked_attention(*a, dropout_rate, CPU_BLOCK_ELEMENTS),
-            lambda *a: blocked_attention(*a, dropout_rate, None), q, k, v, mask, dropout_keys)
+            lambda *a: blocked_attention(*a, dropout_rate, CPU_BLOCK_ELEMENTS, window),
+            lambda *a: blocked_attention(*a, dropout_rate, None, window), q, k, v, mask, dropout_keys)
+    local = None if window is None else (window, window)
     return cpu_or_accelerator(
-        lambda *a: blocked_attention(*a, block_scores=CPU_BLOCK_ELEMENTS),
+        lambda *a: blocked_attention(*a, block_scores=CPU_BLOCK_ELEMENTS, window=window),
         lambda q, k, v, mask: jax.nn.dot_product_attention(q, k, v, mask=mask[:, None, None, :].astype(bool),
-                                                           implementation=None),
+                                                           local_window_size=local, implementation=None),
         q, k, v, mask)
 
 

@@ -1,5 +1,6 @@
 """MIRe: BERT text tower + ColBERT projection, frozen CLIP or SigLIP vision tower (`config.vision.model_type`),
-query-guided attentive pooling."""
+query-guided attentive pooling; SentMIRe: the same with a ModernBERT text tower and PyLate's projection
+(`MIReConfig.modernbert`)."""
 from __future__ import annotations
 
 import jax.numpy as jnp
@@ -9,6 +10,7 @@ from mire_jax.config import MIReConfig
 from mire_jax.models.bert import Bert
 from mire_jax.models.clip_vision import ClipVision
 from mire_jax.models.layers import l2_normalize
+from mire_jax.models.modernbert import ModernBert
 from mire_jax.models.pooling import AttentivePooling
 from mire_jax.models.siglip_vision import SiglipVision
 
@@ -16,7 +18,9 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 class MIRe(nn.Module):
-    """Methods are entry points for `apply(..., method=...)`; params: {bert, linear, vision, pooling}."""
+    """Methods are entry points for `apply(..., method=...)`; params: {bert, linear, vision, pooling}. `bert` is
+    the text tower in use: BERT, or ModernBERT when `cfg.modernbert` is set (the published SentMIRe also calls its
+    ModernBERT `bert`); `linear` is ColBERT's projection, or PyLate's Dense layer (`dense` in SentMIRe)."""
     cfg: MIReConfig
 
     def setup(self):
@@ -24,8 +28,12 @@ class MIRe(nn.Module):
         if c.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {c.dtype!r}")
         dtype = DTYPES[c.dtype]
-        self.bert = Bert(c.bert, dtype=dtype)
-        self.linear = nn.Dense(c.head.dim, use_bias=False, dtype=dtype, kernel_init=nn.initializers.normal(0.02))
+        if c.modernbert is None:
+            self.bert = Bert(c.bert, dtype=dtype)
+        else:
+            self.bert = ModernBert(c.modernbert, dtype=dtype)
+        bias = c.modernbert is not None and c.modernbert.projection_bias
+        self.linear = nn.Dense(c.head.dim, use_bias=bias, dtype=dtype, kernel_init=nn.initializers.normal(0.02))
         tower = SiglipVision if c.vision.model_type == "siglip" else ClipVision
         self.vision = tower(c.vision, dtype=dtype)
         self.pooling = AttentivePooling(c.head, c.vision.hidden_size, dtype=dtype)
@@ -39,7 +47,7 @@ class MIRe(nn.Module):
     def text_tokens(self, input_ids, attention_mask, deterministic=True, example_ids=None):
         """-> projected, NOT normalised token embeddings [B, L, dim], float32. `example_ids` [B]: the examples'
         positions in the global batch, which key their dropout masks in training (default 0..B-1)."""
-        hidden, _ = self.bert(input_ids, attention_mask, deterministic, example_ids)
+        hidden = self.bert(input_ids, attention_mask, deterministic, example_ids)[0]
         return self.linear(hidden).astype(jnp.float32)
 
     def encode_vision(self, pixel_values):

@@ -19,6 +19,8 @@ from flax import traverse_util
 
 from mire_jax.config import EncodingSettings, MIReConfig
 from mire_jax.files import atomic_open, atomic_path, read_json, write_json
+from mire_jax.tokenization import load as load_tokenizer_from
+from mire_jax.tokenization.pylate import CONVENTIONS_FILE
 from mire_jax.tokenizer import ColbertTokenizer
 
 CONFIG_FILE = "config.json"
@@ -26,7 +28,7 @@ PARAMS_FILE = "params.safetensors"
 ENCODING_FILE = "encoding.json"
 
 
-TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", CONVENTIONS_FILE)
 
 
 def save_model(directory: str | os.PathLike, config: MIReConfig, params, tokenizer: str | os.PathLike = "",
@@ -105,15 +107,16 @@ class ModelFolderError(ValueError):
 
 # Config fields added after models were fingerprinted -> the value every earlier model has. At that value a field
 # is left out of the fingerprint, so that indexes and caches of earlier models still match them.
-FIELDS_ADDED_LATER = {("vision", "model_type"): "clip"}
+FIELDS_ADDED_LATER = {("vision", "model_type"): "clip", (None, "modernbert"): None}
 
 
 def config_description(config: MIReConfig) -> dict:
     """`config.to_dict()` less the later-added fields at their earlier value: what fingerprints hash."""
     described = config.to_dict()
     for (part, name), earlier in FIELDS_ADDED_LATER.items():
-        if described[part].get(name) == earlier:
-            del described[part][name]
+        fields = described if part is None else described[part]
+        if name in fields and fields[name] == earlier:
+            del fields[name]
     return described
 
 
@@ -139,11 +142,12 @@ def resolve_model_dir(path: str | os.PathLike) -> str:
 
 def load_tokenizer(model_dir: str | os.PathLike, tokenizer: str = "") -> ColbertTokenizer:
     """The ColBERT tokenizer of a model: `tokenizer` (a vocab.txt or tokenizer folder) when given, else the one in
-    the model folder or in the folder above it (a training workdir)."""
+    the model folder or in the folder above it (a training workdir); PyLate's conventions when the folder records
+    them (a SentMIRe model, `mire_jax.tokenization.load`)."""
     model_dir = os.fspath(model_dir)
     candidates = [tokenizer] if tokenizer else [model_dir, os.path.dirname(os.path.abspath(model_dir))]
     for c in candidates:
         if os.path.isfile(c) or has_tokenizer(c):
-            return ColbertTokenizer.from_pretrained(c)
+            return load_tokenizer_from(c)
     raise FileNotFoundError(f"no tokenizer (vocab.txt or tokenizer.json) in {candidates}: name one with "
                             "--config.tokenizer / --tokenizer")

@@ -22,6 +22,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.maxsim_block = 0                # passages per MaxSim block in the loss (0: automatic, cache-sized on CPU)
     c.dropout = True                  # BERT dropout while training, as the published code
     c.tokenizer = ""                  # vocab.txt or tokenizer folder
+    c.trainable = ()                  # top-level params that train ("bert", "linear", "pooling"); (): the phase's
 
     c.model = ml_collections.ConfigDict()
     c.model.dir = ""                  # a mire-jax model folder (python -m mire_jax.convert import-hf ...)

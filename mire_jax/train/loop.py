@@ -21,11 +21,12 @@ import mire_jax
 from mire_jax import hosts
 from mire_jax.config import EncodingSettings, MIReConfig
 from mire_jax.files import write_json
-from mire_jax.retrieval.model_folder import has_tokenizer, load_model, load_tokenizer, save_model
+from mire_jax.retrieval.model_folder import has_tokenizer, load_model, save_model
+from mire_jax.tokenization import load as load_tokenizer
 from mire_jax.tokenizer import DROP_PUNCTUATION, ColbertTokenizer
 from mire_jax.train.checkpoint import Checkpointer
 from mire_jax.train.metrics_log import MetricsLogger
-from mire_jax.train.optim import learning_rate_schedule, make_optimizer
+from mire_jax.train.optim import is_trainable, learning_rate_schedule, make_optimizer
 from mire_jax.train.step import BatchLayout, DataParallelStep, StepConfig, ValidationStep, full_params, init_state
 
 log = logging.getLogger("mire_jax.train")
@@ -52,7 +53,7 @@ def build_tokenizer(cfg) -> ColbertTokenizer:
             raise ValueError("config.tokenizer must name a vocab.txt or tokenizer folder (config.model.dir holds "
                              "none)")
         return own
-    tokenizer = ColbertTokenizer.from_pretrained(cfg.tokenizer)
+    tokenizer = load_tokenizer(cfg.tokenizer)
     if own is not None and own.fingerprint() != tokenizer.fingerprint():
         raise ValueError(f"--config.tokenizer {cfg.tokenizer} has another vocabulary than the model folder "
                          f"{model_dir}: leave config.tokenizer empty to use the model's")
@@ -70,7 +71,7 @@ def initial_model(m, vocab_size: int | None = None) -> tuple[MIReConfig, dict]:
         raise ValueError(f"config.model.preset must be one of {sorted(presets)}, got {m.preset!r}")
     config = presets[m.preset]()
     if vocab_size:
-        config = config.replace(bert=dataclasses.replace(config.bert, vocab_size=vocab_size))
+        config = config.replace_text(vocab_size=vocab_size)
     log.warning("config.model.dir is not set: random %s towers from seed %d", m.preset, m.seed)
     return config, jax.device_get(mire_jax.init_params(config, jax.random.PRNGKey(m.seed)))
 
@@ -78,9 +79,9 @@ def initial_model(m, vocab_size: int | None = None) -> tuple[MIReConfig, dict]:
 def build_model(cfg, tokenizer) -> tuple[MIReConfig, dict]:
     m = cfg.model
     config, params = initial_model(m, tokenizer.vocab_size)
-    if config.bert.vocab_size < tokenizer.vocab_size:
+    if config.text.vocab_size < tokenizer.vocab_size:
         raise ValueError(f"the tokenizer has {tokenizer.vocab_size} tokens, the model's vocabulary only "
-                         f"{config.bert.vocab_size}")
+                         f"{config.text.vocab_size}")
     head = config.head.__class__(**{**config.head.__dict__, "residual": bool(m.residual)})
     return config.replace(dtype=m.dtype, head=head), params
 
@@ -166,6 +167,10 @@ def _check_config(cfg):
     if cfg.data.text_cache_dir and (cfg.phase != "pretrain" or cfg.dropout):
         raise ValueError("config.data.text_cache_dir: cached text features need a frozen text tower without "
                          "dropout (phase 'pretrain', dropout False)")
+    is_trainable(cfg.phase, tuple(cfg.trainable))  # names the unknown parts
+    if cfg.data.text_cache_dir and {"bert", "linear"} & set(cfg.trainable):
+        raise ValueError(f"config.data.text_cache_dir: cached text features need a frozen text tower and "
+                         f"projection, but config.trainable trains {sorted({'bert', 'linear'} & set(cfg.trainable))}")
     if cfg.validation.holdout and cfg.validation.split:
         raise ValueError("validation: give holdout (records held out of the training split) or split, not both")
     BatchLayout(cfg.batch_size, jax.device_count(), cfg.accum_steps, cfg.negatives_group)
@@ -211,7 +216,7 @@ def train(cfg, workdir: str) -> dict:
     step_cfg = StepConfig.from_config(cfg)
     step_fn = DataParallelStep(model_cfg, step_cfg, tx, schedule, cfg.batch_size)
     validation_step = ValidationStep(model_cfg, step_cfg) if data.validation else None
-    state, frozen_host = init_state(params, cfg.phase, tx, jax.random.PRNGKey(cfg.seed))
+    state, frozen_host = init_state(params, cfg.phase, tx, jax.random.PRNGKey(cfg.seed), tuple(cfg.trainable) or None)
 
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=cfg.keep_checkpoints)
     data_iter = iter(data.pipeline)

@@ -12,12 +12,22 @@ TRAINABLE = {"pretrain": ("pooling",), "finetune": ("bert", "linear", "pooling")
 NEVER_TRAINED = (("bert", "pooler"),)
 
 
-def is_trainable(phase: str) -> Callable[[tuple[str, ...]], bool]:
+TRAINABLE_PARTS = ("bert", "linear", "pooling")  # what a config may name (the vision tower stays frozen)
+
+
+def is_trainable(phase: str, parts: tuple[str, ...] | None = None) -> Callable[[tuple[str, ...]], bool]:
+    """The trainable mask of `phase`, or of `parts` (top-level keys) when given: the published SentMIRe pre-training
+    also trains the projection (configs/sentmire_pretrain.py)."""
     if phase not in TRAINABLE:
         raise ValueError(f"unknown phase {phase!r}; known: {sorted(TRAINABLE)}")
+    if parts:
+        unknown = sorted(set(parts) - set(TRAINABLE_PARTS))
+        if unknown:
+            raise ValueError(f"trainable parts {unknown} unknown; they are among {list(TRAINABLE_PARTS)}")
+    trains = tuple(parts) if parts else TRAINABLE[phase]
 
     def predicate(path: tuple[str, ...]) -> bool:
-        return path[0] in TRAINABLE[phase] and not any(path[:len(p)] == p for p in NEVER_TRAINED)
+        return path[0] in trains and not any(path[:len(p)] == p for p in NEVER_TRAINED)
     return predicate
 
 

@@ -99,9 +99,11 @@ class BatchLayout:
         return x.reshape(-1, *x.shape[3:])
 
 
-def init_state(params: dict, phase: str, tx: optax.GradientTransformation, rng: jax.Array):
-    """-> (state, frozen params). The state holds what changes: step, trainable params, optimizer state, rng."""
-    trainable, frozen = split_params(params, is_trainable(phase))
+def init_state(params: dict, phase: str, tx: optax.GradientTransformation, rng: jax.Array,
+               trainable_parts: tuple[str, ...] | None = None):
+    """-> (state, frozen params). The state holds what changes: step, trainable params, optimizer state, rng.
+    `trainable_parts`: the top-level params that train, when not the phase's."""
+    trainable, frozen = split_params(params, is_trainable(phase, trainable_parts))
     state = {"step": jnp.zeros((), jnp.int32), "trainable": trainable, "opt_state": tx.init(trainable),
              "rng": rng, "first_nan_step": jnp.full((), -1, jnp.int32)}
     return state, frozen

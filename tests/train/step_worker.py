@@ -2,8 +2,9 @@
 
 Used by the layout tests in subprocesses (the device count is fixed when jax starts):
   python step_worker.py RUNS_JSON [COORDINATOR NUM_PROCESSES PROCESS_ID]
-RUNS_JSON: a list of {"phase", "steps", "batch", "group", "accum", "block", "dropout", "pixels", "vision",
-"params_out"} ("vision": "clip" or "siglip", the tower of the tiny model);
+RUNS_JSON: a list of {"phase", "steps", "batch", "group", "accum", "block", "dropout", "pixels", "vision", "text",
+"trainable", "params_out"} ("vision": "clip" or "siglip", the tower of the tiny model; "text": "bert" or
+"modernbert", the SentMIRe tower with every dropout at 0.1);
 prints one JSON list of results; with "params_out", process 0 saves the final params there (npz, flattened names).
 Batches carry cached vision features unless "pixels" (then the frozen tower runs in the step).
 """
@@ -24,7 +25,7 @@ from mire_jax.train.step import DataParallelStep, StepConfig, full_params, init_
 def global_batch_for(step, global_batch, config, phase, pixels):
     """The whole global batch of a step, in global-batch order (the same on every layout)."""
     rng = np.random.default_rng(1000 + step)
-    lq, ld, v = 8, 10, config.bert.vocab_size
+    lq, ld, v = 8, 10, config.text.vocab_size
     b = {"q_ids": rng.integers(5, v, (global_batch, lq)).astype(np.int32),
          "q_mask": (np.arange(lq)[None] < rng.integers(2, lq + 1, (global_batch, 1))).astype(np.int32),
          "d_ids": rng.integers(5, v, (global_batch, ld)).astype(np.int32),
@@ -48,22 +49,30 @@ def process_share(batch, accum, process_index, process_count):
     return {k: share(x) for k, x in batch.items()}
 
 
-def small_config(vision="clip"):
-    """The tiny test towers cut short (BERT to one layer, the vision tower to two): every part of the step,
-    compiled quickly. `vision`: the CLIP or the SigLIP tiny tower."""
+def small_config(vision="clip", text="bert"):
+    """The tiny test towers cut short (the text tower to one layer, the vision tower to two): every part of the step,
+    compiled quickly. `vision`: the CLIP or the SigLIP tiny tower. `text`: BERT, or SentMIRe's ModernBERT keeping
+    its global and local layer (a window of 2 either way, shorter than the 8 and 10 tokens) with every dropout on."""
+    if text == "modernbert":
+        config = mire_jax.MIReConfig.tiny(text=text)
+        return config.replace(modernbert=dataclasses.replace(config.modernbert, num_hidden_layers=2,
+                                                             embedding_dropout=0.1, attention_dropout=0.1,
+                                                             mlp_dropout=0.1),
+                              vision=dataclasses.replace(config.vision, num_hidden_layers=2))
     config = mire_jax.MIReConfig.tiny_siglip() if vision == "siglip" else mire_jax.MIReConfig.tiny()
     return config.replace(bert=dataclasses.replace(config.bert, num_hidden_layers=1),
                           vision=dataclasses.replace(config.vision, num_hidden_layers=2))
 
 
-def run(phase, steps, batch, group=0, accum=1, block=0, dropout=True, pixels=False, vision="clip", params_out=None):
-    config = small_config(vision)
+def run(phase, steps, batch, group=0, accum=1, block=0, dropout=True, pixels=False, vision="clip", params_out=None,
+        text="bert", trainable=None):
+    config = small_config(vision, text)
     params = mire_jax.init_params(config, jax.random.PRNGKey(0))
     step_cfg = StepConfig(phase=phase, temperature=0.3 if phase == "pretrain" else 0.8, negatives_group=group,
                           maxsim_block=block, accum_steps=accum, dropout=dropout)
     tx = make_optimizer(1e-3, 2, 0.01)
     step = DataParallelStep(config, step_cfg, tx, learning_rate_schedule(1e-3, 2), batch)
-    state, frozen_host = init_state(params, phase, tx, jax.random.PRNGKey(1))
+    state, frozen_host = init_state(params, phase, tx, jax.random.PRNGKey(1), tuple(trainable) if trainable else None)
     state, frozen = step.prepare(state), step.prepare(frozen_host)
     out = []
     for i in range(steps):

@@ -1,5 +1,6 @@
 """Every number of every published recipe, pinned against the published training configs and script (public
-repository yeongjoonJu/MIRe: cfgs/mire_train_*.yaml, train_retrieval.py, retrievers/mire.py)."""
+repository yeongjoonJu/MIRe: cfgs/mire_train_*.yaml, cfgs/sentmire_train_vid2r.yaml, train_retrieval.py,
+retrievers/mire.py)."""
 import importlib.util
 import pathlib
 
@@ -19,6 +20,8 @@ RECIPES = {
     ("mire_base_pretrain.py", "base"): dict(PRETRAIN, model_dir="models/mire_base_init"),
     ("mire_base_pretrain.py", "large"): dict(PRETRAIN, model_dir="models/mire_large_init"),
     ("mire_base_pretrain.py", "siglip"): dict(PRETRAIN, model_dir="models/mire_siglip_init"),
+    # SentMIRe's freeze of its projection is a no-op (`self.dense.requires_grad = ...`): the projection trains
+    ("sentmire_pretrain.py", ""): dict(PRETRAIN, model_dir="models/sentmire_base_init", trainable=("pooling", "linear")),
     ("mire_base_finetune.py", "evqa"): dict(FINETUNE, epochs=5, warmup_steps=200, builder="m2kr",
                                             builder_config="EVQA_data", validation={"holdout": 0, "split": "valid"}),
     ("mire_base_finetune.py", "infoseek"): dict(FINETUNE, epochs=5, warmup_steps=200, builder="m2kr",
@@ -47,7 +50,7 @@ def test_recipe_numbers(name, arg):
     got = dict(phase=c.phase, epochs=c.epochs, batch_size=c.batch_size, negatives_group=c.negatives_group, lr=c.lr,
                warmup_steps=c.warmup_steps, weight_decay=c.weight_decay, temperature=c.temperature,
                query_maxlen=c.data.query_maxlen, doc_maxlen=c.data.doc_maxlen, builder=c.data.builder,
-               reshuffle_each_epoch=c.data.reshuffle_each_epoch, trainable=TRAINABLE[c.phase],
+               reshuffle_each_epoch=c.data.reshuffle_each_epoch, trainable=tuple(c.trainable) or TRAINABLE[c.phase],
                validation={"holdout": c.validation.holdout, "split": c.validation.split})
     for key in ("model_dir", "builder_config"):
         if key in want:
