@@ -23,7 +23,7 @@ from mire_jax.convert.published import (
     to_torch,
     vision_prefix,
 )
-from mire_jax.convert.pylate import dense_out_features, is_sentence_transformers_folder, pylate_text_state
+from mire_jax.convert.pylate import dense_out_features, is_pylate_folder, pylate_text_state
 from mire_jax.files import read_json
 
 
@@ -71,7 +71,7 @@ def from_hf_parts(text_dir: str, vision_dir: str | None = None, head=None, *, vi
     head always; the projection of a plain BERT; a pooler some BERTs drop) get the initialisation of `seed`, with a
     warning naming them.
     """
-    if is_sentence_transformers_folder(text_dir):
+    if is_pylate_folder(text_dir):
         bert_cfg, sd = pylate_text_state(text_dir)
         dim = dense_out_features(sd)
         if _as_dict(head, HeadConfig).dim != dim:

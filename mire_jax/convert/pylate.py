@@ -21,8 +21,16 @@ MODULES_FILE = "modules.json"
 IDENTITY = "torch.nn.modules.linear.Identity"
 
 
-def is_sentence_transformers_folder(folder: str | os.PathLike) -> bool:
-    return os.path.isfile(os.path.join(os.fspath(folder), MODULES_FILE))
+def is_pylate_folder(folder: str | os.PathLike) -> bool:
+    """Whether a folder is a PyLate model: a sentence-transformers modules.json whose modules include a Dense layer
+    (PyLate's ColBERT projection). Other sentence-transformers models (a MiniLM: Transformer, Pooling, Normalize)
+    hold a plain BERT, read as a ColBERTv2/BERT text folder."""
+    path = os.path.join(os.fspath(folder), MODULES_FILE)
+    if not os.path.isfile(path):
+        return False
+    modules = read_json(path, error=CheckpointError)
+    return isinstance(modules, list) and any(str(m.get("type", "")).endswith("Dense") for m in modules
+                                             if isinstance(m, dict))
 
 
 def _weights(folder: str, what: str) -> dict[str, np.ndarray]:

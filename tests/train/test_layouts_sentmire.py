@@ -71,7 +71,7 @@ def test_what_trains_and_that_dropout_matters(results):
     sys.path.insert(0, str(WORKER.parent))
     from step_worker import small_config
     initial = {"/".join(k): np.asarray(v) for k, v in flax.traverse_util.flatten_dict(
-        jax.device_get(mire_jax.init_params(small_config("modernbert"), jax.random.PRNGKey(0)))).items()}
+        jax.device_get(mire_jax.init_params(small_config(text="modernbert"), jax.random.PRNGKey(0)))).items()}
     tuned, pre = results["1"]["finetune"][1], results["1"]["pretrain"][1]
     moved = lambda params, name: float(np.max(np.abs(params[name] - initial[name]))) > 1e-5
     for name in initial:
@@ -79,7 +79,7 @@ def test_what_trains_and_that_dropout_matters(results):
         assert moved(tuned, name) == (part != "vision"), name
         assert moved(pre, name) == (part in ("pooling", "linear")), name
     from mire_jax.models.modernbert import ModernBert
-    config = small_config("modernbert").modernbert
+    config = small_config(text="modernbert").modernbert
     bert = {"params": flax.traverse_util.unflatten_dict(
         {tuple(k.split("/")[1:]): v for k, v in initial.items() if k.startswith("bert/")})}
     ids = np.tile(np.arange(3, 13, dtype=np.int32), (2, 1))
