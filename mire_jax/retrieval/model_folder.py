@@ -20,8 +20,8 @@ from flax import traverse_util
 from mire_jax.config import EncodingSettings, MIReConfig
 from mire_jax.files import atomic_open, atomic_path, read_json, write_json
 from mire_jax.tokenization import load as load_tokenizer_from
+from mire_jax.tokenization.colbert import ColbertTokenizer
 from mire_jax.tokenization.pylate import CONVENTIONS_FILE
-from mire_jax.tokenizer import ColbertTokenizer
 
 CONFIG_FILE = "config.json"
 PARAMS_FILE = "params.safetensors"

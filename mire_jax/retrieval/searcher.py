@@ -43,7 +43,7 @@ from mire_jax.retrieval.model_folder import (
     resolve_model_dir,
 )
 from mire_jax.retrieval.passages import read_passages
-from mire_jax.tokenizer import ColbertTokenizer
+from mire_jax.tokenization.colbert import ColbertTokenizer
 
 RUN_FILE = "serve.json"  # what a run folder (e.g. `make demo`'s) names for serving: model, index, passages
 SETTING_FLAGS = {"query_maxlen": "--query-maxlen", "doc_maxlen": "--doc-maxlen",

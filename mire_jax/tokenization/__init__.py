@@ -1,11 +1,11 @@
-"""Tokenizers beside BERT's WordPiece one (`mire_jax.tokenizer`): PyLate's ModernColBERT conventions for SentMIRe
-(`pylate.py`), and `load`, which picks the one a folder holds."""
+"""Tokenizers: ColBERT's on a BERT WordPiece vocabulary (`colbert.py`, MIRe), PyLate's ModernColBERT conventions on
+a BPE tokenizer.json (`pylate.py`, SentMIRe), and `load`, which picks the one a folder holds."""
 from __future__ import annotations
 
 import os
 
+from mire_jax.tokenization.colbert import DROP_PADDING_ONLY, DROP_PUNCTUATION, ColbertTokenizer
 from mire_jax.tokenization.pylate import PylateTokenizer, records_conventions
-from mire_jax.tokenizer import ColbertTokenizer
 
 
 def load(path: str | os.PathLike) -> ColbertTokenizer:
@@ -16,3 +16,6 @@ def load(path: str | os.PathLike) -> ColbertTokenizer:
     if records_conventions(path):
         return PylateTokenizer.from_pretrained(path)
     return ColbertTokenizer.from_pretrained(path)
+
+
+__all__ = ["DROP_PADDING_ONLY", "DROP_PUNCTUATION", "ColbertTokenizer", "PylateTokenizer", "load"]

@@ -34,7 +34,7 @@ import numpy as np
 import tokenizers
 
 from mire_jax.files import read_json, write_json
-from mire_jax.tokenizer import ColbertTokenizer
+from mire_jax.tokenization.colbert import ColbertTokenizer
 
 CONVENTIONS_FILE = "pylate_conventions.json"
 FRAMING_SENTMIRE, FRAMING_PYLATE = FRAMINGS = ("sentmire", "pylate")

@@ -23,7 +23,7 @@ from mire_jax.config import EncodingSettings, MIReConfig
 from mire_jax.files import write_json
 from mire_jax.retrieval.model_folder import has_tokenizer, load_model, save_model
 from mire_jax.tokenization import load as load_tokenizer
-from mire_jax.tokenizer import DROP_PUNCTUATION, ColbertTokenizer
+from mire_jax.tokenization.colbert import DROP_PUNCTUATION, ColbertTokenizer
 from mire_jax.train.checkpoint import Checkpointer
 from mire_jax.train.metrics_log import MetricsLogger
 from mire_jax.train.optim import is_trainable, learning_rate_schedule, make_optimizer

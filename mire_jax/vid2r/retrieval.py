@@ -34,7 +34,7 @@ from mire_jax.index import encoded_corpus as shard_io
 from mire_jax.index.encode import EncodeFn, encode_to_shards
 from mire_jax.retrieval.model_folder import config_description, load_model
 from mire_jax.retrieval.searcher import Searcher
-from mire_jax.tokenizer import DROP_PUNCTUATION, ColbertTokenizer
+from mire_jax.tokenization.colbert import DROP_PUNCTUATION, ColbertTokenizer
 
 QUERY_MASK_MODES = ("colbert", "attend", "drop")
 # The index's modes (exact MaxSim up to `IndexConfig.exact_max_tokens` corpus tokens and ScaNN above, or either

