@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the CLIP tower of an --init checkpoint file (default: the preset's size)")
     p.add_argument("--tokenizer", default="", help="the vocabulary of an --init checkpoint file (default: the data "
                    "root's starting model folder's)")
+    p.add_argument("--init-config", default="", help="the sizes of an --init checkpoint file that is neither base nor "
+                   "large: a mire-jax config.json (e.g. a model folder's)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="change one setting on top of the preset (sections: pretrain, finetune, finetune.<set>, eval, "
                         "eval.<benchmark>, vid2r); e.g. --set finetune.remuq.lr=1e-4")
@@ -104,6 +106,7 @@ def reproduce(args: argparse.Namespace, argv: list[str]) -> int:
     names = {"finetune": set(PAPER_FINETUNE) | set(WORLD_FINETUNE), "eval": set(PAPER_BENCHMARKS) |
              set(WORLD_BENCHMARKS)}
     options = Options(init=args.init, init_vision=args.init_vision or preset.size, tokenizer=args.tokenizer,
+                      init_config=args.init_config,
                       sets=parse_sets(args.sets, names), seed=args.seed, protocols=protocols)
     plan = build_plan(preset, DataLayout(data_root), out, options)
     engine = Engine(plan, select=_patterns(args.stages), force=_patterns(args.force) or [],

@@ -106,9 +106,10 @@ class Engine:
     def _blocked_by(self, stage: Stage) -> str:
         for name in stage.after:
             upstream = self.outcomes[name]
-            if upstream.status not in FINISHED:
-                why = upstream.reason or upstream.status
-                return f"needs {name} ({upstream.status}{': ' + why if why != upstream.status else ''})"
+            if upstream.status not in FINISHED:  # its own reason, unless that is another stage it needs
+                why = upstream.reason if upstream.reason and not upstream.reason.startswith(("needs ", "never")) \
+                    else ""
+                return f"needs {name} ({upstream.status}{': ' + why if why else ''})"
         return ""
 
     def _inputs_record(self, stage: Stage, ctx: StageContext) -> tuple[str, dict]:
@@ -125,8 +126,7 @@ class Engine:
             return SKIPPED, stage.skip, "", {}
         blocked = self._blocked_by(stage)
         if blocked and not self._selected(stage):
-            never = ctx.folders.read() is None
-            return STALE, ("never ran; " if never else "") + blocked, "", {}
+            return STALE, "never ran" if ctx.folders.read() is None else blocked, "", {}
         if blocked:
             return SKIPPED, blocked, "", {}
         ctx.inputs = stage.inputs(ctx)

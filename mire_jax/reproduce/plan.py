@@ -17,7 +17,7 @@ import dataclasses
 import os
 from typing import Any
 
-from mire_jax.reproduce import registry
+from mire_jax.reproduce import recipes, registry
 from mire_jax.reproduce.graph import Plan
 from mire_jax.reproduce.layout import (
     PAPER_BENCHMARKS,
@@ -41,6 +41,7 @@ class Options:
         instead of pre-training ("" = pre-train).
       init_vision: the CLIP tower of a checkpoint file ("base" | "large").
       tokenizer: the vocabulary of a checkpoint file ("" = the data root's starting model's).
+      init_config: a mire-jax config.json giving the sizes of a checkpoint file ("" = `init_vision`'s base/large).
       sets: the `--set` changes ({section: {key: value}}).
       seed: the generated world's seed.
       demo_plan: the demo's sizes and steps (`mire_jax.demo.run.DemoPlan`), for the world presets.
@@ -49,6 +50,7 @@ class Options:
     init: str = ""
     init_vision: str = "base"
     tokenizer: str = ""
+    init_config: str = ""
     sets: dict = dataclasses.field(default_factory=dict)
     seed: int = 0
     demo_plan: Any = None
@@ -111,7 +113,8 @@ def _init(plan: Plan) -> tuple[str, str]:
     """(the stage holding the pre-trained model, the reason pre-training is skipped or "")."""
     if not plan.options.init:
         return "pretrain", ""
-    plan.add(init_stage(plan.options.init, vision=plan.options.init_vision, tokenizer=plan.options.tokenizer))
+    plan.add(init_stage(plan.options.init, vision=plan.options.init_vision, tokenizer=plan.options.tokenizer,
+                        config=plan.options.init_config))
     return "init", f"--init {plan.options.init} replaces pre-training"
 
 
@@ -128,6 +131,7 @@ def _paper_graph(plan: Plan) -> None:
     plan.add(vision_cache_stage(vid2r="" if use_prebuilt else "vid2r", prebuilt=prebuilt if use_prebuilt else "",
                                 image_root=lambda ctx: ctx.layout.vid2r_images(), model_path=start, skip=init_skip))
     _model_graph(plan, PAPER_BENCHMARKS, PAPER_FINETUNE, start, pretrained, init_skip)
+    recipes.validate_sets(plan, PAPER_BENCHMARKS, PAPER_FINETUNE)
 
 
 def _world_graph(plan: Plan) -> None:
@@ -143,3 +147,4 @@ def _world_graph(plan: Plan) -> None:
     plan.add(vision_cache_stage(image_root=lambda ctx: os.path.join(world, "images"), model_stage="init_model",
                                 skip=init_skip))
     _model_graph(plan, WORLD_BENCHMARKS, WORLD_FINETUNE, "init_model", pretrained, init_skip)
+    recipes.validate_sets(plan, WORLD_BENCHMARKS, WORLD_FINETUNE)

@@ -10,8 +10,13 @@ is shrunk.
               its numbers reported as "generated world" rows with no paper numbers; a whole report in minutes
   demo-quick  the same at the sizes of `python -m mire_jax.demo --quick` (the tests)
 
-`--set SECTION.KEY=VALUE` changes one setting on top of a preset (sections: pretrain, finetune, finetune.<set>,
-eval, eval.<benchmark>, vid2r, world), e.g. `--set finetune.remuq.lr=1e-4 --set eval.k=50`.
+`--set SECTION.KEY=VALUE` changes one setting on top of a preset, e.g. `--set finetune.remuq.lr=1e-4 --set eval.k=50`:
+  pretrain.KEY, finetune.KEY, finetune.<set>.KEY   a field of the training config (mire_jax/train/config.py)
+  eval.KEY, eval.<benchmark>.KEY                   an EvalSettings field or a loader option (split, image_root,
+                                                   passages_split)
+  vid2r.KEY                                        a PipelineOptions field of mire_jax.vid2r
+  world.KEY                                        a size of the generated world (demo presets)
+Every change is checked against its recipe before anything runs.
 """
 from __future__ import annotations
 

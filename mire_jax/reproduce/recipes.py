@@ -186,3 +186,35 @@ def eval_base(plan, spec: BenchmarkSpec) -> EvalBase:
             else:
                 raise ValueError(f"{where}.{key}: not an evaluation setting ({', '.join(EVAL_FIELDS + LOADER_FIELDS)})")
     return EvalBase(settings, loader)
+
+
+# The command line's changes, checked before anything runs ---------------------------------------------------------
+
+def validate_sets(plan, benchmarks: Mapping[str, BenchmarkSpec], finetune: Mapping[str, FinetuneSpec]) -> None:
+    """Refuses, naming it, a `--set` change no stage of the plan would apply: an unknown section, set, benchmark or
+    setting (each recipe is built once here, so a misspelt key fails now, not hours into a run)."""
+    sets = plan.options.sets
+    for section in sets:
+        kind, _, name = section.partition(".")
+        if name and name not in (finetune if kind == "finetune" else benchmarks if kind == "eval" else {}):
+            known = ", ".join(finetune if kind == "finetune" else benchmarks)
+            raise ValueError(f"--set {section}: preset {plan.preset.name} has no {name!r} (known: {known})")
+    pretrain_config(plan, manual_dir="", image_root="", data_dir="", cache_dir="", model_dir="")
+    for spec in finetune.values():
+        finetune_config(plan, spec, model_dir="", data_dir="")
+    for spec in benchmarks.values():
+        eval_base(plan, spec)
+    if "vid2r" in sets:
+        from mire_jax.vid2r.pipeline import PipelineOptions
+        known = {f.name for f in dataclasses.fields(PipelineOptions)} - {"dialogues", "work_dir", "out", "kb"}
+        unknown = sorted(set(sets["vid2r"]) - known)
+        if unknown:
+            raise ValueError(f"--set vid2r.{unknown[0]}: not a ViD2R option ({', '.join(sorted(known))})")
+    if "world" in sets:
+        from mire_jax.demo.world import SyntheticSizes
+        known = {f.name for f in dataclasses.fields(SyntheticSizes)}
+        unknown = sorted(set(sets["world"]) - known)
+        if unknown or not plan.preset.world:
+            raise ValueError(f"--set world.{(unknown or list(sets['world']))[0]}: " +
+                             ("the generated world is only in the demo presets" if not plan.preset.world else
+                              f"not a size of the generated world ({', '.join(sorted(known))})"))

@@ -24,10 +24,11 @@ records them like the core stages, and their sections come after the core ones (
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import os
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 PLUGINS: tuple[str, ...] = ()
 ENVIRONMENT = "MIRE_REPRODUCE_PLUGINS"
@@ -56,6 +57,29 @@ def register_section(name: str, build: Callable, order: int = 100) -> Callable:
     sections are written by increasing `order` (the core ones use 10-50), a name registered again replaces."""
     _sections[name] = SectionEntry(name, build, order)
     return build
+
+
+@contextlib.contextmanager
+def temporarily(stages: Iterable[Callable] = (), sections: Iterable[tuple[str, Callable, int]] = ()) -> Iterator[None]:
+    """Registers stage factories and (name, build, order) sections for the length of a block (tests, one-off runs),
+    then removes them (a section it replaced comes back)."""
+    added = [f for f in stages if f not in _stage_factories]
+    replaced: dict[str, SectionEntry | None] = {}
+    for factory in added:
+        register_stages(factory)
+    for name, build, order in sections:
+        replaced.setdefault(name, _sections.get(name))
+        register_section(name, build, order)
+    try:
+        yield
+    finally:
+        for factory in added:
+            _stage_factories.remove(factory)
+        for name, previous in replaced.items():
+            if previous is None:
+                _sections.pop(name, None)
+            else:
+                _sections[name] = previous
 
 
 def stage_factories() -> list[Callable]:

@@ -35,8 +35,10 @@ def world_stage(name: str = "world", *, folder: str = "", sizes: dict | None = N
 
     def settings(ctx: StageContext) -> tuple[str, dict, int]:
         demo = ctx.plan.options.demo_plan
-        return (folder or ctx.layout.world(), dict(demo.sizes if sizes is None else sizes),
-                ctx.plan.options.seed if seed is None else seed)
+        chosen = dict(demo.sizes if sizes is None else sizes)
+        if sizes is None:  # --set world.<size>=N changes the preset's world
+            chosen.update(ctx.plan.options.sets.get("world", {}))
+        return folder or ctx.layout.world(), chosen, ctx.plan.options.seed if seed is None else seed
 
     def inputs(ctx: StageContext) -> Inputs:
         root, chosen, chosen_seed = settings(ctx)
@@ -85,10 +87,12 @@ def init_model_stage(name: str = "init_model", *, world: str = "world") -> Stage
 
 # A published checkpoint ------------------------------------------------------------------------------------------
 
-def init_stage(checkpoint: str, *, name: str = "init", vision: str = "base", tokenizer: str = "") -> Stage:
+def init_stage(checkpoint: str, *, name: str = "init", vision: str = "base", tokenizer: str = "",
+               config: str = "") -> Stage:
     """The model --init names: a model folder (or training workdir) as it is, or a published checkpoint file
-    (.pth, .bin, .safetensors) converted with `mire_jax.convert` (BERT-base and the `vision` CLIP tower; the
-    vocabulary from `tokenizer`, else the data root's starting model folder)."""
+    (.pth, .bin, .safetensors) converted with `mire_jax.convert` (BERT-base and the `vision` CLIP tower, or the sizes
+    of `config`, a mire-jax config.json; the vocabulary from `tokenizer`, else the data root's starting model
+    folder)."""
     is_file = os.path.isfile(checkpoint)
 
     def vocabulary(ctx: StageContext) -> str:
@@ -105,7 +109,9 @@ def init_stage(checkpoint: str, *, name: str = "init", vision: str = "base", tok
                            f"vocab.txt or a folder holding one), or put the starting model folder at {vocab}")
             else:
                 files["tokenizer"] = vocab
-        return Inputs(config={"vision": vision if is_file else None}, files=files, missing=missing)
+        if is_file and config:
+            files["config"] = config
+        return Inputs(config={"vision": vision if is_file and not config else None}, files=files, missing=missing)
 
     def run(ctx: StageContext) -> dict:
         from mire_jax.retrieval.model_folder import resolve_model_dir
@@ -113,10 +119,20 @@ def init_stage(checkpoint: str, *, name: str = "init", vision: str = "base", tok
             return {"model": os.path.abspath(resolve_model_dir(checkpoint)), "summary": {"converted": False}}
         from mire_jax.convert.__main__ import main as convert
         model = os.path.join(ctx.work_dir, "model")
+        sizes = ["--bert-config", "base", "--vision-config", vision]
+        if config:  # the sizes of a mire-jax config.json, as the converter takes them
+            from mire_jax.config import MIReConfig
+            from mire_jax.files import read_json, write_json
+            c = MIReConfig.from_dict(read_json(config))
+            parts = {kind: os.path.join(ctx.work_dir, f"{kind}_config.json") for kind in ("bert", "vision")}
+            if multihost.is_writer():
+                write_json(parts["bert"], dataclasses.asdict(c.bert))
+                write_json(parts["vision"], dataclasses.asdict(c.vision))
+            sizes = ["--bert-config", parts["bert"], "--vision-config", parts["vision"], "--head-dim",
+                     str(c.head.dim), "--head-tokens", str(c.head.num_tokens), "--head-heads", str(c.head.num_heads)]
         if multihost.is_writer():
-            convert(["import", checkpoint, "--bert-config", "base", "--vision-config", vision, "--out", model,
-                     "--tokenizer", vocabulary(ctx)])
-        return {"model": model, "summary": {"converted": True, "vision": vision}}
+            convert(["import", checkpoint, *sizes, "--out", model, "--tokenizer", vocabulary(ctx)])
+        return {"model": model, "summary": {"converted": True, "sizes": config or vision}}
 
     return Stage(name, f"the published checkpoint given with --init ({os.path.basename(checkpoint)})", inputs, run,
                  code=("convert", *MODEL_CODE, "reproduce/stage_data.py"), tags=("data",))
