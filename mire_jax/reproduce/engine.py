@@ -194,12 +194,15 @@ class Engine:
             folders.write(Record(stage.name, RUNNING, fp, recorded, started=now(), hardware=hardware.describe()))
         multihost.barrier(f"{stage.name} starts")
         t0 = time.perf_counter()
+        outputs, error = {}, None
         try:
             if stage.hosts == "all" or self.writer:
                 outputs = stage.run(ctx) or {}
-            else:
-                outputs = {}
-        except Exception as error:
+        except Exception as raised:
+            error = raised
+        if stage.hosts == "writer" and multihost.agree(int(error is not None)) and error is None:
+            error = RuntimeError("it failed on process 0 (which builds it alone)")  # the others stop too
+        if error is not None:
             line = cli.describe(error)
             if self.writer:
                 record = folders.read()
@@ -208,7 +211,7 @@ class Engine:
                 folders.write(record)
             self._set(Outcome(stage.name, FAILED_OUTCOME, line, round(time.perf_counter() - t0, 1)))
             if cli.debugging():
-                raise
+                raise error
             raise StageFailed(f"stage {stage.name} failed: {line}") from error
         multihost.barrier(f"{stage.name} finished")
         wall = round(time.perf_counter() - t0, 1)

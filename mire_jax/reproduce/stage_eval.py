@@ -67,10 +67,11 @@ def eval_stage(name: str, spec: BenchmarkSpec, runs: list[EvalRun], *, model_sta
         cache = os.path.join(ctx.plan.out, CORPORA, fingerprints.digest(base.settings.get("index"),
                                                                           base.settings.get("shard_size")))
         out_dir = os.path.join(ctx.results_dir, f"{benchmark.name}_{benchmark.split}")
-        results, summary, searchers = {}, {}, {}
+        results, summary, searchers, names = {}, {}, {}, {}
         for r in runs:
             settings = runner.EvalSettings(**base.settings, mode=r.mode, image_ablation=r.image_ablation,
                                            query_rows=r.query_rows, protocol=r.protocol)
+            names[settings.run_name] = dataclasses.asdict(r)
             if r.protocol not in searchers:  # one searcher (and index) per protocol: the passage tokens differ
                 searchers[r.protocol] = runner.make_searcher(config, params, tokenizer, settings, model_dir)
             ctx.log(f"  {spec.key}: {r.label} ({settings.run_name})")
@@ -81,10 +82,7 @@ def eval_stage(name: str, spec: BenchmarkSpec, runs: list[EvalRun], *, model_sta
             metrics = payload["metrics"][r.protocol] if r.protocol in payload["metrics"] else \
                 payload["metrics"]["published"]
             summary[settings.run_name] = {k: metrics[k] for k in ("MRR@5", "R@5") if k in metrics}
-        return {"results": results, "benchmark": spec.key, "runs": {
-            runner.EvalSettings(**base.settings, mode=r.mode, image_ablation=r.image_ablation,
-                                query_rows=r.query_rows, protocol=r.protocol).run_name: dataclasses.asdict(r)
-            for r in runs}, "summary": summary}
+        return {"results": results, "benchmark": spec.key, "runs": names, "summary": summary}
 
     after = (model_stage,) if model_stage else ()
     return Stage(name, title or f"evaluation on {spec.key}", inputs, run, after=after, code=EVAL_CODE, skip=skip,
