@@ -113,7 +113,11 @@ def compare(report: ReportContext, size: str) -> list[dict]:
             rows.append({"row": ours.row, "model": size, "what": ours.what, "absent": ours.absent,
                          "cells": out_cells})
         if rows:
-            tables.append({"table": table, "caption": paper.captions.get(table, ""), "rows": rows})
+            ours_rows = {(r["row"], size) for r in rows}
+            others = [f"{row} ({model})" if model else row for row, model in paper.rows(table)
+                      if (row, model) not in ours_rows]
+            tables.append({"table": table, "caption": paper.captions.get(table, ""), "rows": rows,
+                           "paper_rows_not_run": others})
     return tables
 
 

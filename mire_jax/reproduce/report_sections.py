@@ -52,6 +52,9 @@ def paper_tables(report: ReportContext) -> Section | None:
                              f"{fmt(cell['ours'].get('published'))} | {fmt(cell['diff'].get('published'), True)} | "
                              f"{fmt(cell['ours'].get('textbook'))} | {fmt(cell['diff'].get('textbook'), True)} | "
                              f"{notes} |")
+        if table["paper_rows_not_run"]:
+            lines += ["", "The paper's other rows of this table (baselines, other sizes; not run here): " +
+                      ", ".join(table["paper_rows_not_run"]) + "."]
         lines.append("")
     figures = [_plot_tables(report, tables)] if tables else []
     return Section("The paper's tables and ours", lines, data=tables, figures=[f for f in figures if f])
