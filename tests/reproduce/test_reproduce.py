@@ -1,6 +1,7 @@
 """`python -m mire_jax.reproduce` end to end on the fixtures (real download layouts) with a tiny random model: the whole
 graph runs, a rerun skips every finished stage, a changed setting reruns only what reads it, a failing stage names
-itself and leaves the other results alone, and every number of the report is a results file's number."""
+itself and leaves the other results alone, and every number of the report is a results file's number. The tests
+share one output folder and run in file order, each starting from the state the one before left."""
 import json
 import math
 
