@@ -16,7 +16,7 @@ from mire_jax.reproduce.graph import Inputs, Stage, StageContext
 from mire_jax.reproduce.layout import BenchmarkSpec, load_benchmark
 from mire_jax.reproduce.stage_data import MODEL_CODE, model_input
 
-EVAL_CODE = ("eval", "index", *MODEL_CODE, "reproduce/stage_eval.py", "reproduce/recipes.py", "reproduce/layout.py")
+EVAL_CODE = ("eval", "index", *MODEL_CODE, "reproduce/stage_eval.py")
 CORPORA = os.path.join("cache", "corpora")
 
 

@@ -11,7 +11,7 @@ from mire_jax.reproduce.graph import Inputs, Stage, StageContext
 from mire_jax.reproduce.layout import FinetuneSpec
 from mire_jax.reproduce.stage_data import MODEL_CODE, model_input
 
-TRAIN_CODE = ("train", "data", "hosts.py", *MODEL_CODE, "reproduce/stage_train.py", "reproduce/recipes.py")
+TRAIN_CODE = ("train", "data", "hosts.py", *MODEL_CODE, "reproduce/stage_train.py")
 
 
 def _train(cfg, workdir: str) -> dict:
