@@ -223,9 +223,9 @@ def choices(report: ReportContext) -> Section:
         record = report.record(stage)
         config = (record.inputs.get("config") if record else None) or {}
         for found in report.results(stage).values():
-            corpora.setdefault(found.data["benchmark"], (found.data.get("corpus"), found.data.get("split"),
-                                                          config.get("settings", {}), config.get("loader", {})))
-    for benchmark, (corpus, split, settings, loader) in corpora.items():
+            corpora.setdefault((found.data["benchmark"], found.data["split"]),
+                               (found.data.get("corpus"), config.get("settings", {}), config.get("loader", {})))
+    for (benchmark, split), (corpus, settings, loader) in corpora.items():
         passages = f"; passages split `{loader['passages_split']}` (as the published evaluation, whatever the " \
                    f"query split)" if loader.get("passages_split") else ""
         items.append(f"{benchmark} ({split}): corpus `{corpus}`{passages}; k = {settings.get('k')}, queries of "
