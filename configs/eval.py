@@ -19,9 +19,13 @@ runs/evaluate_retrieval.py): the top 100 passages of every query, queries of 64 
     python eval/evaluate.py --config configs/eval.py:okvqa_gs --checkpoint runs/pretrain/model --workdir runs/eval
 
 Images kept elsewhere (e.g. the COCO images MIRe keeps in data/vid2r/images): --config.image_root=/path/to/images.
+The M2KR sets (evqa, infoseek) search the passage split the published evaluation loads, `test_passages`, whatever
+the query split (`--config.passages_split`; "" = the query split's own `<split>_passages`).
 """
 import ml_collections
 
+# The passages the published evaluation searches for M2KR sets (dataset/eval_loaders.py: M2KRLoader).
+M2KR_PUBLISHED_PASSAGES = "test_passages"
 ROOTS = {"okvqa_gs": "data/okvqa", "okvqa_wk11m": "data/okvqa", "remuq": "data/remuq", "evqa": "data/m2kr",
          "infoseek": "data/m2kr", "aokvqa": "data/aokvqa", "vid2r_val": "data/vid2r", "fashioniq": "data/fashioniq",
          "fashioniq_dress": "data/fashioniq", "fashioniq_shirt": "data/fashioniq",
@@ -37,6 +41,7 @@ def get_config(arg: str = "okvqa_gs") -> ml_collections.ConfigDict:
     c.split = ""                     # "" = the split MIRe evaluates
     c.image_root = ""                # "" = the images inside `root`; else the folder holding them (ReMuQ, WebQA: the
                                      # folder of imgs.tsv)
+    c.passages_split = M2KR_PUBLISHED_PASSAGES if arg in ("evqa", "infoseek") else ""  # M2KR only; "" = own split
     c.protocol = "published"         # "published" (MIRe's evaluation) | "textbook"; see docs/evaluation.md
     c.k = 100
     c.query_maxlen = 64

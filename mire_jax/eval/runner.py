@@ -3,7 +3,10 @@ score with the published protocol and the textbook metrics.
 
 Modes: "mire" (image + question), "text_only" (the question alone: the ColBERT text baseline). Image
 ablations: "shuffle" (each query gets another query's image, a fixed permutation) and "blank" (a uniform grey
-image), which together measure how much the model relies on the image.
+image), which together measure how much the model relies on the image. Inference ablations of the paper
+(`EvalSettings.query_rows`, `mire_jax.retrieval.searcher.QUERY_ROWS`): "visual" searches with the pooled tokens
+[E_g ; E_m] alone ("w/o E_t at inference"), "text" with the text tokens T alone of the same image query
+("w/o E_g & E_m at inference").
 
 Protocols (`EvalSettings.protocol`) decide how the run is made and which metrics are its headline:
   - "published" (default): as MIRe's published evaluation. Its indexer stores every non-padding passage token,
@@ -28,8 +31,9 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from mire_jax.config import EncodingSettings, MIReConfig
+from mire_jax.files import write_json
 from mire_jax.index import LateInteractionIndex
-from mire_jax.retrieval.searcher import Searcher
+from mire_jax.retrieval.searcher import QUERY_ROWS, Searcher
 from mire_jax.tokenization.colbert import DROP_PADDING_ONLY, DROP_PUNCTUATION
 
 MODES = ("mire", "text_only")
@@ -55,10 +59,15 @@ class EvalSettings:
     index: dict | None = None           # LateInteractionIndex config (None: defaults by corpus size)
     exact: bool = False                 # exact MaxSim over every passage instead of the index's own search
     recall_sample: int = 256            # benchmark queries on which the index's recall against exact is measured
+    query_rows: str = "all"             # "all" | "visual" (w/o E_t) | "text" (w/o E_g & E_m): the rows searched with
 
     def __post_init__(self):
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.query_rows not in QUERY_ROWS:
+            raise ValueError(f"query_rows must be one of {QUERY_ROWS}, got {self.query_rows!r}")
+        if self.query_rows != "all" and self.mode != "mire":
+            raise ValueError(f"query_rows={self.query_rows!r} drops rows of an image query: it needs mode 'mire'")
         if self.image_ablation not in ABLATIONS:
             raise ValueError(f"image_ablation must be one of {ABLATIONS[1:]} or None, got {self.image_ablation!r}")
         if self.protocol not in PROTOCOLS:
@@ -77,9 +86,11 @@ class EvalSettings:
 
     @property
     def run_name(self) -> str:
-        """<mode>[_<ablation>]_<protocol>: names a run's files, distinct for every mode, ablation and protocol."""
+        """<mode>[_<ablation>][_<rows>_rows]_<protocol>: names a run's files, distinct for every mode, ablation,
+        query rows and protocol."""
         ablation = f"_{self.image_ablation}" if self.image_ablation else ""
-        return f"{self.mode}{ablation}_{self.protocol}"
+        rows = f"_{self.query_rows}_rows" if self.query_rows != "all" else ""
+        return f"{self.mode}{ablation}{rows}_{self.protocol}"
 
 
 
@@ -145,7 +156,7 @@ def encode_queries(queries: Sequence, searcher: Searcher, settings: EvalSettings
         images = None
         if not text_queries:
             images = [blank if s is None else _load(s) for s in sources[start:start + bs]]
-        e, m = searcher.encode_queries([q.question for q in batch], images)
+        e, m = searcher.encode_queries([q.question for q in batch], images, rows=settings.query_rows)
         embs.append(e)
         masks.append(m)
     return np.concatenate(embs), np.concatenate(masks)
@@ -202,6 +213,30 @@ def retrieve_with_index_report(benchmark, searcher: Searcher, workdir: str, sett
                        "sample_size": int(len(sample)), "note": "recall of the index's search against exact "
                        "MaxSim search on a sample of this benchmark's queries"})
     return run, report
+
+
+def evaluate(benchmark, searcher: Searcher, workdir: str, settings: EvalSettings, *, checkpoint: str = "",
+             index: LateInteractionIndex | None = None) -> tuple[dict, dict]:
+    """One evaluation run -> (results, run): the results as `eval/evaluate.py` writes them (the settings, the
+    corpus searched, every metric set of `score`, and the index report of `retrieve_with_index_report`) and the run
+    {qid: {pid: score}}. The encoded corpus and its index are cached under `workdir` (`corpus_folder`)."""
+    run, index_report = retrieve_with_index_report(benchmark, searcher, workdir, settings, index)
+    results = {"benchmark": benchmark.name, "split": benchmark.split, "checkpoint": checkpoint,
+               "mode": settings.mode, "image_ablation": settings.image_ablation, "query_rows": settings.query_rows,
+               "protocol": settings.protocol, "passage_keep": settings.passage_keep,
+               "corpus": getattr(benchmark.corpus, "source", None), "num_queries": len(benchmark.queries),
+               "num_passages": len(benchmark.corpus), "notes": list(benchmark.notes),
+               "metrics": score(benchmark, run, run_protocol=settings.protocol), "index": index_report}
+    return results, run
+
+
+def write_results(out_dir: str, settings: EvalSettings, results: dict, run: dict) -> str:
+    """Writes `results_<run name>.json` (indented) and `run_<run name>.json` into `out_dir`; -> the results path."""
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, f"results_{settings.run_name}.json")
+    write_json(os.path.join(out_dir, f"run_{settings.run_name}.json"), run, indent=None)
+    write_json(path, results, indent=2)
+    return path
 
 
 def score(benchmark, run, ks: Sequence[int] = KS, *, run_protocol: str = "published") -> dict:

@@ -8,8 +8,10 @@ name unless forced.
 
 Queries (docs/model.md, section 3): with an image `[E_g ; E_m ; T]`, without one `T`. A batch that mixes both is
 returned with `num_visual` masked zero rows before a text-only query's tokens, so every query has the same width and
-all are searched together; masked rows score 0. Every jitted program runs on batches of a fixed size (the last one
-zero-padded), data-parallel over this process's devices, so one program is compiled per shape.
+all are searched together; masked rows score 0. The paper's inference ablations keep only some rows of a query
+(`QUERY_ROWS`): "visual" `[E_g ; E_m]` (without the text tokens E_t), "text" `T` (without the pooled tokens).
+Every jitted program runs on batches of a fixed size (the last one zero-padded), data-parallel over this process's
+devices, so one program is compiled per shape.
 
 Passages (docs/model.md, section 3): a text passage is its kept text tokens; one that carries an image is
 `[E_g ; E_m ; text]` as the published `MIRe.doc` encodes it, E_m pooled under a fixed prompt, and an image-only
@@ -46,6 +48,9 @@ from mire_jax.retrieval.passages import read_passages
 from mire_jax.tokenization.colbert import ColbertTokenizer
 
 RUN_FILE = "serve.json"  # what a run folder (e.g. `make demo`'s) names for serving: model, index, passages
+# The rows of a query an encoding keeps: all of them, the pooled visual tokens [E_g ; E_m] only (the paper's "w/o E_t at
+# inference"), or the text tokens T only ("w/o E_g & E_m at inference"; the text still saw no image, fusion-free).
+QUERY_ROWS = ("all", "visual", "text")
 SETTING_FLAGS = {"query_maxlen": "--query-maxlen", "doc_maxlen": "--doc-maxlen",
                  "attend_to_mask_tokens": "--attend-to-mask-tokens", "passage_keep": "--passage-keep"}
 
@@ -208,7 +213,7 @@ class Searcher:
 
     def encode_queries(self, questions: Sequence[str], images: Sequence[Any] | None = None, *,
                        batch_sizes: Sequence[int] | None = None, visual_rows: bool | None = None,
-                       cut: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                       cut: bool = False, rows: str = "all") -> tuple[np.ndarray, np.ndarray]:
         """Query embeddings -> (embeddings [B, N, dim] float32, mask [B, N] bool), in question order.
 
         Args:
@@ -223,10 +228,17 @@ class Searcher:
             cut: encode cut to `text_length` of the longest question (the [MASK] padding past it is attended by
                 nothing and scored by nothing, so the embeddings are the full query's first tokens): N is then
                 `num_visual` + that length. Not with settings that attend to or score the padding.
+            rows: which rows to return (`QUERY_ROWS`): "all"; "visual", the `num_visual` pooled tokens [E_g ; E_m]
+                alone (every question needs an image); "text", the text tokens T alone (N = the text length; the
+                pooling still runs for questions with an image, and T does not depend on it).
         """
+        if rows not in QUERY_ROWS:
+            raise ValueError(f"rows must be one of {QUERY_ROWS}, got {rows!r}")
         images = list(images) if images is not None else [None] * len(questions)
         if len(images) != len(questions):
             raise ValueError(f"{len(questions)} questions but {len(images)} images")
+        if rows == "visual" and any(image is None for image in images):
+            raise ValueError("rows='visual' keeps the pooled image tokens only: every question needs an image")
         ids, text_mask = self.tokenize_queries(questions)
         scored_padding = self.settings.score_mask_tokens and not self.settings.attend_to_mask_tokens
         length = ids.shape[1]
@@ -241,20 +253,25 @@ class Searcher:
         embs = np.zeros((len(questions), offset + length, self.config.head.dim), np.float32)
         mask = np.zeros(embs.shape[:2], bool)
         sizes = sorted(batch_sizes or [self.batch_size])
-        rows = lambda n: next((size for size in sizes if size >= n), sizes[-1])
+        call_rows = lambda n: next((size for size in sizes if size >= n), sizes[-1])
         text_rows = np.flatnonzero(~with_image)
         if len(text_rows):
             kind = "scored_padding" if scored_padding else "text"
-            embs[text_rows, offset:] = self._encoder(kind, rows(len(text_rows)))(ids[text_rows], text_mask[text_rows])
+            encoder = self._encoder(kind, call_rows(len(text_rows)))
+            embs[text_rows, offset:] = encoder(ids[text_rows], text_mask[text_rows])
             mask[text_rows, offset:] = True if scored_padding else text_mask[text_rows].astype(bool)
         image_rows = np.flatnonzero(with_image)
         if len(image_rows):
             pixels = np.stack([self._pixels(images[i]) for i in image_rows])
             pooling_rows = self.settings.query_maxlen if length < self.settings.query_maxlen else None
-            encoder = self._encoder("image", rows(len(image_rows)), pooling_rows=pooling_rows)
+            encoder = self._encoder("image", call_rows(len(image_rows)), pooling_rows=pooling_rows)
             embs[image_rows] = encoder(ids[image_rows], text_mask[image_rows], pixels)
             mask[image_rows, :self.num_visual] = True
             mask[image_rows, self.num_visual:] = text_mask[image_rows].astype(bool)
+        if rows == "visual":
+            return embs[:, :offset], mask[:, :offset]
+        if rows == "text":
+            return embs[:, offset:], mask[:, offset:]
         return embs, mask
 
     def _pixels(self, image) -> np.ndarray:

@@ -223,7 +223,9 @@ class MireTextRetriever:
                              f"{self.search_mode!r} (rerun build_index with this retriever)")
         if not manifest.get("num_passages"):
             raise ValueError(f"{index_dir}: the knowledge base had no passages")
-        self._index = LateInteractionIndex.load(os.path.join(index_dir, SEARCHER_DIR))
+        # ViD2R is built by one process (it writes its files alone): the whole index is opened here, never only the
+        # shards this process would serve under `jax.distributed`, so its searches are not collective.
+        self._index = LateInteractionIndex.load(os.path.join(index_dir, SEARCHER_DIR), distributed=False)
 
     def search_with_scores(self, texts: Sequence[str], k: int) -> tuple[list[list[str]], list[list[float]]]:
         """-> (pid lists, score lists) of the top-`k` passages of each query text."""

@@ -207,10 +207,74 @@ def test_image_root_override_moves_the_images(tmp_path, evaluate_entry, name, fi
     data = tmp_path / fixture
     shutil.copytree(FIXTURES / fixture, data, ignore=shutil.ignore_patterns(images))
     cfg = get_config(name)
-    assert evaluate.image_root_override(cfg) == {}
+    assert evaluate.loader_overrides(cfg) == {}
     with pytest.raises(Exception):  # the images are no longer where the loader looks by default
-        load_benchmark(cfg.benchmark, data, **evaluate.image_root_override(cfg)).queries[0].image.load()
+        load_benchmark(cfg.benchmark, data, **evaluate.loader_overrides(cfg)).queries[0].image.load()
     cfg.image_root = str(moved)
-    bench = load_benchmark(cfg.benchmark, data, **evaluate.image_root_override(cfg))
+    bench = load_benchmark(cfg.benchmark, data, **evaluate.loader_overrides(cfg))
     loaded = [q.image.load() for q in bench.queries[:3]]
     assert all(im.size[0] > 0 for im in loaded)
+
+
+@pytest.mark.parametrize("name", ["evqa", "infoseek"])
+def test_m2kr_searches_the_published_test_passages(evaluate_entry, name):
+    """The published evaluation loads `test_passages` for every M2KR query split; the config says so and the
+    loader follows it (here: the fixture's valid queries searched over its test passages)."""
+    from configs.eval import get_config
+
+    cfg = get_config(name)
+    assert evaluate_entry.loader_overrides(cfg) == {"passages_split": "test_passages"}
+    if name == "evqa":
+        valid = load_benchmark(cfg.benchmark, FIXTURES / "m2kr", split="valid", **evaluate_entry.loader_overrides(cfg))
+        own = load_benchmark(cfg.benchmark, FIXTURES / "m2kr", split="valid")
+        test = load_benchmark(cfg.benchmark, FIXTURES / "m2kr", split="test")
+        assert valid.corpus.source.endswith("test_passages") and own.corpus.source.endswith("valid_passages")
+        assert list(valid.corpus) == list(test.corpus)
+
+
+def test_query_rows_ablations_drop_the_intended_rows(model_dir, tmp_path):
+    """The paper's inference ablations: "visual" searches with the pooled tokens [E_g ; E_m] alone (w/o E_t), "text"
+    with the text tokens T alone (w/o E_g & E_m). Their rows are those rows of the full query, bit for bit, each
+    search scores exactly the MaxSim of the kept rows, and the runs differ from the full query's."""
+    from mire_jax.scoring import maxsim
+
+    config, params = load_model(model_dir)
+    tok = ColbertTokenizer.from_pretrained(model_dir / "vocab.txt")
+    bench = load_benchmark("remuq", FIXTURES / "remuq")
+    settings = {rows: runner.EvalSettings(query_rows=rows, k=8, query_maxlen=16, doc_maxlen=48, batch_size=4,
+                                          index={"mode": "exact"}) for rows in ("all", "visual", "text")}
+    searcher = runner.make_searcher(config, params, tok, settings["all"])
+    queries = {rows: runner.encode_queries(bench.queries, searcher, s) for rows, s in settings.items()}
+    num_visual = config.head.num_tokens + config.head.num_heads
+    (full, full_mask), (visual, visual_mask), (text, text_mask) = queries.values()
+    assert visual.shape[1] == num_visual and text.shape[1] == full.shape[1] - num_visual == 16
+    np.testing.assert_array_equal(visual, full[:, :num_visual])
+    np.testing.assert_array_equal(visual_mask, full_mask[:, :num_visual])
+    assert visual_mask.all()
+    np.testing.assert_array_equal(text, full[:, num_visual:])
+    np.testing.assert_array_equal(text_mask, full_mask[:, num_visual:])
+    # the text rows of an image query are the text-only query's (the text never sees the image), up to float error
+    text_only = runner.EvalSettings(mode="text_only", query_maxlen=16, doc_maxlen=48, batch_size=4)
+    plain, plain_mask = runner.encode_queries(bench.queries, searcher, text_only)
+    np.testing.assert_array_equal(plain_mask, text_mask)
+    np.testing.assert_allclose(plain, text, atol=1e-5)
+
+    runs = {rows: runner.retrieve(bench, runner.make_searcher(config, params, tok, s), str(tmp_path), s)
+            for rows, s in settings.items()}
+    assert runs["visual"] != runs["all"] and runs["text"] != runs["all"]
+    docs = searcher.encode_passages([text for _, text in bench.corpus])
+    width = max(len(d) for d in docs)
+    d = np.stack([np.pad(x.astype(np.float32), ((0, width - len(x)), (0, 0))) for x in docs])
+    d_mask = np.stack([np.arange(width) < len(x) for x in docs])
+    pids = [pid for pid, _ in bench.corpus]
+    for rows, (q, q_mask) in queries.items():
+        expected = np.asarray(maxsim(q * q_mask[..., None], d, d_mask))
+        for qi, query in enumerate(bench.queries):
+            for pid, score in runs[rows][query.qid].items():
+                assert score == pytest.approx(float(expected[qi, pids.index(pid)]), abs=2e-3), (rows, pid)
+    names = {s.run_name for s in settings.values()}
+    assert names == {"mire_published", "mire_visual_rows_published", "mire_text_rows_published"}
+    with pytest.raises(ValueError, match="needs mode 'mire'"):
+        runner.EvalSettings(mode="text_only", query_rows="visual")
+    with pytest.raises(ValueError, match="query_rows must be one of"):
+        runner.EvalSettings(query_rows="pooled")
