@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 from mire_jax.reproduce import multihost, recipes
 from mire_jax.reproduce.graph import Inputs, Stage, StageContext
 
-MODEL_CODE = ("models", "config.py", "api.py", "tokenizer.py", "scoring.py", "files.py", "retrieval")
+MODEL_CODE = ("models", "config.py", "api.py", "tokenization", "scoring.py", "files.py", "retrieval")
 VID2R_CODE = ("vid2r", "index", *MODEL_CODE, "reproduce/stage_data.py")
 # A stage's code version covers the code that computes its results; the settings built by reproduce/recipes.py are
 # fingerprinted as settings, so editing one recipe reruns only the stages whose settings changed.
