@@ -133,7 +133,7 @@ def build_in_memory(cls, embeddings: np.ndarray, lengths, ids, config: IndexConf
     for number, (a, b) in enumerate(tqdm(plan, desc="index shards", disable=not progress or len(plan) < 2)):
         part = embeddings[offsets[a]:offsets[b]]
         shards.append(build_shard(part, offsets[a:b + 1] - offsets[a], cfg, largest, a,
-                                  encoded.shard_name(number), groups))
+                                  encoded.shard_name(number), groups=groups))
     index = cls(shards, ids, cfg, offsets=offsets, build_info={"shards": len(shards)}, encoding=encoding)
     build_s = time.perf_counter() - t0
     finish(index, cfg, calibration_queries, progress)
@@ -184,7 +184,7 @@ def build_from_encoded(cls, shard_dir, config: IndexConfig, *, verify: bool, pro
             embeddings, lengths, shard_ids = _group_reader(shard_dir, entries[a:b], verify)(False)
             local = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
             shards.append(build_shard(embeddings, local, cfg, largest, int(first_passages[number]),
-                                      encoded.shard_name(number), groups))
+                                      encoded.shard_name(number), groups=groups))
             ids.extend(shard_ids)
         index = cls(shards, ids, cfg, build_info={"shards": len(shards)}, encoding=encoding)
         build_s = time.perf_counter() - t0
@@ -210,7 +210,7 @@ def build_from_encoded(cls, shard_dir, config: IndexConfig, *, verify: bool, pro
         ts = time.perf_counter()
         embeddings, lengths, shard_ids = _group_reader(shard_dir, entries[a:b], verify)(True)
         local = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        shard = build_shard(embeddings, local, cfg, largest, int(first_passages[number]), name, groups)
+        shard = build_shard(embeddings, local, cfg, largest, int(first_passages[number]), name, groups=groups)
         extra = {"source": source, "build_settings": settings}
         storage.write_folder(root, name, lambda out, s=shard, i=shard_ids: s.save(out, i, extra), replace=True)
         del shard, embeddings
