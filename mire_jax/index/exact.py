@@ -42,7 +42,7 @@ from mire_jax.scoring import MASKED_SCORE
 
 CPU_BLOCK_TOKENS = 4096  # passage tokens per block on CPU (a similarity tile of 8 queries stays in cache)
 ACCELERATOR_BLOCK_TOKENS = 32768
-CPU_TILE_ELEMENTS = 1 << 20  # similarity values per product on CPU
+CPU_TILE_ELEMENTS = 1 << 18  # similarity values per product on CPU (a 1 MB tile)
 PIECE_BYTES = 256 << 20  # codes per compiled piece of a group
 CPU_RESIDENT_FRACTION = 0.25  # of the host's memory that a CPU searcher keeps resident by default
 ACCELERATOR_RESIDENT_FRACTION = 0.75  # of the devices' memory
