@@ -10,7 +10,8 @@ of equal padded length for exact search). Saved as a folder:
     shard_000000/scales.npy       float16 [rows], a scale per stored token (quantised codecs)
     shard_000000/offsets.npy      int64 [passages + 1], shard-local token offsets
     shard_000000/ids.json         [passages] passage ids
-    shard_000000/scann/           the ScaNN searcher (scann mode)
+    shard_000000/scann/           the ScaNN searcher (scann mode); its 4-bit codes two per byte
+                                  (`hashed_dataset.packed.npy`: ScaNN writes one per byte, unpacked when loading)
     shard_000000/shard.json       counts, the stored tokens' codec and layout ("tokens"), build settings, the
                                   source, sha256 of every file above
 
@@ -23,6 +24,8 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import shutil
+import tempfile
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -36,7 +39,46 @@ SHARD_META = "shard.json"
 OFFSETS = "offsets.npy"
 IDS = "ids.json"
 SCANN_DIR = "scann"
+SCANN_CODES = "hashed_dataset.npy"  # ScaNN's asymmetric-hashing codes, one 4-bit code per byte
+PACKED_CODES = "hashed_dataset.packed.npy"  # the same, two per byte (low nibble first), as the index keeps them
 FORMAT = "mire-jax-index-shard"
+
+
+def pack_scann_codes(folder: pathlib.Path) -> dict | None:
+    """Replace ScaNN's serialized codes in `folder` by the same codes two per byte; -> what shard.json records
+    (None, file left as it is, when they are not 4-bit codes)."""
+    path = folder / SCANN_CODES
+    if not path.exists():
+        return None
+    codes = np.load(path)
+    if codes.dtype != np.uint8 or codes.ndim != 2 or (codes.size and codes.max() > 15):
+        return None
+    width = codes.shape[1]
+    even = np.pad(codes, ((0, 0), (0, width % 2)))
+    np.save(folder / PACKED_CODES, even[:, 0::2] | (even[:, 1::2] << 4))
+    path.unlink()
+    return {"file": PACKED_CODES, "replaces": SCANN_CODES, "rows": int(codes.shape[0]), "width": int(width),
+            "format": "ScaNN's 4-bit codes, two per byte, low nibble first"}
+
+
+def load_scann(folder: pathlib.Path, packed: dict | None):
+    """ScaNN's searcher from a shard's `scann/` folder, its packed codes unpacked into a temporary copy."""
+    import scann
+
+    if not packed:
+        return scann.scann_ops_pybind.load_searcher(str(folder))
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="scann-"))
+    try:
+        for child in folder.iterdir():
+            if child.name != packed["file"]:
+                os.symlink(child.resolve(), tmp / child.name)
+        pairs = np.load(folder / packed["file"])
+        codes = np.stack([pairs & 15, pairs >> 4], axis=-1).reshape(len(pairs), -1)[:, :packed["width"]]
+        np.save(tmp / packed["replaces"], np.ascontiguousarray(codes))
+        del pairs, codes
+        return scann.scann_ops_pybind.load_searcher(str(tmp))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def build_searcher(tokens: np.ndarray, *, num_leaves: int, training_sample_size: int, dims_per_block: int,
@@ -114,14 +156,17 @@ class IndexShard:
         with open(out / IDS, "w") as f:
             json.dump(list(ids), f)
         names += [OFFSETS, IDS]
+        packed = None
         if self.searcher is not None:
             (out / SCANN_DIR).mkdir(exist_ok=True)
             self.searcher.serialize(str(out / SCANN_DIR), relative_path=True)
+            packed = pack_scann_codes(out / SCANN_DIR)
             names += [f"{SCANN_DIR}/{p.name}" for p in sorted((out / SCANN_DIR).iterdir())]
         meta = {"format": FORMAT, "name": self.name, "num_passages": self.num_passages,
                 "num_tokens": self.num_tokens, "dim": int(self.store.dim),
                 "first_passage": self.first_passage, "num_leaves": self.num_leaves, "tokens": self.store.describe(),
-                **dict(extra or {}), "files": storage.file_entries(out, names)}
+                **({"scann_codes": packed} if packed else {}), **dict(extra or {}),
+                "files": storage.file_entries(out, names)}
         storage.write_meta(out / SHARD_META, meta)
         return meta
 
@@ -165,8 +210,7 @@ class IndexShard:
             raise IndexFileError(f"{root}: stored tokens disagree with {SHARD_META} ({e})") from e
         searcher = None
         if (root / SCANN_DIR).exists() and any(n.startswith(SCANN_DIR + "/") for n in meta["files"]):
-            import scann
-            searcher = scann.scann_ops_pybind.load_searcher(str(root / SCANN_DIR))
+            searcher = load_scann(root / SCANN_DIR, meta.get("scann_codes"))
         shard = cls(store, offsets, searcher, meta.get("num_leaves", 0), meta["first_passage"], meta["name"])
         return shard, ids, meta
 

@@ -11,7 +11,7 @@
 
 **Layout** (`Layout`): exact search scores passages in blocks of equal padded length, so the store keeps them that
 way and no gather happens at search. The corpus's passages are split by length into a few groups (`group_lengths`:
-at most one per 128k tokens and at most 24, the cut points chosen to pad the fewest rows); a passage takes as many
+at most one per 128k tokens and at most 32, the cut points chosen to pad the fewest rows); a passage takes as many
 rows as the longest passage of its group: its tokens, then copies of its first token, which can never change a
 maximum. Groups are stored in ascending length, passages within a group in corpus order, so a group (a `Bucket`) is
 one contiguous [passages, length, width] array of the store and a passage's own tokens are one contiguous run of
@@ -120,7 +120,7 @@ def codec_of(name: str) -> Codec:
     return CODECS[name]
 
 
-MAX_GROUPS = 24  # group lengths of a corpus: one compiled exact-search program each
+MAX_GROUPS = 32  # group lengths of a corpus: one compiled exact-search program each
 TOKENS_PER_GROUP = 1 << 17  # a corpus may take one group per this many tokens...
 PADDING_TARGET = 0.1  # ...and as many as padding at most this share of its tokens needs (more below 1M tokens,
 PADDING_TOKENS = 1 << 20  # where compiling a program costs more than the padding's compute: 0.1 sqrt(1M / tokens))

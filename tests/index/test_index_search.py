@@ -97,6 +97,11 @@ def test_auto_mode_follows_corpus_size():
     assert IndexConfig(num_leaves=100, leaves_to_search=7).resolve(6_400_000).with_default_search(
         6_400_000).leaves_to_search == 7
     assert IndexConfig().resolve(10**6, dim=64).dims_per_block == 2  # 16 bytes of codes per token
+    # On accelerators whose memory holds the stored tokens, "auto" is the exact search, whatever the size.
+    assert IndexConfig().resolve(6_400_000, 128, 3_200_000, accelerators_hold=True).mode == "exact"
+    assert IndexConfig(mode="scann").resolve(1_000, accelerators_hold=True).mode == "scann"
+    from mire_jax.index import build
+    assert not build.accelerators_hold(10**6, 128, IndexConfig())  # CPU devices: the choice stays by size
 
 
 def test_save_load_gives_identical_results(corpus, scann_index, saved):
@@ -110,7 +115,7 @@ def test_save_load_gives_identical_results(corpus, scann_index, saved):
     np.testing.assert_array_equal(scores_a, scores_b)
 
 
-@pytest.mark.parametrize("name", ["shard_000000/tokens.npy", "shard_000000/scann/hashed_dataset.npy",
+@pytest.mark.parametrize("name", ["shard_000000/tokens.npy", "shard_000000/scann/hashed_dataset.packed.npy",
                                   "shard_000000/ids.json", "index.json"])
 def test_altered_index_file_is_refused_by_name(saved, tmp_path, name):
     copy = tmp_path / "copy"
@@ -123,8 +128,8 @@ def test_altered_index_file_is_refused_by_name(saved, tmp_path, name):
         LateInteractionIndex.load(copy)
 
 
-@pytest.mark.parametrize("name", ["shard_000000/offsets.npy", "shard_000000/scales.npy", "shard_000000/scann/ah_codebook.pb",
-                                  "shard_000000/shard.json", "manifest.json"])
+@pytest.mark.parametrize("name", ["shard_000000/offsets.npy", "shard_000000/scales.npy",
+                                  "shard_000000/scann/ah_codebook.pb", "shard_000000/shard.json", "manifest.json"])
 def test_missing_index_file_is_refused_by_name(saved, tmp_path, name):
     copy = tmp_path / "copy"
     shutil.copytree(saved, copy)
