@@ -79,6 +79,18 @@ def build_shard(embeddings, offsets: np.ndarray, config: IndexConfig, largest_to
     return IndexShard(store, offsets, searcher, leaves, first_passage, name)
 
 
+def resolve_codec(config: IndexConfig, embeddings, offsets: np.ndarray, calibration_queries,
+                  info: dict) -> IndexConfig:
+    """`config` with its token codec decided: "auto" becomes the codec `exact.choose_codec` measures to keep the
+    float32 top k on a sample of the corpus (what it measured goes into `info["token_codec_check"]`)."""
+    if config.token_codec != "auto":
+        return config
+    queries, mask = calibration_queries if calibration_queries is not None else (None, None)
+    name, report = exact.choose_codec(embeddings, offsets, queries, mask)
+    info["token_codec_check"] = report
+    return dataclasses.replace(config, token_codec=name)
+
+
 def accelerators_hold(num_tokens: int, dim: int, config: IndexConfig, processes: int = 1) -> bool:
     """Whether this process's devices are accelerators whose memory holds its share of the corpus's stored tokens
     (what makes "auto" mode exact there)."""
@@ -88,7 +100,8 @@ def accelerators_hold(num_tokens: int, dim: int, config: IndexConfig, processes:
     if devices[0].platform == "cpu" or num_tokens == 0:
         return False
     rows = num_tokens * (1 + LAYOUT_PADDING) / max(processes, 1)
-    return exact.fits_devices(int(rows), codec_of(config.token_codec).bytes_per_token(dim), devices)
+    codec = "int8" if config.token_codec == "auto" else config.token_codec
+    return exact.fits_devices(int(rows), codec_of(codec).bytes_per_token(dim), devices)
 
 
 def _check_corpus(embeddings, lengths, ids):
@@ -129,12 +142,14 @@ def build_in_memory(cls, embeddings: np.ndarray, lengths, ids, config: IndexConf
     largest = max((int(offsets[b] - offsets[a]) for a, b in plan), default=0)
     cfg = config.resolve(int(offsets[-1]), int(embeddings.shape[1]), largest,
                          accelerators_hold(int(offsets[-1]), int(embeddings.shape[1]), config))
+    info = {}
+    cfg = resolve_codec(cfg, embeddings, offsets, calibration_queries, info)
     shards, groups = [], group_lengths(lengths)
     for number, (a, b) in enumerate(tqdm(plan, desc="index shards", disable=not progress or len(plan) < 2)):
         part = embeddings[offsets[a]:offsets[b]]
         shards.append(build_shard(part, offsets[a:b + 1] - offsets[a], cfg, largest, a,
                                   encoded.shard_name(number), groups=groups))
-    index = cls(shards, ids, cfg, offsets=offsets, build_info={"shards": len(shards)}, encoding=encoding)
+    index = cls(shards, ids, cfg, offsets=offsets, build_info={"shards": len(shards), **info}, encoding=encoding)
     build_s = time.perf_counter() - t0
     finish(index, cfg, calibration_queries, progress)
     _record_times(index, build_s, time.perf_counter() - t0)
@@ -176,8 +191,14 @@ def build_from_encoded(cls, shard_dir, config: IndexConfig, *, verify: bool, pro
     cfg = config.resolve(int(manifest["num_tokens"]), dim, largest, holds)
     first_passages = np.concatenate([[0], np.cumsum([sum(e["num_passages"] for e in entries[a:b])
                                                       for a, b in plan])]).astype(np.int64)
-    groups = group_lengths(np.concatenate([np.load(pathlib.Path(shard_dir) / e["name"] / encoded.LENGTHS)
-                                           for e in entries] or [np.zeros(0, np.int64)]))
+    all_lengths = [np.load(pathlib.Path(shard_dir) / e["name"] / encoded.LENGTHS) for e in entries]
+    groups = group_lengths(np.concatenate(all_lengths or [np.zeros(0, np.int64)]))
+    info = {}
+    if cfg.token_codec == "auto":  # measured on a sample of the whole corpus (memory-mapped), the same everywhere
+        tokens = RowConcat([np.load(pathlib.Path(shard_dir) / e["name"] / encoded.EMBEDDINGS, mmap_mode="r")
+                            for e in entries])
+        offsets = np.concatenate([[0], np.cumsum(np.concatenate(all_lengths))]).astype(np.int64)
+        cfg = resolve_codec(cfg, tokens, offsets, calibration_queries, info)
     if directory is None:
         shards, ids = [], []
         for number, (a, b) in enumerate(tqdm(plan, desc="index shards", disable=not progress)):
@@ -186,7 +207,7 @@ def build_from_encoded(cls, shard_dir, config: IndexConfig, *, verify: bool, pro
             shards.append(build_shard(embeddings, local, cfg, largest, int(first_passages[number]),
                                       encoded.shard_name(number), groups=groups))
             ids.extend(shard_ids)
-        index = cls(shards, ids, cfg, build_info={"shards": len(shards)}, encoding=encoding)
+        index = cls(shards, ids, cfg, build_info={"shards": len(shards), **info}, encoding=encoding)
         build_s = time.perf_counter() - t0
         finish(index, cfg, calibration_queries, progress)
         _record_times(index, build_s, time.perf_counter() - t0)
@@ -225,7 +246,7 @@ def build_from_encoded(cls, shard_dir, config: IndexConfig, *, verify: bool, pro
     index = cls.open_shards(root, names, cfg, layout, verify=False, dim=int(manifest["dim"]), encoding=encoding)
     finish(index, cfg, calibration_queries, progress)
     info = {"shards": len(plan), "shards_built_here": built, "shards_kept_here": kept, "shard_seconds": seconds,
-            "process_count": layout.count}
+            "process_count": layout.count, **info}
     index.build_info = info
     _record_times(index, build_s, time.perf_counter() - t0)
     if layout.index == 0:

@@ -11,7 +11,7 @@ import dataclasses
 import math
 
 MODES = ("auto", "scann", "exact")
-TOKEN_CODECS = ("int8", "int4", "float16")  # mirror of mire_jax.index.token_store.CODECS
+TOKEN_CODECS = ("auto", "int8", "int4", "float16")  # "auto" and mire_jax.index.token_store.CODECS
 FALLBACKS = ("best", "exact")
 
 
@@ -26,7 +26,9 @@ class IndexConfig:
         exact_max_tokens: corpus size (tokens) up to which "auto" means exact search on CPU.
         token_codec: how the tokens are stored for the rerank and the exact search
             (`mire_jax.index.token_store.CODECS`): "int8" (8-bit codes and a float16 scale per token, dim + 2
-            bytes), "int4" (half of that, less recall), "float16" (2 dim bytes, no quantisation).
+            bytes), "int4" (half of that, less recall), "float16" (2 dim bytes, no quantisation), or "auto":
+            int8 where a check at build time finds that exact search over int8 tokens keeps the float32 top 10
+            and top 100 on a sample of the corpus (`mire_jax.index.exact.choose_codec`), else float16.
         exact_resident_bytes: bytes of stored tokens the exact search keeps on the devices between searches
             (None: a quarter of the host's memory on CPU, three quarters of the devices' elsewhere); a larger
             corpus is copied to them piece by piece at every exact search.
@@ -73,7 +75,7 @@ class IndexConfig:
 
     mode: str = "auto"
     exact_max_tokens: int = 50_000
-    token_codec: str = "int8"
+    token_codec: str = "auto"
     exact_resident_bytes: int | None = None
     shard_tokens: int = 1 << 22
     num_leaves: int | None = None

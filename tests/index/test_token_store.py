@@ -33,7 +33,7 @@ def test_codecs_decode_within_their_bounds(name, dim):
 
 
 def test_config_names_every_index_codec():
-    assert set(config_lib.TOKEN_CODECS) == set(ts.CODECS)
+    assert set(config_lib.TOKEN_CODECS) == {"auto", *ts.CODECS}
     with pytest.raises(ValueError, match="token_codec"):
         config_lib.IndexConfig(token_codec="int7").validate()
 
