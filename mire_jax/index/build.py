@@ -24,16 +24,19 @@ from mire_jax.files import read_json
 from mire_jax.index import calibrate as calibrate_lib
 from mire_jax.index import distributed as dist
 from mire_jax.index import encoded_corpus as encoded
-from mire_jax.index import storage
+from mire_jax.index import exact, storage
 from mire_jax.index.config import IndexConfig, shard_leaves
 from mire_jax.index.index_shard import SHARD_META, IndexShard, build_searcher
 from mire_jax.index.search import INDEX_META, write_index_root
 from mire_jax.index.storage import IndexFileError
+from mire_jax.index.token_store import TokenStore, codec_of, group_lengths
 from mire_jax.index.tokens import RowConcat
+
+LAYOUT_PADDING = 0.05  # share of padding rows assumed when sizing a store before it exists
 
 # Build settings a finished shard must share with the current build to be kept on resume.
 BUILD_FIELDS = ("mode", "num_leaves", "dims_per_block", "anisotropic_threshold", "spherical",
-                "training_sample_size", "soar_lambda", "shard_tokens")
+                "training_sample_size", "soar_lambda", "shard_tokens", "token_codec")
 
 
 def plan_shards(token_counts: Sequence[int], shard_tokens: int) -> list[tuple[int, int]]:
@@ -57,9 +60,10 @@ def plan_shards(token_counts: Sequence[int], shard_tokens: int) -> list[tuple[in
 
 
 def build_shard(embeddings, offsets: np.ndarray, config: IndexConfig, largest_tokens: int,
-                first_passage: int, name: str) -> IndexShard:
-    """One index shard over `embeddings` (its tokens) with shard-local `offsets`; a ScaNN searcher in scann
-    mode (built from a float32 copy of these tokens only)."""
+                first_passage: int, name: str, groups: Sequence[int] | None = None) -> IndexShard:
+    """One index shard over `embeddings` (its tokens) with shard-local `offsets`: the tokens stored with the
+    config's codec (in memory), and a ScaNN searcher in scann mode (built from a float32 copy of these tokens
+    only). `groups`: the corpus's padded lengths (`token_store.group_lengths`; None: this shard's own)."""
     tokens = int(offsets[-1])
     searcher, leaves = None, 0
     if config.mode == "scann":
@@ -71,7 +75,33 @@ def build_shard(embeddings, offsets: np.ndarray, config: IndexConfig, largest_to
                                   dims_per_block=config.dims_per_block,
                                   anisotropic_threshold=config.anisotropic_threshold, spherical=config.spherical,
                                   soar_lambda=config.soar_lambda, training_threads=config.training_threads)
-    return IndexShard(embeddings, offsets, searcher, leaves, first_passage, name)
+    store = TokenStore.encode(embeddings, np.diff(np.asarray(offsets, np.int64)), config.token_codec, groups)
+    return IndexShard(store, offsets, searcher, leaves, first_passage, name)
+
+
+def resolve_codec(config: IndexConfig, embeddings, offsets: np.ndarray, calibration_queries,
+                  info: dict) -> IndexConfig:
+    """`config` with its token codec decided: "auto" becomes the codec `exact.choose_codec` measures to keep the
+    float32 top k on a sample of the corpus (what it measured goes into `info["token_codec_check"]`)."""
+    if config.token_codec != "auto":
+        return config
+    queries, mask = calibration_queries if calibration_queries is not None else (None, None)
+    name, report = exact.choose_codec(embeddings, offsets, queries, mask)
+    info["token_codec_check"] = report
+    return dataclasses.replace(config, token_codec=name)
+
+
+def accelerators_hold(num_tokens: int, dim: int, config: IndexConfig, processes: int = 1) -> bool:
+    """Whether this process's devices are accelerators whose memory holds its share of the corpus's stored tokens
+    (what makes "auto" mode exact there)."""
+    import jax
+
+    devices = jax.local_devices()
+    if devices[0].platform == "cpu" or num_tokens == 0:
+        return False
+    rows = num_tokens * (1 + LAYOUT_PADDING) / max(processes, 1)
+    codec = "int8" if config.token_codec == "auto" else config.token_codec
+    return exact.fits_devices(int(rows), codec_of(codec).bytes_per_token(dim), devices)
 
 
 def _check_corpus(embeddings, lengths, ids):
@@ -103,20 +133,23 @@ def finish(index, config: IndexConfig, calibration_queries, progress: bool) -> N
 
 def build_in_memory(cls, embeddings: np.ndarray, lengths, ids, config: IndexConfig, progress: bool,
                     calibration_queries, encoding: dict | None = None):
-    """An index of class `cls` (`LateInteractionIndex.build`): shards over slices of `embeddings`, kept as
-    float16 in memory."""
+    """An index of class `cls` (`LateInteractionIndex.build`): shards over slices of `embeddings`, their tokens
+    stored (encoded with the config's codec) in memory."""
     lengths, ids = _check_corpus(embeddings, lengths, ids)
     t0 = time.perf_counter()
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     plan = plan_shards(lengths, config.shard_tokens)
     largest = max((int(offsets[b] - offsets[a]) for a, b in plan), default=0)
-    cfg = config.resolve(int(offsets[-1]), int(embeddings.shape[1]), largest)
-    shards = []
+    cfg = config.resolve(int(offsets[-1]), int(embeddings.shape[1]), largest,
+                         accelerators_hold(int(offsets[-1]), int(embeddings.shape[1]), config))
+    info = {}
+    cfg = resolve_codec(cfg, embeddings, offsets, calibration_queries, info)
+    shards, groups = [], group_lengths(lengths)
     for number, (a, b) in enumerate(tqdm(plan, desc="index shards", disable=not progress or len(plan) < 2)):
-        part = np.asarray(embeddings[offsets[a]:offsets[b]], np.float16)
+        part = embeddings[offsets[a]:offsets[b]]
         shards.append(build_shard(part, offsets[a:b + 1] - offsets[a], cfg, largest, a,
-                                  encoded.shard_name(number)))
-    index = cls(shards, ids, cfg, offsets=offsets, build_info={"shards": len(shards)}, encoding=encoding)
+                                  encoded.shard_name(number), groups=groups))
+    index = cls(shards, ids, cfg, offsets=offsets, build_info={"shards": len(shards), **info}, encoding=encoding)
     build_s = time.perf_counter() - t0
     finish(index, cfg, calibration_queries, progress)
     _record_times(index, build_s, time.perf_counter() - t0)
@@ -153,18 +186,28 @@ def build_from_encoded(cls, shard_dir, config: IndexConfig, *, verify: bool, pro
     plan = plan_shards([e["num_tokens"] for e in entries], config.shard_tokens)
     group_tokens = [sum(e["num_tokens"] for e in entries[a:b]) for a, b in plan]
     largest = max(group_tokens, default=0)
-    cfg = config.resolve(int(manifest["num_tokens"]), int(manifest["dim"] or 0), largest)
+    dim = int(manifest["dim"] or 0)
+    holds = accelerators_hold(int(manifest["num_tokens"]), dim, config, dist.current_layout().count)
+    cfg = config.resolve(int(manifest["num_tokens"]), dim, largest, holds)
     first_passages = np.concatenate([[0], np.cumsum([sum(e["num_passages"] for e in entries[a:b])
                                                       for a, b in plan])]).astype(np.int64)
+    all_lengths = [np.load(pathlib.Path(shard_dir) / e["name"] / encoded.LENGTHS) for e in entries]
+    groups = group_lengths(np.concatenate(all_lengths or [np.zeros(0, np.int64)]))
+    info = {}
+    if cfg.token_codec == "auto":  # measured on a sample of the whole corpus (memory-mapped), the same everywhere
+        tokens = RowConcat([np.load(pathlib.Path(shard_dir) / e["name"] / encoded.EMBEDDINGS, mmap_mode="r")
+                            for e in entries])
+        offsets = np.concatenate([[0], np.cumsum(np.concatenate(all_lengths))]).astype(np.int64)
+        cfg = resolve_codec(cfg, tokens, offsets, calibration_queries, info)
     if directory is None:
         shards, ids = [], []
         for number, (a, b) in enumerate(tqdm(plan, desc="index shards", disable=not progress)):
             embeddings, lengths, shard_ids = _group_reader(shard_dir, entries[a:b], verify)(False)
             local = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
             shards.append(build_shard(embeddings, local, cfg, largest, int(first_passages[number]),
-                                      encoded.shard_name(number)))
+                                      encoded.shard_name(number), groups=groups))
             ids.extend(shard_ids)
-        index = cls(shards, ids, cfg, build_info={"shards": len(shards)}, encoding=encoding)
+        index = cls(shards, ids, cfg, build_info={"shards": len(shards), **info}, encoding=encoding)
         build_s = time.perf_counter() - t0
         finish(index, cfg, calibration_queries, progress)
         _record_times(index, build_s, time.perf_counter() - t0)
@@ -173,7 +216,7 @@ def build_from_encoded(cls, shard_dir, config: IndexConfig, *, verify: bool, pro
     layout = dist.current_layout()
     root = pathlib.Path(directory)
     root.mkdir(parents=True, exist_ok=True)
-    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k in BUILD_FIELDS}
+    settings = {**{k: v for k, v in dataclasses.asdict(cfg).items() if k in BUILD_FIELDS}, "token_groups": groups}
     built, kept, seconds = [], [], {}
     mine = [g for g in range(len(plan)) if layout.owns(g)]
     storage.remove_stale_temporaries(root, [encoded.shard_name(g) for g in mine])
@@ -188,7 +231,7 @@ def build_from_encoded(cls, shard_dir, config: IndexConfig, *, verify: bool, pro
         ts = time.perf_counter()
         embeddings, lengths, shard_ids = _group_reader(shard_dir, entries[a:b], verify)(True)
         local = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        shard = build_shard(embeddings, local, cfg, largest, int(first_passages[number]), name)
+        shard = build_shard(embeddings, local, cfg, largest, int(first_passages[number]), name, groups=groups)
         extra = {"source": source, "build_settings": settings}
         storage.write_folder(root, name, lambda out, s=shard, i=shard_ids: s.save(out, i, extra), replace=True)
         del shard, embeddings
@@ -203,7 +246,7 @@ def build_from_encoded(cls, shard_dir, config: IndexConfig, *, verify: bool, pro
     index = cls.open_shards(root, names, cfg, layout, verify=False, dim=int(manifest["dim"]), encoding=encoding)
     finish(index, cfg, calibration_queries, progress)
     info = {"shards": len(plan), "shards_built_here": built, "shards_kept_here": kept, "shard_seconds": seconds,
-            "process_count": layout.count}
+            "process_count": layout.count, **info}
     index.build_info = info
     _record_times(index, build_s, time.perf_counter() - t0)
     if layout.index == 0:

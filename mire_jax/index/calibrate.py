@@ -25,7 +25,6 @@ import warnings
 import numpy as np
 
 from mire_jax.index import distributed as dist
-from mire_jax.index import exact as exact_lib
 from mire_jax.index.config import SEARCH_FIELDS, IndexConfig
 from mire_jax.index.search import SearchSettings, query_chunks
 
@@ -326,9 +325,7 @@ def calibrate(index, queries=None, query_mask=None, progress: bool = False, **ov
     num_queries = len(queries)
     # Compiled first: on a small corpus compilation is most of a cold search's time, and counted as search time it
     # made exact search look dearer than ScaNN's (the demo's 300 passages: 11.5 ms a query against 1.6).
-    for shard in index.shards:
-        exact_lib.compile_search(shard.offsets, num_queries, queries.shape[1], index.dim, TRUTH_K,
-                                 passages_per_block=index.config.exact_passages_per_block)
+    index.compile_exact(num_queries, queries.shape[1], TRUTH_K)
     (truth, _), exact_s = _timed(index.search_positions, queries, query_mask, TRUTH_K, False, True)
     exact_per_query = _global_max(exact_s, layout) / max(num_queries, 1)
 

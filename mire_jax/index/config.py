@@ -11,6 +11,7 @@ import dataclasses
 import math
 
 MODES = ("auto", "scann", "exact")
+TOKEN_CODECS = ("auto", "int8", "int4", "float16")  # "auto" and mire_jax.index.token_store.CODECS
 FALLBACKS = ("best", "exact")
 
 
@@ -19,8 +20,18 @@ class IndexConfig:
     """Settings of a LateInteractionIndex; None fields are chosen by `resolve` (build) or calibration (search).
 
     Attributes:
-        mode: "scann", "exact", or "auto" (exact up to `exact_max_tokens` corpus tokens, else scann).
-        exact_max_tokens: corpus size (tokens) up to which "auto" means exact search.
+        mode: "scann", "exact", or "auto": exact up to `exact_max_tokens` corpus tokens, and on accelerators
+            (GPU, TPU) whenever the stored tokens fit the devices' memory (exact search spread over every local
+            device, `mire_jax.index.exact`); else scann.
+        exact_max_tokens: corpus size (tokens) up to which "auto" means exact search on CPU.
+        token_codec: how the tokens are stored for the rerank and the exact search
+            (`mire_jax.index.token_store.CODECS`): "int8" (8-bit codes and a float16 scale per token, dim + 2
+            bytes), "int4" (half of that, less recall), "float16" (2 dim bytes, no quantisation), or "auto":
+            int8 where a check at build time finds that exact search over int8 tokens keeps the float32 top 10
+            and top 100 on a sample of the corpus (`mire_jax.index.exact.choose_codec`), else float16.
+        exact_resident_bytes: bytes of stored tokens the exact search keeps on the devices between searches
+            (None: a quarter of the host's memory on CPU, three quarters of the devices' elsewhere); a larger
+            corpus is copied to them piece by piece at every exact search.
         shard_tokens: most tokens per index shard. Each shard gets its own ScaNN searcher, built from a
             float32 copy of that shard only, so this bounds the build's memory: it peaks at 4 to 7 times that
             copy (measured: 2.4 GB for one shard of 2.4M 64-d tokens; 9.8 GB in a process that built two
@@ -46,7 +57,8 @@ class IndexConfig:
             None: calibrated.
         query_batch: queries searched together.
         training_threads: ScaNN build threads (0: all cores).
-        exact_passages_per_block: passages per step of the exact search.
+        exact_passages_per_block: no longer used (the exact search's blocks follow the stored layout); kept so
+            that configs naming it still load.
         calibrate: measure recall against exact search at build time and choose the None search settings.
         calibration_queries: queries drawn from the corpus for calibration (when none are given).
         calibration_query_tokens: tokens per drawn calibration query.
@@ -63,6 +75,8 @@ class IndexConfig:
 
     mode: str = "auto"
     exact_max_tokens: int = 50_000
+    token_codec: str = "auto"
+    exact_resident_bytes: int | None = None
     shard_tokens: int = 1 << 22
     num_leaves: int | None = None
     dims_per_block: int | None = None
@@ -95,17 +109,21 @@ class IndexConfig:
                              f"not {self.calibration_fallback!r}")
         if self.shard_tokens < 1:
             raise ValueError(f"IndexConfig.shard_tokens must be positive, got {self.shard_tokens}")
+        if self.token_codec not in TOKEN_CODECS:
+            raise ValueError(f"IndexConfig.token_codec must be one of {TOKEN_CODECS}, not {self.token_codec!r}")
 
-    def resolve(self, num_tokens: int, dim: int = 128, largest_shard_tokens: int | None = None) -> "IndexConfig":
+    def resolve(self, num_tokens: int, dim: int = 128, largest_shard_tokens: int | None = None,
+                accelerators_hold: bool = False) -> "IndexConfig":
         """A copy with the build settings decided for a corpus of `num_tokens` tokens of size `dim`.
 
-        Search settings left as None stay None (calibration decides them); `with_default_search` fills
-        them without calibrating.
+        `accelerators_hold`: the devices are accelerators and this process's share of the stored tokens fits
+        their memory ("auto" is then exact). Search settings left as None stay None (calibration decides them);
+        `with_default_search` fills them without calibrating.
         """
         self.validate()
         mode = self.mode
         if mode == "auto":
-            mode = "exact" if num_tokens <= self.exact_max_tokens else "scann"
+            mode = "exact" if num_tokens <= self.exact_max_tokens or accelerators_hold else "scann"
         shard = largest_shard_tokens or min(num_tokens, self.shard_tokens)
         leaves = self.num_leaves or default_leaves(shard)
         sample = self.training_sample_size or min(max(shard, 1), 64 * leaves, 250_000)

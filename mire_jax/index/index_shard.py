@@ -1,14 +1,19 @@
-"""One shard of a LateInteractionIndex: its passages' float16 tokens, their offsets, its own ScaNN searcher.
+"""One shard of a LateInteractionIndex: its passages' stored tokens, their offsets, its own ScaNN searcher.
 
 A shard is built from a float32 copy of its own tokens only (the quantiser trained on a sample of them,
-then every token of the shard hashed), so building a corpus of any size holds one shard at a time.
-Saved as a folder:
+then every token of the shard hashed), so building a corpus of any size holds one shard at a time. Its tokens are
+kept as a `mire_jax.index.token_store.TokenStore` (int8 codes with a per-token scale by default, laid out in groups
+of equal padded length for exact search). Saved as a folder:
 
-    shard_000000/embeddings.npy   float16 [tokens, dim], memory-mapped after loading
+    shard_000000/tokens.npy       stored token codes [rows, width] (uint8; float16 for the float16 codec),
+                                  memory-mapped after loading
+    shard_000000/scales.npy       float16 [rows], a scale per stored token (quantised codecs)
     shard_000000/offsets.npy      int64 [passages + 1], shard-local token offsets
     shard_000000/ids.json         [passages] passage ids
-    shard_000000/scann/           the ScaNN searcher (scann mode)
-    shard_000000/shard.json       counts, build settings, the source, sha256 of every file above
+    shard_000000/scann/           the ScaNN searcher (scann mode); its 4-bit codes two per byte
+                                  (`hashed_dataset.packed.npy`: ScaNN writes one per byte, unpacked when loading)
+    shard_000000/shard.json       counts, the stored tokens' codec and layout ("tokens"), build settings, the
+                                  source, sha256 of every file above
 
 The first stage of search happens here: ScaNN returns, per query token, its nearest tokens of the shard
 with approximate scores, and each passage gets an approximate MaxSim from them (see `first_stage`).
@@ -19,20 +24,61 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import shutil
+import tempfile
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from mire_jax.files import read_json
-from mire_jax.index import exact, storage
+from mire_jax.index import storage
 from mire_jax.index.storage import IndexFileError
+from mire_jax.index.token_store import TokenStore
 
 SHARD_META = "shard.json"
-EMBEDDINGS = "embeddings.npy"
 OFFSETS = "offsets.npy"
 IDS = "ids.json"
 SCANN_DIR = "scann"
+SCANN_CODES = "hashed_dataset.npy"  # ScaNN's asymmetric-hashing codes, one 4-bit code per byte
+PACKED_CODES = "hashed_dataset.packed.npy"  # the same, two per byte (low nibble first), as the index keeps them
 FORMAT = "mire-jax-index-shard"
+
+
+def pack_scann_codes(folder: pathlib.Path) -> dict | None:
+    """Replace ScaNN's serialized codes in `folder` by the same codes two per byte; -> what shard.json records
+    (None, file left as it is, when they are not 4-bit codes)."""
+    path = folder / SCANN_CODES
+    if not path.exists():
+        return None
+    codes = np.load(path)
+    if codes.dtype != np.uint8 or codes.ndim != 2 or (codes.size and codes.max() > 15):
+        return None
+    width = codes.shape[1]
+    even = np.pad(codes, ((0, 0), (0, width % 2)))
+    np.save(folder / PACKED_CODES, even[:, 0::2] | (even[:, 1::2] << 4))
+    path.unlink()
+    return {"file": PACKED_CODES, "replaces": SCANN_CODES, "rows": int(codes.shape[0]), "width": int(width),
+            "format": "ScaNN's 4-bit codes, two per byte, low nibble first"}
+
+
+def load_scann(folder: pathlib.Path, packed: dict | None):
+    """ScaNN's searcher from a shard's `scann/` folder, its packed codes unpacked into a temporary copy."""
+    import scann
+
+    if not packed:
+        return scann.scann_ops_pybind.load_searcher(str(folder))
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="scann-"))
+    try:
+        for child in folder.iterdir():
+            if child.name != packed["file"]:
+                os.symlink(child.resolve(), tmp / child.name)
+        pairs = np.load(folder / packed["file"])
+        codes = np.stack([pairs & 15, pairs >> 4], axis=-1).reshape(len(pairs), -1)[:, :packed["width"]]
+        np.save(tmp / packed["replaces"], np.ascontiguousarray(codes))
+        del pairs, codes
+        return scann.scann_ops_pybind.load_searcher(str(tmp))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def build_searcher(tokens: np.ndarray, *, num_leaves: int, training_sample_size: int, dims_per_block: int,
@@ -58,10 +104,10 @@ def build_searcher(tokens: np.ndarray, *, num_leaves: int, training_sample_size:
 
 
 class IndexShard:
-    """A shard's data and searcher.
+    """A shard's stored tokens and searcher.
 
     Attributes:
-        embeddings: [tokens, dim] float16 (an array, or a memory map once loaded).
+        store: the shard's tokens as stored (`TokenStore`: memory-mapped once loaded).
         offsets: [passages + 1] int64 shard-local token offsets.
         searcher: ScaNN searcher, or None in exact mode.
         num_leaves: ScaNN partitions (0 without a searcher).
@@ -69,16 +115,24 @@ class IndexShard:
         name: folder name.
     """
 
-    def __init__(self, embeddings, offsets: np.ndarray, searcher=None, num_leaves: int = 0,
+    def __init__(self, store: TokenStore | None, offsets: np.ndarray, searcher=None, num_leaves: int = 0,
                  first_passage: int = 0, name: str = "shard_000000"):
-        self.embeddings = embeddings
+        self.store = store
         self.offsets = np.asarray(offsets, np.int64)
         self.searcher = searcher
         self.num_leaves = int(num_leaves)
         self.first_passage = int(first_passage)
         self.name = name
         self._token_passage = None
-        self._exact_blocks = None  # (passages per block, blocks)
+
+    @property
+    def embeddings(self) -> TokenStore | None:
+        """The shard's tokens as a [tokens, dim] float32 array view (decoded from the store as read)."""
+        return self.store
+
+    @property
+    def dim(self) -> int:
+        return self.store.dim
 
     @property
     def num_passages(self) -> int:
@@ -97,23 +151,22 @@ class IndexShard:
         """
         out = pathlib.Path(folder)
         out.mkdir(parents=True, exist_ok=True)
-        with open(out / EMBEDDINGS, "wb") as f:  # written in chunks: the source may be a memory map
-            np.lib.format.write_array_header_1_0(f, {"descr": np.dtype(np.float16).str, "fortran_order": False,
-                                                     "shape": tuple(self.embeddings.shape)})
-            for start in range(0, self.embeddings.shape[0], 1 << 20):
-                f.write(np.ascontiguousarray(self.embeddings[start:start + (1 << 20)], np.float16).tobytes())
+        names = self.store.save(out)
         np.save(out / OFFSETS, self.offsets)
         with open(out / IDS, "w") as f:
             json.dump(list(ids), f)
-        names = [EMBEDDINGS, OFFSETS, IDS]
+        names += [OFFSETS, IDS]
+        packed = None
         if self.searcher is not None:
             (out / SCANN_DIR).mkdir(exist_ok=True)
             self.searcher.serialize(str(out / SCANN_DIR), relative_path=True)
+            packed = pack_scann_codes(out / SCANN_DIR)
             names += [f"{SCANN_DIR}/{p.name}" for p in sorted((out / SCANN_DIR).iterdir())]
         meta = {"format": FORMAT, "name": self.name, "num_passages": self.num_passages,
-                "num_tokens": self.num_tokens, "dim": int(self.embeddings.shape[1]),
-                "first_passage": self.first_passage, "num_leaves": self.num_leaves,
-                **dict(extra or {}), "files": storage.file_entries(out, names)}
+                "num_tokens": self.num_tokens, "dim": int(self.store.dim),
+                "first_passage": self.first_passage, "num_leaves": self.num_leaves, "tokens": self.store.describe(),
+                **({"scann_codes": packed} if packed else {}), **dict(extra or {}),
+                "files": storage.file_entries(out, names)}
         storage.write_meta(out / SHARD_META, meta)
         return meta
 
@@ -126,9 +179,9 @@ class IndexShard:
              open_data: bool = True) -> tuple["IndexShard", list | None, dict]:
         """Open a saved shard: (shard, ids or None, metadata).
 
-        Every file's size is checked against shard.json (and its sha256 with `verify`); the float16
-        embeddings stay on disk, memory-mapped. Without `open_data` only the offsets and ids are read
-        (a shard served by another process): the returned shard has no embeddings and no searcher.
+        Every file's size is checked against shard.json (and its sha256 with `verify`); the stored tokens stay on
+        disk, memory-mapped. Without `open_data` only the offsets and ids are read (a shard served by another
+        process): the returned shard has no tokens and no searcher.
 
         Raises:
             IndexFileError: shard.json or a file it lists is missing or altered (names the file).
@@ -146,15 +199,19 @@ class IndexShard:
         offsets = np.load(root / OFFSETS)
         if not open_data:
             return cls(None, offsets, None, meta.get("num_leaves", 0), meta["first_passage"], meta["name"]), ids, meta
-        # A plain array over the mapped file: slicing a np.memmap costs microseconds (the rerank slices thousands).
-        embeddings = np.load(root / EMBEDDINGS, mmap_mode="r").view(np.ndarray)
-        if embeddings.shape[0] != meta["num_tokens"] or len(offsets) != meta["num_passages"] + 1:
+        if int(offsets[-1]) != meta["num_tokens"] or len(offsets) != meta["num_passages"] + 1:
             raise IndexFileError(f"{root}: counts disagree with {SHARD_META}")
+        if "tokens" not in meta:
+            raise IndexFileError(f"{root / SHARD_META}: no stored tokens recorded (an index of an older format): "
+                                 "build the index again")
+        try:
+            store = TokenStore.open(root, np.diff(offsets), meta["tokens"])
+        except (ValueError, KeyError) as e:
+            raise IndexFileError(f"{root}: stored tokens disagree with {SHARD_META} ({e})") from e
         searcher = None
         if (root / SCANN_DIR).exists() and any(n.startswith(SCANN_DIR + "/") for n in meta["files"]):
-            import scann
-            searcher = scann.scann_ops_pybind.load_searcher(str(root / SCANN_DIR))
-        shard = cls(embeddings, offsets, searcher, meta.get("num_leaves", 0), meta["first_passage"], meta["name"])
+            searcher = load_scann(root / SCANN_DIR, meta.get("scann_codes"))
+        shard = cls(store, offsets, searcher, meta.get("num_leaves", 0), meta["first_passage"], meta["name"])
         return shard, ids, meta
 
     # First stage -------------------------------------------------------------------------------------
@@ -165,18 +222,6 @@ class IndexShard:
         nn, sim = self.searcher.search_batched_parallel(query_tokens, final_num_neighbors=int(neighbors),
                                                         leaves_to_search=int(probe))
         return np.asarray(nn), np.asarray(sim, np.float32)
-
-    def exact_blocks(self, passages_per_block: int) -> list | None:
-        """The shard's padded blocks for exact search (`mire_jax.index.exact.iter_blocks`), made once and kept if
-        they take at most `exact.KEEP_BLOCKS_BYTES`; None for a larger shard (read at every search)."""
-        per_block = exact.block_size(self.num_passages, passages_per_block)
-        if self._exact_blocks is not None and self._exact_blocks[0] == per_block:
-            return self._exact_blocks[1]
-        if (self.num_passages == 0
-                or exact.padded_bytes(self.offsets, per_block, self.embeddings.shape[1]) > exact.KEEP_BLOCKS_BYTES):
-            return None
-        self._exact_blocks = (per_block, list(exact.iter_blocks(self.embeddings, self.offsets, per_block)))
-        return self._exact_blocks[1]
 
     @property
     def token_passage(self) -> np.ndarray:

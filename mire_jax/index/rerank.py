@@ -1,30 +1,33 @@
-"""Exact MaxSim of a query against chosen passages, reading their float16 tokens from the index shards.
+"""Exact MaxSim of a query against chosen passages, reading their stored tokens from the index shards.
 
-The passages' tokens are copied, whole passages at a time, into chunks of `CHUNK_TOKENS` rows (one compiled
-shape; a passage longer than that gets a chunk of its own, rounded up to a multiple of it) and scored in
-float32: one matrix product per chunk, then the best token per passage and query token, summed over query
-tokens (MaxSim, as `mire_jax.scoring.maxsim` defines it). Chunks keep every buffer under glibc's 32 MB mmap
-threshold: one block of all candidates (130k tokens for 800 long passages) was mapped and faulted in anew at
-every query, which took longer than the product.
+The passages' stored rows (`mire_jax.index.token_store`: codes and per-token scales; a passage's own tokens are one
+contiguous run of rows) are copied, whole passages at a time and in store order, into chunks of `CHUNK_TOKENS` rows
+(one compiled shape; a passage longer than that gets a chunk of its own, rounded up to a multiple of it), decoded
+and scored in float32: one matrix product per chunk, then the best token per passage and query token, summed over
+query tokens (MaxSim, as `mire_jax.scoring.maxsim` defines it). Chunks keep every buffer under glibc's 32 MB mmap
+threshold: one block of all candidates (130k tokens for 800 long passages) was mapped and faulted in anew at every
+query, which took longer than the product. The scores are those of exact search over the same stored tokens.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mire_jax.index.token_store import Codec, TokenStore
 from mire_jax.scoring import MASKED_SCORE
 
 CHUNK_TOKENS = 16384  # token rows scored per product
 
 
-@jax.jit
-def _token_scores(q: jax.Array, tokens: jax.Array) -> jax.Array:
-    """q [n, dim] float32 against stored tokens [T, dim] (float16): [n, T] float32 dot products."""
-    return jnp.dot(q, tokens.astype(jnp.float32).T)
+@functools.partial(jax.jit, static_argnames=("codec", "dim"))
+def _token_scores(q: jax.Array, codes: jax.Array, scales, *, codec: Codec, dim: int) -> jax.Array:
+    """q [n, dim] float32 against stored rows (codes [T, width], scales [T]): [n, T] float32 dot products."""
+    return jnp.dot(q, codec.decode_jax(codes, scales, dim).T)
 
 
 def chunks(lengths: np.ndarray, capacity: int = CHUNK_TOKENS) -> list[slice]:
@@ -41,38 +44,46 @@ def chunks(lengths: np.ndarray, capacity: int = CHUNK_TOKENS) -> list[slice]:
     return out
 
 
-def maxsim_passages(q: np.ndarray, embeddings, offsets: np.ndarray, passages: np.ndarray) -> np.ndarray:
-    """Exact MaxSim of one query q [n, dim] (masked tokens zeroed) against `passages` -> [P] float32.
+def maxsim_passages(q: np.ndarray, store: TokenStore, passages: np.ndarray) -> np.ndarray:
+    """Exact MaxSim of one query q [n, dim] (masked tokens zeroed) against `passages` of a store -> [P] float32.
 
-    `embeddings` holds every passage's tokens at `offsets` (one array, a memory map or a `RowConcat`); passages
-    in ascending order are read sequentially. Passages without tokens score `MASKED_SCORE` per query token, as in
-    the exact search.
+    Passages are read in store order (sequential reads of the mapped files). Passages without tokens score
+    `MASKED_SCORE` per query token, as in the exact search.
     """
     passages = np.asarray(passages, np.int64)
-    starts, stops = offsets[passages], offsets[passages + 1]
-    lengths = stops - starts
+    lengths, rows = store.layout.lengths[passages], store.layout.rows[passages]
     scores = np.full(len(passages), MASKED_SCORE * len(q), np.float32)
     kept = np.flatnonzero(lengths > 0)
+    kept = kept[np.argsort(rows[kept], kind="stable")]
+    codec, width = store.codec, store.codes.shape[1]
     q = jnp.asarray(np.asarray(q, np.float32))
-    buffer = np.zeros((CHUNK_TOKENS, embeddings.shape[1]), np.float16)
+    codes_buffer = np.zeros((CHUNK_TOKENS, width), store.codes.dtype)
+    scales_buffer = np.zeros(CHUNK_TOKENS, np.float16) if store.scales is not None else None
     for run in chunks(lengths[kept]):
         members = kept[run]
         total = int(lengths[members].sum())
-        block = buffer if total <= CHUNK_TOKENS else np.zeros((-(-total // CHUNK_TOKENS) * CHUNK_TOKENS,
-                                                                embeddings.shape[1]), np.float16)
+        if total <= CHUNK_TOKENS:
+            codes, scales = codes_buffer, scales_buffer
+        else:
+            size = -(-total // CHUNK_TOKENS) * CHUNK_TOKENS
+            codes = np.zeros((size, width), store.codes.dtype)
+            scales = None if scales_buffer is None else np.zeros(size, np.float16)
         row = 0
-        for start, stop in zip(starts[members].tolist(), stops[members].tolist()):
-            block[row:row + stop - start] = embeddings[start:stop]
-            row += stop - start
-        sim = np.asarray(_token_scores(q, block))[:, :total]
+        for start, n in zip(rows[members].tolist(), lengths[members].tolist()):
+            codes[row:row + n] = store.codes[start:start + n]
+            if scales is not None:
+                scales[row:row + n] = store.scales[start:start + n]
+            row += n
+        sim = np.asarray(_token_scores(q, codes, scales, codec=codec, dim=store.dim))[:, :total]
         seg = np.concatenate([[0], np.cumsum(lengths[members])[:-1]])
         scores[members] = np.maximum.reduceat(sim, seg, axis=1).sum(axis=0)
     return scores
 
 
-def rerank(q: np.ndarray, q_mask: np.ndarray, candidates: Sequence[np.ndarray], k: int, embeddings,
-           offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Exact MaxSim of each query over its candidate passages -> (positions [B, k], scores [B, k]).
+def rerank(q: np.ndarray, q_mask: np.ndarray, candidates: Sequence[np.ndarray], k: int,
+           view) -> tuple[np.ndarray, np.ndarray]:
+    """Exact MaxSim of each query over its candidate passages (local positions of `view`, a
+    `mire_jax.index.tokens.LocalView`) -> (local positions [B, k], scores [B, k]).
 
     Rows with fewer than k candidates are padded with -1 and -inf.
     """
@@ -81,8 +92,11 @@ def rerank(q: np.ndarray, q_mask: np.ndarray, candidates: Sequence[np.ndarray], 
     for b, cand in enumerate(candidates):
         if len(cand) == 0:
             continue
-        cand = np.sort(np.asarray(cand, np.int64))  # ascending offsets: sequential reads
-        scores = maxsim_passages(q[b] * q_mask[b][:, None], embeddings, offsets, cand)
+        cand = np.sort(np.asarray(cand, np.int64))
+        scores = np.empty(len(cand), np.float32)
+        query = q[b] * q_mask[b][:, None]
+        for number, within, where in view.by_store(cand):
+            scores[where] = maxsim_passages(query, view.stores[number], within)
         top = np.argsort(-scores, kind="stable")[:k]
         ids_out[b, :len(top)] = cand[top]
         scores_out[b, :len(top)] = scores[top]

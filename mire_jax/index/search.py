@@ -1,16 +1,19 @@
 """An opened late-interaction index and its search: ScaNN token candidates, then an exact MaxSim rerank.
 
 The corpus is held as index shards (`mire_jax.index.index_shard`), each with its own ScaNN searcher and
-its float16 tokens memory-mapped from disk. Search, per query:
+its stored tokens (`mire_jax.index.token_store`: int8 codes with a per-token scale by default) memory-mapped from
+disk. Search, per query:
 1. In every shard, ScaNN (tree partitioning + asymmetric hashing) returns for every kept query token its
    `neighbors_per_token` nearest tokens with approximate scores, probing `leaves_to_search` partitions.
 2. First-stage approximate MaxSim per passage (`IndexShard.first_stage`); the shards' candidates are
    merged by that score.
-3. The `rerank_passages` best candidates are scored exactly (MaxSim over their float16 tokens); the top k
+3. The `rerank_passages` best candidates are scored exactly (MaxSim over their stored tokens); the top k
    are returned. Under `jax.distributed` each process does this over its own shards and the per-process
    top k are gathered and merged (`mire_jax.index.distributed`).
 
-`mode="exact"` (or `search(..., exact=True)`) scores every passage by brute force (`mire_jax.index.exact`).
+`mode="exact"` (or `search(..., exact=True)`) scores every passage by brute force over the stored tokens, spread
+over this process's devices (`mire_jax.index.exact.ExactSearcher`). "Exact" means MaxSim over the stored tokens:
+the rerank and the exact search score the same values.
 Building and calibration sit above this module (`build`, `calibrate`); `LateInteractionIndex`
 (`late_interaction`) is this class with them.
 
@@ -45,7 +48,7 @@ from mire_jax.index.tokens import LocalView, concat_offsets
 HITS_PER_CHUNK = 1 << 22  # retrieved (query token, corpus token) pairs per shard held at once
 
 FORMAT = "mire-jax-late-interaction-index"
-VERSION = 2
+VERSION = 3  # 3: stored tokens (token_store) replace the float16 embeddings.npy
 INDEX_META = "index.json"
 MANIFEST = storage.MANIFEST
 
@@ -98,7 +101,7 @@ class SearchableIndex:
                  layout: dist.ProcessLayout | None = None, build_info: dict | None = None, dim: int | None = None,
                  encoding: dict | None = None):
         self.shards = sorted(shards, key=lambda s: s.first_passage)
-        self.dim = int(dim if dim is not None else self.shards[0].embeddings.shape[1])
+        self.dim = int(dim if dim is not None else self.shards[0].store.dim)
         self.ids = list(ids)
         self.config = config
         self.calibration = calibration
@@ -111,6 +114,7 @@ class SearchableIndex:
         self._int_ids = all(isinstance(i, (int, np.integer)) for i in self.ids)
         self._id_table = None
         self._local = None
+        self._exact = None
 
     # Persistence -------------------------------------------------------------------------------------
 
@@ -141,7 +145,7 @@ class SearchableIndex:
 
     @classmethod
     def load(cls, directory, verify: bool = True, distributed: bool | None = None):
-        """Open a saved index; the float16 embeddings stay on disk (memory-mapped).
+        """Open a saved index; the stored tokens stay on disk (memory-mapped).
 
         Under `jax.distributed` (unless `distributed=False`) each process opens only the shards it serves;
         `search` is then collective.
@@ -197,8 +201,22 @@ class SearchableIndex:
 
     @property
     def embeddings(self):
-        """Every local passage's float16 tokens as one array (a memory map, or a `RowConcat` of shards)."""
+        """Every local passage's tokens as one [tokens, dim] float32 array view, decoded from the stored tokens as
+        read (a shard's `TokenStore`, or a `RowConcat` of them)."""
         return self.local_view().embeddings
+
+    def exact_searcher(self) -> exact_lib.ExactSearcher:
+        """The exact search over this process's shards and devices (made on first use; its pieces stay on the
+        devices up to `IndexConfig.exact_resident_bytes`)."""
+        if self._exact is None:
+            self._exact = exact_lib.ExactSearcher([s.store for s in self.shards], [s.first_passage for s in self.shards],
+                                                  resident_bytes=self.config.exact_resident_bytes)
+        return self._exact
+
+    def compile_exact(self, num_queries: int, query_len: int, k: int) -> None:
+        """Compile the programs an exact search of `num_queries` queries of `query_len` tokens runs (timed
+        searches then measure search, not compilation)."""
+        self.exact_searcher().compile(num_queries, query_len, k, query_batch=self.config.query_batch)
 
     def local_view(self) -> LocalView:
         """The passages of this process's shards as one corpus of local positions (`mire_jax.index.tokens`)."""
@@ -261,9 +279,8 @@ class SearchableIndex:
         if k < 1:
             raise ValueError(f"k must be positive, got {k}")
         if exact or (self.config.mode == "exact" and settings is None) or self.searcher is None:
-            positions, scores = exact_lib.exact_search_shards(
-                self.shards, query_embs, query_mask, k, passages_per_block=self.config.exact_passages_per_block,
-                progress=progress)
+            positions, scores = self.exact_searcher().search(query_embs, query_mask, k,
+                                                             query_batch=self.config.query_batch, progress=progress)
         else:
             settings = settings or SearchSettings.of(self.config)
             batch = self.config.query_batch
@@ -337,7 +354,7 @@ class SearchableIndex:
         shards); -> (positions [B, k], scores [B, k])."""
         view = self.local_view()
         local = [view.to_local(np.asarray(c, np.int64)) for c in candidates]
-        pos, scores = rerank_lib.rerank(q, q_mask, local, k, view.embeddings, view.offsets)
+        pos, scores = rerank_lib.rerank(q, q_mask, local, k, view)
         return self.to_global(pos), scores
 
     def measure_recall(self, queries: np.ndarray, query_mask: np.ndarray, ks: Sequence[int] = (10, 100)) -> dict:

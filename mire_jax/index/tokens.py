@@ -69,27 +69,41 @@ class LocalView:
     """The passages of the shards this process serves, as one corpus of consecutive local positions.
 
     Attributes:
-        embeddings: every local passage's tokens as one [tokens, dim] array (a memory map, or a `RowConcat`).
+        embeddings: every local passage's tokens as one [tokens, dim] float32 array view (a shard's
+            `mire_jax.index.token_store.TokenStore`, or a `RowConcat` of them), read in corpus order.
         offsets: [local passages + 1] token offsets into `embeddings`.
         first_passages: [shards] the global position of each local shard's first passage.
         local_starts: [shards + 1] the local position of each local shard's first passage (and the total).
+        stores: [shards] each local shard's stored tokens.
     """
 
     embeddings: object
     offsets: np.ndarray
     first_passages: np.ndarray
     local_starts: np.ndarray
+    stores: tuple = ()
 
     @classmethod
     def of(cls, shards: Sequence, dim: int) -> "LocalView":
-        """The view of `shards` (objects with `embeddings`, `offsets`, `first_passage` and `num_passages`)."""
+        """The view of `shards` (objects with `store`, `offsets`, `first_passage` and `num_passages`)."""
         shards = sorted(shards, key=lambda s: s.first_passage)
-        parts = [s.embeddings for s in shards] or [np.zeros((0, dim), np.float16)]
+        parts = [s.store for s in shards] or [np.zeros((0, dim), np.float32)]
         embeddings = parts[0] if len(parts) == 1 else RowConcat(parts)
         offsets = concat_offsets([s.offsets for s in shards]).astype(np.int64)
         firsts = np.array([s.first_passage for s in shards], np.int64)
         starts = np.concatenate([[0], np.cumsum([s.num_passages for s in shards])]).astype(np.int64)
-        return cls(embeddings, offsets, firsts, starts)
+        return cls(embeddings, offsets, firsts, starts, tuple(s.store for s in shards))
+
+    def by_store(self, local: np.ndarray) -> list[tuple[int, np.ndarray, np.ndarray]]:
+        """Local positions split by shard: [(shard number, positions within that shard, their indices in
+        `local`)] for the shards that hold some."""
+        local = np.asarray(local, np.int64)
+        shard = np.searchsorted(self.local_starts, local, side="right") - 1
+        out = []
+        for number in np.unique(shard).tolist():
+            where = np.flatnonzero(shard == number)
+            out.append((number, local[where] - self.local_starts[number], where))
+        return out
 
     @property
     def lengths(self) -> np.ndarray:

@@ -1,77 +1,132 @@
-"""The exact search's kernel: padded blocks whose padding repeats a passage's own token, one product per tile, and
-blocks kept between searches; each checked against `mire_jax.scoring.maxsim` or against the unkept search."""
-import jax.numpy as jnp
+"""The exact search over stored tokens: blocks of the store's groups over the devices of a mesh, a running top k per
+device and one merge. Checked against brute force over the decoded stores, across codecs, shards, block sizes, pieces
+kept on the devices or copied at each search, and against itself on 8 virtual devices (a subprocess)."""
+import json
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
 from mire_jax.index import exact
-from mire_jax.scoring import MASKED_SCORE, maxsim
+from mire_jax.index.token_store import TokenStore
+from mire_jax.scoring import MASKED_SCORE
 
 
-def _corpus(rng, num_passages, dim, max_len, empty=0):
+def _corpus(seed, num_passages=300, dim=16, max_len=30, empty=6):
+    rng = np.random.default_rng(seed)
     lengths = rng.integers(1, max_len + 1, size=num_passages)
     lengths[rng.choice(num_passages, size=empty, replace=False)] = 0
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    # Mostly negative similarities: padding that scored 0 (zero rows) would win the maxima and show.
-    tokens = rng.standard_normal((int(offsets[-1]), dim)).astype(np.float32) - 2.0
-    return tokens, offsets, lengths
+    lengths[3] = 3 * max_len  # one long passage, in a group of its own
+    # Mostly negative similarities: a padding row that scored 0 (a zero row) would win the maxima and show.
+    tokens = (rng.standard_normal((int(lengths.sum()), dim)) - 1.5).astype(np.float32)
+    queries = rng.standard_normal((7, 6, dim)).astype(np.float32)
+    mask = rng.random((7, 6)) > 0.3
+    mask[:, 0] = True
+    return tokens, lengths, queries, mask
 
 
-@pytest.mark.parametrize("num_queries,nq,num_passages,dim,max_len,empty",
-                         [(3, 5, 40, 8, 9, 3), (1, 32, 17, 16, 40, 0), (8, 7, 64, 4, 1, 2)])
-def test_padded_maxsim_equals_maxsim(num_queries, nq, num_passages, dim, max_len, empty):
-    rng = np.random.default_rng(num_passages)
-    tokens, offsets, lengths = _corpus(rng, num_passages, dim, max_len, empty)
-    queries = rng.standard_normal((num_queries, nq, dim)).astype(np.float32) + 1.0
-    q_mask = rng.random((num_queries, nq)) > 0.3
-    q_mask[:, 0] = True
-    passages = np.arange(num_passages)
-    block, nonempty = exact.gather_padded(tokens, offsets, passages, exact.padded_length(lengths.max()))
-    assert nonempty.tolist() == (lengths > 0).tolist()
-    got = np.asarray(exact.tiled_maxsim(jnp.asarray(queries), jnp.asarray(q_mask), jnp.asarray(block),
-                                        jnp.asarray(nonempty)))
-    # The reference: masked padding and masked query tokens zeroed, as the training loss scores.
-    pad = exact.padded_length(lengths.max())
-    d_mask = np.arange(pad)[None, :] < lengths[:, None]
-    reference = np.array(maxsim(jnp.asarray(queries * q_mask[..., None]), jnp.asarray(block), jnp.asarray(d_mask)))
-    reference[:, lengths == 0] = MASKED_SCORE * nq  # every query token of an empty passage scores the fill
-    np.testing.assert_allclose(got, reference, rtol=1e-5, atol=1e-4)
+def _brute(decoded, lengths, queries, mask):
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    out = np.full((len(queries), len(lengths)), MASKED_SCORE * queries.shape[1])
+    for p in np.flatnonzero(lengths):
+        sim = np.einsum("bqd,td->bqt", (queries * mask[..., None]).astype(np.float64),
+                        decoded[offsets[p]:offsets[p + 1]].astype(np.float64))
+        out[:, p] = sim.max(-1).sum(-1)
+    return out
 
 
-@pytest.mark.parametrize("num_queries", [1, 3, 70])
-@pytest.mark.parametrize("per_block", [8, 128])
-def test_kept_blocks_search_as_blocks_read_each_time(monkeypatch, num_queries, per_block):
-    rng = np.random.default_rng(num_queries)
-    tokens, offsets, _ = _corpus(rng, 300, 16, 30, empty=4)
-    queries = rng.standard_normal((num_queries, 6, 16)).astype(np.float32)
-    q_mask = np.ones(queries.shape[:2], bool)
-    blocks = list(exact.iter_blocks(tokens, offsets, exact.block_size(300, per_block)))
-    kept = exact.exact_search(tokens, offsets, queries, q_mask, 50, passages_per_block=per_block, progress=False,
-                              blocks=blocks)
-    read = exact.exact_search(tokens, offsets, queries, q_mask, 50, passages_per_block=per_block, progress=False)
-    np.testing.assert_array_equal(kept[0], read[0])
-    np.testing.assert_allclose(kept[1], read[1], rtol=1e-6)
-    brute = np.array([[(tokens[offsets[p]:offsets[p + 1]] @ q.T).max(axis=0).sum() if offsets[p + 1] > offsets[p]
-                       else MASKED_SCORE * len(q) for p in range(300)] for q in queries])
-    np.testing.assert_allclose(read[1], -np.sort(-brute, axis=1)[:, :50], rtol=1e-4, atol=1e-3)
+def _top(brute, k):
+    order = np.argsort(-brute, axis=1, kind="stable")[:, :k]
+    return order, np.take_along_axis(brute, order, axis=1)
 
 
-def test_block_sizes_split_the_corpus_evenly():
-    for num_passages in (1, 7, 8, 100, 129, 300, 1000, 100_003):
-        for per_block in (8, 32, 128, 512):
-            size = exact.block_size(num_passages, per_block)
-            blocks = -(-num_passages // size)
-            assert size % 8 == 0 and size <= max(8, -(-per_block // 8) * 8)
-            assert blocks == max(1, -(-num_passages // per_block))  # no more blocks than the limit needs
-            assert blocks * size - num_passages < 8 * blocks  # empty rows: under 8 per block
+@pytest.mark.parametrize("codec", ["int8", "int4", "float16"])
+def test_exact_search_equals_brute_force_over_the_stored_tokens(codec):
+    tokens, lengths, queries, mask = _corpus(1)
+    store = TokenStore.encode(tokens, lengths, codec)
+    brute = _brute(np.asarray(store), lengths, queries, mask)
+    order, scores = _top(brute, 40)
+    for block_tokens in (None, 40):  # one block per group, or many (a scan over blocks with a running top k)
+        searcher = exact.ExactSearcher([store], [0], block_tokens=block_tokens)
+        positions, found = searcher.search(queries, mask, 40)
+        np.testing.assert_array_equal(positions, order)
+        np.testing.assert_allclose(found, scores, rtol=1e-5, atol=1e-4)
 
 
-def test_kept_blocks_are_bounded(monkeypatch):
-    from mire_jax.index.index_shard import IndexShard
-    rng = np.random.default_rng(0)
-    tokens, offsets, _ = _corpus(rng, 50, 8, 10)
-    shard = IndexShard(tokens.astype(np.float16), offsets)
-    assert shard.exact_blocks(16) is shard.exact_blocks(16)  # made once
-    assert exact.padded_bytes(offsets, 16, 8) == sum(int(np.prod(b.shape)) * 4 for b, _, _ in shard.exact_blocks(16))
-    monkeypatch.setattr(exact, "KEEP_BLOCKS_BYTES", exact.padded_bytes(offsets, 24, 8) - 1)
-    assert IndexShard(tokens.astype(np.float16), offsets).exact_blocks(24) is None  # too big: read at each search
+def test_shards_pieces_and_streaming_give_the_same_top_k(monkeypatch):
+    tokens, lengths, queries, mask = _corpus(2, num_passages=400)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    whole = TokenStore.encode(tokens, lengths)
+    reference = exact.ExactSearcher([whole], [0]).search(queries, mask, 50)
+    # Three shards sharing the corpus's groups, searched as one; global positions come back.
+    cuts = [0, 150, 260, 400]
+    groups = [b.length for b in whole.layout.buckets]
+    stores = [TokenStore.encode(tokens[offsets[a]:offsets[b]], lengths[a:b], groups=groups)
+              for a, b in zip(cuts, cuts[1:])]
+    monkeypatch.setattr(exact, "PIECE_BYTES", 2000)  # several pieces per group
+    for resident in (None, 0):  # pieces kept on the device, or copied to it at each search
+        searcher = exact.ExactSearcher(stores, cuts[:-1], resident_bytes=resident, block_tokens=64)
+        assert searcher.describe()["groups"] == len(groups) and searcher.describe()["pieces"] > len(groups)
+        assert searcher.describe()["resident_pieces"] == (0 if resident == 0 else searcher.describe()["pieces"])
+        positions, scores = searcher.search(queries, mask, 50)
+        np.testing.assert_array_equal(positions, reference[0])
+        np.testing.assert_allclose(scores, reference[1], rtol=1e-6)
+
+
+def test_k_beyond_the_corpus_and_empty_passages():
+    tokens, lengths, queries, mask = _corpus(3, num_passages=20, empty=3)
+    positions, scores = exact.exact_search(tokens, np.concatenate([[0], np.cumsum(lengths)]), queries, mask, 30,
+                                           progress=False)
+    assert (positions[:, 20:] == -1).all() and np.isneginf(scores[:, 20:]).all()
+    assert (scores[:, 17:20] == MASKED_SCORE * queries.shape[1]).all()  # passages without tokens, last
+    assert sorted(positions[0, 17:20]) == sorted(np.flatnonzero(lengths == 0))
+    np.testing.assert_allclose(scores[:, :17], _top(_brute(tokens, lengths, queries, mask), 17)[1], rtol=1e-5,
+                               atol=1e-5)
+
+
+def test_compiled_ahead_a_search_lowers_nothing():
+    from mire_jax.serve.compile_watch import CompileWatch
+
+    tokens, lengths, queries, mask = _corpus(4, dim=24)  # a size no other test compiled
+    searcher = exact.ExactSearcher([TokenStore.encode(tokens, lengths)], [0])
+    searcher.compile(len(queries), queries.shape[1], 10)
+    watch = CompileWatch()
+    searcher.search(queries, mask, 10)
+    assert watch.total == 0
+
+
+def test_compiled_shapes_are_few():
+    assert [exact.query_batch_size(n, 64) for n in (1, 2, 4, 5, 16, 17, 64, 300)] == [1, 4, 4, 16, 16, 64, 64, 64]
+    assert [exact.result_width(k) for k in (1, 10, 16, 17, 100, 128)] == [16, 16, 16, 32, 128, 128]
+
+
+EIGHT_DEVICES = """
+import json, sys
+import numpy as np
+sys.path.insert(0, {tests!r})
+from test_exact_kernel import _corpus
+from mire_jax.index import exact
+from mire_jax.index.token_store import TokenStore
+import jax
+tokens, lengths, queries, mask = _corpus(5, num_passages=500)
+searcher = exact.ExactSearcher([TokenStore.encode(tokens, lengths)], [0], block_tokens=48)
+positions, scores = searcher.search(queries, mask, 50)
+print("RESULT " + json.dumps({{"devices": jax.device_count(), "positions": positions.tolist(),
+                               "scores": scores.tolist(), "describe": searcher.describe()}}))
+"""
+
+
+def test_eight_virtual_devices_give_the_same_top_k_as_one():
+    tokens, lengths, queries, mask = _corpus(5, num_passages=500)
+    one = exact.ExactSearcher([TokenStore.encode(tokens, lengths)], [0], block_tokens=48)
+    positions, scores = one.search(queries, mask, 50)
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+    code = EIGHT_DEVICES.format(tests=os.path.dirname(__file__))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(next(x for x in out.stdout.splitlines() if x.startswith("RESULT "))[len("RESULT "):])
+    assert result["devices"] == 8 and result["describe"]["devices"] == 8
+    np.testing.assert_array_equal(result["positions"], positions)
+    np.testing.assert_allclose(result["scores"], scores, rtol=1e-6)

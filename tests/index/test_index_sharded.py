@@ -105,7 +105,7 @@ def saved(encoded, tmp_path_factory):
     return folder
 
 
-@pytest.mark.parametrize("name", ["shard_000001/embeddings.npy", "shard_000002/scann/hashed_dataset.npy",
+@pytest.mark.parametrize("name", ["shard_000001/tokens.npy", "shard_000002/scann/hashed_dataset.packed.npy",
                                   "shard_000003/ids.json", "shard_000001/shard.json"])
 def test_altered_shard_is_refused_by_name(saved, tmp_path, name):
     copy = tmp_path / "copy"
