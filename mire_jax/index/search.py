@@ -48,6 +48,9 @@ FORMAT = "mire-jax-late-interaction-index"
 VERSION = 2
 INDEX_META = "index.json"
 MANIFEST = storage.MANIFEST
+# Settings fixed when an index is built (a recalibration may change only the search settings and the mode).
+BUILD_SETTINGS = ("num_leaves", "dims_per_block", "anisotropic_threshold", "spherical", "training_sample_size",
+                  "soar_lambda", "shard_tokens")
 
 
 def query_chunks(q_mask: np.ndarray, neighbors: int) -> list[slice]:
@@ -156,8 +159,8 @@ class SearchableIndex:
             raise IndexFileError(f"{root / MANIFEST}: not a {FORMAT} manifest of version {VERSION} (found "
                                  f"{manifest.get('format')!r} version {manifest.get('version')!r}): build the "
                                  "index again")
+        manifest = storage.read_manifest(root, INDEX_META, verify)  # the one index.json agrees with (recalibration)
         entries = manifest["files"]
-        storage.check_file(root / INDEX_META, entries[INDEX_META], verify)
         meta = storage.read_meta(root / INDEX_META, IndexFileError)
         names = [info["name"] for info in meta["shards"]]
         for name in names:
@@ -340,6 +343,14 @@ class SearchableIndex:
         pos, scores = rerank_lib.rerank(q, q_mask, local, k, view.embeddings, view.offsets)
         return self.to_global(pos), scores
 
+    def save_calibration(self, directory) -> None:
+        """Replace the search settings and calibration record of the index saved in `directory` with this index's
+        (after `calibrate`), keeping its shards (`write_calibration`). Collective under `jax.distributed`: process 0
+        writes."""
+        if self.layout.index == 0:
+            write_calibration(directory, self.config, self.calibration)
+        dist.barrier("index calibration written", self.layout)
+
     def measure_recall(self, queries: np.ndarray, query_mask: np.ndarray, ks: Sequence[int] = (10, 100)) -> dict:
         """Recall@k of this index's search against exact search on the given queries (collective)."""
         k = max(ks)
@@ -356,7 +367,8 @@ class SearchableIndex:
 def write_index_root(root: pathlib.Path, config: IndexConfig, calibration, shard_metas: list[dict],
                      build_info: dict | None = None, encoding: dict | None = None) -> None:
     """index.json, then manifest.json (last): the shards' shard.json must already be in place."""
-    (root / MANIFEST).unlink(missing_ok=True)
+    for name in (MANIFEST, MANIFEST + storage.PENDING, INDEX_META + storage.PENDING):
+        (root / name).unlink(missing_ok=True)
     meta = {"format": FORMAT, "version": VERSION, "config": dataclasses.asdict(config), "calibration": calibration,
             "encoding": dict(encoding or {}),
             "num_passages": sum(m["num_passages"] for m in shard_metas),
@@ -369,3 +381,24 @@ def write_index_root(root: pathlib.Path, config: IndexConfig, calibration, shard
     names = [INDEX_META] + [f"{m['name']}/{SHARD_META}" for m in shard_metas]
     storage.write_meta(root / MANIFEST, {"format": FORMAT, "version": VERSION,
                                          "files": storage.file_entries(root, names)})
+
+
+def write_calibration(directory, config: IndexConfig, calibration: dict | None) -> None:
+    """Replace the search settings and the calibration record in the index.json of the index saved in `directory`,
+    keeping its shards: index.json and manifest.json are replaced as one change (`storage.replace_metas`), so the
+    folder always holds a whole index, the old one or the new one.
+
+    Raises:
+        IndexFileError: the folder holds no finished index, or one built with other build settings than `config`'s.
+    """
+    root = pathlib.Path(directory)
+    manifest = storage.read_manifest(root, INDEX_META, verify=True)
+    meta = storage.read_meta(root / INDEX_META, IndexFileError)
+    new = dataclasses.asdict(config)
+    built = meta.get("config", {})
+    changed = [k for k in BUILD_SETTINGS if built.get(k) != new[k]]
+    if changed:
+        raise IndexFileError(f"{root / INDEX_META}: built with other settings than the calibrated index's "
+                             f"({', '.join(changed)}): not the same index")
+    meta.update(config=new, calibration=calibration)
+    storage.replace_metas(root, {INDEX_META: meta}, list(manifest["files"]), {"format": FORMAT, "version": VERSION})
