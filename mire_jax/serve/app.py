@@ -5,7 +5,7 @@
 | POST /search | multipart: image (file), question (text), k (default 10) | {"results": [{rank, id, score, text}], ...} |
 | POST /explain | multipart: image, question, passage_ids (comma-separated), format (json or png) | heatmaps as PNG |
 | GET /passages/{id} | | {"id", "text"} |
-| GET /healthz | | model, index size, device, batching, compilations since start-up |
+| GET /healthz | | model, index size, device, batching, compilations since start-up, the index's audit |
 | GET / | | the page |
 
 Every error is JSON {"error": "<one line>"} with a 4xx status (503 when the queue is full); an unexpected failure
@@ -92,9 +92,11 @@ class Server:
     @contextlib.asynccontextmanager
     async def lifespan(self, app):
         self.batcher.start()
+        self.engine.audit.start()
         yield
         await self.batcher.stop()
         self.explainer.shutdown(wait=True)
+        self.engine.audit.stop()
 
     # Request parsing --------------------------------------------------------------------------------------------
 
@@ -207,9 +209,9 @@ class Server:
         return {"id": engine.index.ids[engine.position[passage_id]], "text": engine.passages[passage_id]}
 
     async def healthz(self):
-        """Model, index size, device; batching and compilation counters."""
+        """Model, index size, device; batching and compilation counters; the index's audit on live queries."""
         engine, limits = self.engine, self.limits
-        return {"status": "ok", **engine.describe(),
+        return {"status": "ok", **engine.describe(), "audit": engine.audit.report(),
                 "batching": {"batch_sizes": list(engine.batch_sizes), "window_ms": self.window_ms,
                              "queued": self.batcher.queued,
                              "batches_run": {str(size): n for size, n in sorted(self.batcher.batch_sizes.items())}},
