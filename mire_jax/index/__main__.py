@@ -155,6 +155,7 @@ def _calibrate(args, index_class, layout) -> int:
     import dataclasses
     import os
 
+    from mire_jax.index import distributed as dist
     from mire_jax.index.config import IndexConfig
     from mire_jax.index.storage import IndexFileError, sha256_file
 
@@ -172,7 +173,16 @@ def _calibrate(args, index_class, layout) -> int:
         sys.exit(f"mire_jax.index: {' '.join(str(e).split())}")
     if index.searcher is None:
         sys.exit(f"mire_jax.index: {args.index}: an exact index (no ScaNN searcher) has nothing to calibrate")
-    given = _queries(args.queries, index.dim) if layout.index == 0 else None
+    given, failure = None, None
+    if layout.index == 0:
+        try:
+            given = _queries(args.queries, index.dim)
+        except SystemExit as e:  # the other processes are told before this one stops
+            failure = e
+    if layout.distributed and not int(dist.broadcast(np.array([failure is None], np.int32), layout, (1,), np.int32)[0]):
+        raise failure if failure is not None else SystemExit(1)
+    if failure is not None:
+        raise failure
     before = dict(index.calibration or {})
     t0 = time.perf_counter()
     q, m = given if given is not None else (None, None)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 import shutil
+import warnings
 from typing import Sequence
 
 import numpy as np
@@ -114,6 +115,7 @@ class SearchableIndex:
         self._int_ids = all(isinstance(i, (int, np.integer)) for i in self.ids)
         self._id_table = None
         self._local = None
+        self._short_warned = False
 
     # Persistence -------------------------------------------------------------------------------------
 
@@ -268,6 +270,8 @@ class SearchableIndex:
                 self.shards, query_embs, query_mask, k, passages_per_block=self.config.exact_passages_per_block,
                 progress=progress)
         else:
+            if settings is None:
+                self._warn_if_short(query_mask)
             settings = settings or SearchSettings.of(self.config)
             batch = self.config.query_batch
             positions = np.full((len(query_embs), k), -1, np.int64)
@@ -277,6 +281,24 @@ class SearchableIndex:
                 positions[start:stop], scores[start:stop] = self._search_batch(
                     query_embs[start:stop], query_mask[start:stop], k, settings)
         return dist.gather_topk(positions, scores, k, self.layout)
+
+    def _warn_if_short(self, query_mask: np.ndarray) -> None:
+        """Warn (once) when queries shorter than calibration's are searched and calibration found such short queries
+        below the recall targets (`mire_jax.index.calibrate`: its "short_queries" record)."""
+        short = (self.calibration or {}).get("short_queries")
+        if self._short_warned or not short or short.get("reaches_targets", True) or self.layout.index != 0:
+            return
+        kept = query_mask.reshape(len(query_mask), -1).sum(1)
+        count = int((kept < short["below_tokens"]).sum())
+        if count:
+            self._short_warned = True
+            warnings.warn(
+                f"{count} of {len(kept)} queries have fewer than {short['below_tokens']} tokens: on short queries "
+                f"({short['tokens'][0]}-{short['tokens'][1]} tokens) calibration measured recall@10 "
+                f"{short['recall@10']:.3f} and recall@100 {short['recall@100']:.3f} at these settings, below the "
+                f"index's targets ({self.config.target_recall_at_10}, {self.config.target_recall_at_100}). Calibrate "
+                "it on real queries (python -m mire_jax.index calibrate INDEX --queries FILE) or search exactly",
+                stacklevel=3)
 
     def _search_batch(self, q: np.ndarray, q_mask: np.ndarray, k: int,
                       settings: SearchSettings) -> tuple[np.ndarray, np.ndarray]:

@@ -38,7 +38,7 @@ log = logging.getLogger("mire_jax.serve.audit")
 
 KS = (10, 100)
 TIE_TOLERANCE = 1e-4
-CHUNK_TOKENS = 1 << 16  # corpus tokens scored per product in the worker
+CHUNK_TOKENS = 1 << 15  # corpus tokens scored per product in the worker
 MAX_QUERIES_PER_JOB = 8
 MIN_QUERIES = 30  # audited queries before the rolling recall is judged against the targets
 LOG_EVERY = 100  # audited queries between two log lines
