@@ -118,3 +118,16 @@ def test_the_engine_audits_its_answers(quick_demo, tmp_path):
 def test_healthz_says_an_exact_index_has_nothing_to_audit(client):
     audit = client.health()["audit"]
     assert audit["mode"] == "exact" and "nothing to audit" in audit["note"]
+
+
+def test_the_audit_flags(capsys):
+    from mire_jax.serve.__main__ import parse_args
+
+    defaults = parse_args(["runs/demo"])
+    assert defaults.audit_rate == 0.01 and defaults.audit_cpu == 0.2
+    assert parse_args(["runs/demo", "--audit-rate", "0"]).audit_rate == 0.0
+    for flags, message in ((["--audit-rate", "1.5"], "--audit-rate is a share of queries in"),
+                           (["--audit-cpu", "0"], "--audit-cpu is a fraction of one core")):
+        with pytest.raises(SystemExit):
+            parse_args(["runs/demo", *flags])
+        assert message in capsys.readouterr().err
