@@ -215,7 +215,8 @@ class Audit:
         if self.unavailable is not None or self._thread is not None:
             return
         env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        self._process = subprocess.Popen([sys.executable, "-s", os.path.abspath(__file__)], stdin=subprocess.PIPE,
+        # -I: isolated (no script folder, user site or PYTHON* variables on the path): stdlib and numpy only.
+        self._process = subprocess.Popen([sys.executable, "-I", os.path.abspath(__file__)], stdin=subprocess.PIPE,
                                          stdout=subprocess.PIPE, env=env)
         pickle.dump((self._shards, self.cpu_share, KS, self.lowest_priority), self._process.stdin)
         self._process.stdin.flush()
