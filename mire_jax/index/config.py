@@ -62,6 +62,12 @@ class IndexConfig:
         calibrate: measure recall against exact search at build time and choose the None search settings.
         calibration_queries: queries drawn from the corpus for calibration (when none are given).
         calibration_query_tokens: tokens per drawn calibration query.
+        calibration_kinds: the kinds of drawn queries (`mire_jax.index.calibrate.QUERY_KINDS`, easy to hard) the
+            calibration queries cycle through; None: all of them, so that the recall measured is a lower bound of
+            what real queries get. Leaving out the hard kinds gives cheaper settings that only easy queries get.
+        calibration_short_queries: short queries (a few words) also drawn, and measured at the settings chosen
+            (not used to choose them): their recall is reported apart, and searching short queries warns when it is
+            below the targets. 0: none.
         target_recall_at_10: recall@10 against exact search that calibration must reach.
         target_recall_at_100: recall@100 against exact search that calibration must reach.
         calibration_fallback: when no approximate setting reaches the targets: "best" keeps the one with
@@ -94,12 +100,18 @@ class IndexConfig:
     calibrate: bool = True
     calibration_queries: int = 64
     calibration_query_tokens: int = 32
+    calibration_kinds: tuple[str, ...] | None = None
+    calibration_short_queries: int = 16
     target_recall_at_10: float = 0.99
     target_recall_at_100: float = 0.95
     calibration_fallback: str = "best"
     calibration_sigmas: float = 2.0
     exact_if_cheaper: bool = True
     seed: int = 0
+
+    def __post_init__(self):
+        if self.calibration_kinds is not None:  # a list when read back from index.json
+            object.__setattr__(self, "calibration_kinds", tuple(self.calibration_kinds))
 
     def validate(self) -> None:
         if self.mode not in MODES:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 import shutil
+import warnings
 from typing import Sequence
 
 import numpy as np
@@ -51,6 +52,9 @@ FORMAT = "mire-jax-late-interaction-index"
 VERSION = 3  # 3: stored tokens (token_store) replace the float16 embeddings.npy
 INDEX_META = "index.json"
 MANIFEST = storage.MANIFEST
+# Settings fixed when an index is built (a recalibration may change only the search settings and the mode).
+BUILD_SETTINGS = ("num_leaves", "dims_per_block", "anisotropic_threshold", "spherical", "training_sample_size",
+                  "soar_lambda", "shard_tokens")
 
 
 def query_chunks(q_mask: np.ndarray, neighbors: int) -> list[slice]:
@@ -115,6 +119,7 @@ class SearchableIndex:
         self._id_table = None
         self._local = None
         self._exact = None
+        self._short_warned = False
 
     # Persistence -------------------------------------------------------------------------------------
 
@@ -160,8 +165,8 @@ class SearchableIndex:
             raise IndexFileError(f"{root / MANIFEST}: not a {FORMAT} manifest of version {VERSION} (found "
                                  f"{manifest.get('format')!r} version {manifest.get('version')!r}): build the "
                                  "index again")
+        manifest = storage.read_manifest(root, INDEX_META, verify)  # the one index.json agrees with (recalibration)
         entries = manifest["files"]
-        storage.check_file(root / INDEX_META, entries[INDEX_META], verify)
         meta = storage.read_meta(root / INDEX_META, IndexFileError)
         names = [info["name"] for info in meta["shards"]]
         for name in names:
@@ -282,6 +287,8 @@ class SearchableIndex:
             positions, scores = self.exact_searcher().search(query_embs, query_mask, k,
                                                              query_batch=self.config.query_batch, progress=progress)
         else:
+            if settings is None:
+                self._warn_if_short(query_mask)
             settings = settings or SearchSettings.of(self.config)
             batch = self.config.query_batch
             positions = np.full((len(query_embs), k), -1, np.int64)
@@ -291,6 +298,24 @@ class SearchableIndex:
                 positions[start:stop], scores[start:stop] = self._search_batch(
                     query_embs[start:stop], query_mask[start:stop], k, settings)
         return dist.gather_topk(positions, scores, k, self.layout)
+
+    def _warn_if_short(self, query_mask: np.ndarray) -> None:
+        """Warn (once) when queries shorter than calibration's are searched and calibration found such short queries
+        below the recall targets (`mire_jax.index.calibrate`: its "short_queries" record)."""
+        short = (self.calibration or {}).get("short_queries")
+        if self._short_warned or not short or short.get("reaches_targets", True) or self.layout.index != 0:
+            return
+        kept = query_mask.reshape(len(query_mask), -1).sum(1)
+        count = int((kept < short["below_tokens"]).sum())
+        if count:
+            self._short_warned = True
+            warnings.warn(
+                f"{count} of {len(kept)} queries have fewer than {short['below_tokens']} tokens: on short queries "
+                f"({short['tokens'][0]}-{short['tokens'][1]} tokens) calibration measured recall@10 "
+                f"{short['recall@10']:.3f} and recall@100 {short['recall@100']:.3f} at these settings, below the "
+                f"index's targets ({self.config.target_recall_at_10}, {self.config.target_recall_at_100}). Calibrate "
+                "it on real queries (python -m mire_jax.index calibrate INDEX --queries FILE) or search exactly",
+                stacklevel=3)
 
     def _search_batch(self, q: np.ndarray, q_mask: np.ndarray, k: int,
                       settings: SearchSettings) -> tuple[np.ndarray, np.ndarray]:
@@ -357,6 +382,14 @@ class SearchableIndex:
         pos, scores = rerank_lib.rerank(q, q_mask, local, k, view)
         return self.to_global(pos), scores
 
+    def save_calibration(self, directory) -> None:
+        """Replace the search settings and calibration record of the index saved in `directory` with this index's
+        (after `calibrate`), keeping its shards (`write_calibration`). Collective under `jax.distributed`: process 0
+        writes."""
+        if self.layout.index == 0:
+            write_calibration(directory, self.config, self.calibration)
+        dist.barrier("index calibration written", self.layout)
+
     def measure_recall(self, queries: np.ndarray, query_mask: np.ndarray, ks: Sequence[int] = (10, 100)) -> dict:
         """Recall@k of this index's search against exact search on the given queries (collective)."""
         k = max(ks)
@@ -373,7 +406,8 @@ class SearchableIndex:
 def write_index_root(root: pathlib.Path, config: IndexConfig, calibration, shard_metas: list[dict],
                      build_info: dict | None = None, encoding: dict | None = None) -> None:
     """index.json, then manifest.json (last): the shards' shard.json must already be in place."""
-    (root / MANIFEST).unlink(missing_ok=True)
+    for name in (MANIFEST, MANIFEST + storage.PENDING, INDEX_META + storage.PENDING):
+        (root / name).unlink(missing_ok=True)
     meta = {"format": FORMAT, "version": VERSION, "config": dataclasses.asdict(config), "calibration": calibration,
             "encoding": dict(encoding or {}),
             "num_passages": sum(m["num_passages"] for m in shard_metas),
@@ -386,3 +420,24 @@ def write_index_root(root: pathlib.Path, config: IndexConfig, calibration, shard
     names = [INDEX_META] + [f"{m['name']}/{SHARD_META}" for m in shard_metas]
     storage.write_meta(root / MANIFEST, {"format": FORMAT, "version": VERSION,
                                          "files": storage.file_entries(root, names)})
+
+
+def write_calibration(directory, config: IndexConfig, calibration: dict | None) -> None:
+    """Replace the search settings and the calibration record in the index.json of the index saved in `directory`,
+    keeping its shards: index.json and manifest.json are replaced as one change (`storage.replace_metas`), so the
+    folder always holds a whole index, the old one or the new one.
+
+    Raises:
+        IndexFileError: the folder holds no finished index, or one built with other build settings than `config`'s.
+    """
+    root = pathlib.Path(directory)
+    manifest = storage.read_manifest(root, INDEX_META, verify=True)
+    meta = storage.read_meta(root / INDEX_META, IndexFileError)
+    new = dataclasses.asdict(config)
+    built = meta.get("config", {})
+    changed = [k for k in BUILD_SETTINGS if built.get(k) != new[k]]
+    if changed:
+        raise IndexFileError(f"{root / INDEX_META}: built with other settings than the calibrated index's "
+                             f"({', '.join(changed)}): not the same index")
+    meta.update(config=new, calibration=calibration)
+    storage.replace_metas(root, {INDEX_META: meta}, list(manifest["files"]), {"format": FORMAT, "version": VERSION})

@@ -6,6 +6,10 @@ place when complete, so a folder with its final name is always whole and an inte
 folder (named as `mire_jax.files` names its temporaries) that the next run removes. Its metadata lists the sha256 and
 size of every file, and a manifest written last lists the metadata files: anything missing or altered is refused by
 name.
+
+The metadata of a finished index can be replaced in place (a recalibration rewrites its settings): `replace_metas` writes
+the new files and the new manifest beside the old ones, then renames them into place, the manifest last, and
+`read_manifest` reads whichever manifest the files agree with, so that neither a reader nor a crash ever meets a mix.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any, Callable, Iterable, Mapping, TypeVar
 from mire_jax import files
 
 MANIFEST = "manifest.json"
+PENDING = ".next"  # suffix of the files of a replacement not yet renamed into place (`replace_metas`)
 T = TypeVar("T")
 
 
@@ -111,3 +116,64 @@ def remove_stale_temporaries(root: pathlib.Path, names: Iterable[str] | None = N
             shutil.rmtree(child, ignore_errors=True)
             removed.append(child.name)
     return removed
+
+
+def _entry(manifest: Mapping[str, Any], name: str, path: pathlib.Path, error: type[Exception]) -> Mapping[str, Any]:
+    files_ = manifest.get("files") if isinstance(manifest, Mapping) else None
+    if not isinstance(files_, Mapping) or name not in files_:
+        raise error(f"{path}: does not list {name}")
+    return files_[name]
+
+
+def read_manifest(root: pathlib.Path, first: str, verify: bool, error: type[Exception] = IndexFileError) -> dict:
+    """The manifest of `root` that its file `first` (the metadata read next) agrees with.
+
+    That is manifest.json, except while a replacement (`replace_metas`) is renaming its files or after one was
+    interrupted there: then `first` may already be the new file, which the pending manifest lists, or the replacement
+    may have finished between two reads. Raises `error` naming the file when no manifest agrees.
+    """
+    root = pathlib.Path(root)
+    path = root / MANIFEST
+    manifest = read_meta(path, error)
+    try:
+        check_file(root / first, _entry(manifest, first, path, error), verify, error)
+        return manifest
+    except error as mismatch:
+        for candidate in (root / (MANIFEST + PENDING), path):
+            if not candidate.exists():
+                continue
+            try:
+                other = read_meta(candidate, error)
+                check_file(root / first, _entry(other, first, candidate, error), verify, error)
+                return other
+            except error:
+                continue
+        raise mismatch
+
+
+def replace_metas(root: pathlib.Path, metas: Mapping[str, Any], listed: Iterable[str],
+                  header: Mapping[str, Any]) -> None:
+    """Replace metadata files of a finished folder and its manifest as one change.
+
+    Every new file is first written whole beside the old one (`NAME.next`, synced), then the new manifest
+    (`manifest.json.next`: `header` and the sha256 and size of every file of `listed`, the new ones under their final
+    names); then the files are renamed into place, the manifest last, and the folder is synced. A reader meets the old
+    files, the new ones, or (between two renames, or after a crash there) new files that only the pending manifest
+    lists, which `read_manifest` then takes; a later replacement overwrites what an interrupted one left.
+    """
+    root = pathlib.Path(root)
+    for name, meta in metas.items():
+        write_meta(root / (name + PENDING), meta)
+    entries = {}
+    for name in listed:
+        path = root / (name + PENDING if name in metas else name)
+        entries[name] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+    write_meta(root / (MANIFEST + PENDING), {**header, "files": entries})
+    for name in metas:
+        os.replace(root / (name + PENDING), root / name)
+    os.replace(root / (MANIFEST + PENDING), root / MANIFEST)
+    fd = os.open(root, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

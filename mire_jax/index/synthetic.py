@@ -8,7 +8,9 @@ wrong problem. This module draws such a corpus and queries built from a source p
 exact ranking is meaningful (the source passage and passages of its topic score highest).
 
 `SHAPES` names three differently shaped corpora (dimension, cluster structure, passage lengths) on which the
-index is tested and benchmarked: an index must hold its recall on all of them, not only on one.
+index is tested and benchmarked: an index must hold its recall on all of them, not only on one. `unseen_shapes` draws
+shapes from much wider ranges (dimension, noise of passages and of queries, topic structure, lengths), for checking
+that what was tuned on the named shapes also holds on shapes nobody tuned for.
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ class SyntheticSpec:
         common_noise: context noise of the common words (None: `context_noise`); small values make
             function-word-like tokens that are nearly identical in every passage.
         length_distribution: "uniform" (mean_length +-50%) or "lognormal" (a long tail of long passages).
+        query_noise: context noise of the query tokens (None: `context_noise`); larger values make queries that are
+            worded unlike the passages (a query encoder's tokens, typos, paraphrase).
+        query_common_fraction: share of query tokens that are common words (None: one in eight).
     """
 
     num_passages: int = 2000
@@ -61,6 +66,8 @@ class SyntheticSpec:
     second_topic_fraction: float = 0.0
     common_noise: float | None = None
     length_distribution: str = "uniform"
+    query_noise: float | None = None
+    query_common_fraction: float | None = None
 
     def scaled(self, num_passages: int) -> "SyntheticSpec":
         """The same shape with another number of passages."""
@@ -134,11 +141,11 @@ class SyntheticCorpus:
         return words[rng.permutation(n)]
 
     def _embed(self, words: np.ndarray, topic: int, passage_dir: np.ndarray,
-               rng: np.random.Generator) -> np.ndarray:
+               rng: np.random.Generator, context_noise: float | None = None) -> np.ndarray:
         s = self.spec
         noise = rng.standard_normal((len(words), s.dim)).astype(np.float32)
-        scale = np.full(len(words), s.context_noise, np.float32)
-        if s.common_noise is not None:
+        scale = np.full(len(words), s.context_noise if context_noise is None else context_noise, np.float32)
+        if s.common_noise is not None and context_noise is None:
             scale[words < s.num_common] = s.common_noise
         noise *= (scale / np.sqrt(s.dim))[:, None]
         x = self._words[words] + noise
@@ -185,14 +192,16 @@ class SyntheticCorpus:
             n = int(rng.integers(nq * 3 // 4, nq + 1))
             own = self._passage_words(int(pid))
             n_src = int(round(n * s.query_from_source))
-            n_common = max(1, n // 8)
+            n_common = max(1, n // 8) if s.query_common_fraction is None else int(round(n * s.query_common_fraction))
+            n_src = min(n_src, n - n_common)
             topic = self._topic_words[self.passage_topic[pid]]
             words = np.concatenate([
                 rng.choice(own, size=n_src),
                 topic[rng.choice(s.topic_vocab, size=n - n_src - n_common, p=self._topic_p)],
                 rng.choice(s.num_common, size=n_common, p=self._common_p),
             ])
-            embs[b, :n] = self._embed(words, int(self.passage_topic[pid]), self._passage_dir(int(pid)), rng)
+            embs[b, :n] = self._embed(words, int(self.passage_topic[pid]), self._passage_dir(int(pid)), rng,
+                                      s.query_noise)
             mask[b, :n] = True
         return embs, mask, sources
 
@@ -210,3 +219,37 @@ SHAPES = {
                                 topic_weight=0.2, passage_weight=0.2, topic_exponent=1.0,
                                 second_topic_fraction=0.4, common_noise=0.15, length_distribution="lognormal"),
 }
+
+
+def unseen_shapes(count: int, seed: int = 0, num_passages: int = 20_000) -> dict[str, SyntheticSpec]:
+    """`count` corpus shapes drawn at random, each unlike `SHAPES` and unlike the others: dimension 32 to 192, 8 to
+    96 tokens per passage (uniform or long-tailed), 20 to 2000 topics (uniform or Zipfian sizes, some passages mixing
+    two), 5 to 60% common words (loose or tight), passage noise 0.3 to 1.0, and queries of 8 to 64 tokens, 10 to 80%
+    of them from the source passage, with a noise of 0.8 to 2.2 times the passages' (worded unlike the passages).
+
+    The same (count, seed) gives the same shapes; names say the seed, the number and the main traits.
+    """
+    rng = np.random.default_rng([seed, 23])
+    shapes = {}
+    for i in range(count):
+        dim = int(rng.choice([32, 48, 64, 96, 128, 192]))
+        mean_length = int(rng.choice([8, 16, 24, 48, 96]))
+        num_common = int(rng.integers(20, 400))
+        num_topics = int(rng.integers(20, 2000))
+        topic_vocab = int(rng.integers(20, 300))
+        context_noise = float(rng.uniform(0.3, 1.0))
+        spec = SyntheticSpec(
+            num_passages=num_passages, mean_length=mean_length, dim=dim,
+            vocab_size=num_common + int(rng.integers(max(topic_vocab, 2000), 40_000)), num_common=num_common,
+            num_topics=num_topics, topic_vocab=topic_vocab, common_fraction=float(rng.uniform(0.05, 0.6)),
+            context_noise=context_noise, topic_weight=float(rng.uniform(0.0, 0.5)),
+            passage_weight=float(rng.uniform(0.0, 0.4)), query_tokens=int(rng.choice([8, 16, 24, 32, 48, 64])),
+            query_from_source=float(rng.uniform(0.1, 0.8)),
+            topic_exponent=float(rng.choice([0.0, 0.0, 0.7, 1.0, 1.3])),
+            second_topic_fraction=float(rng.uniform(0.1, 0.5)) if rng.random() < 0.4 else 0.0,
+            common_noise=float(rng.uniform(0.05, 0.4)) if rng.random() < 0.4 else None,
+            length_distribution=str(rng.choice(["uniform", "lognormal"])),
+            query_noise=context_noise * float(rng.uniform(0.8, 2.2)),
+            query_common_fraction=float(rng.uniform(0.05, 0.4)) if rng.random() < 0.5 else None)
+        shapes[f"unseen{seed}_{i}_d{dim}_len{mean_length}_qn{spec.query_noise:.2f}"] = spec
+    return shapes

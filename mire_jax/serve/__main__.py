@@ -51,6 +51,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-queue", type=int, default=512, help="queries waiting before requests get 503")
     p.add_argument("--max-image-bytes", type=int, default=10 * 2 ** 20)
     p.add_argument("--max-image-pixels", type=int, default=40_000_000)
+    p.add_argument("--audit-rate", type=float, default=0.01,
+                   help="share of live queries also searched exactly in the background to measure the index's recall "
+                        "(shown in /healthz and the log; 0: off; see mire_jax/serve/audit.py)")
+    p.add_argument("--audit-cpu", type=float, default=0.2,
+                   help="the most CPU the audit may use, as a fraction of one core (it runs at the lowest priority)")
     p.add_argument("--no-verify-index", action="store_true", help="skip the sha256 check of the index files")
     p.add_argument("--access-log", action="store_true", help="log every request")
     p.add_argument("--log-level", default="info")
@@ -60,6 +65,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("give a run folder, or all of --model, --index and --passages")
     if a.run is not None and any(paths):
         p.error("give a run folder or --model/--index/--passages, not both")
+    if not 0.0 <= a.audit_rate <= 1.0:
+        p.error(f"--audit-rate is a share of queries in [0, 1], got {a.audit_rate}")
+    if not 0.0 < a.audit_cpu <= 1.0:
+        p.error(f"--audit-cpu is a fraction of one core in (0, 1], got {a.audit_cpu}")
     if a.no_batching:
         a.batch_sizes, a.window_ms = [1], 0.0
     return a
@@ -93,7 +102,8 @@ def main(argv=None) -> None:
         searcher = Searcher.load(**paths, tokenizer=a.tokenizer, verify_index=not a.no_verify_index,
                                  settings={"query_maxlen": a.query_maxlen}, force_settings=a.force_settings,
                                  image_root=a.image_root)
-        engine = Engine(searcher, batch_sizes=a.batch_sizes, max_k=a.max_k)
+        engine = Engine(searcher, batch_sizes=a.batch_sizes, max_k=a.max_k, audit_rate=a.audit_rate,
+                        audit_cpu=a.audit_cpu)
     except (OSError, ValueError) as e:  # missing files, a mismatched index or passages file: one line, no trace
         sys.exit(f"mire_jax.serve: {' '.join(str(e).split())}")
     log.info("loaded %s passages in %.1f s; compiling batch sizes %s", engine.index.num_passages,
@@ -101,6 +111,13 @@ def main(argv=None) -> None:
     warm = engine.warm_up()
     log.info("compiled %d programs in %.1f s on %s", warm["programs"], warm["seconds"],
              engine.describe()["device"]["platform"])
+
+    audit = engine.audit.report()
+    if "note" in audit:
+        log.info("index audit: %s", audit["note"])
+    elif audit.get("mode") != "exact":
+        log.info("index audit: %.2f%% of queries searched exactly too, at most %.2f of a core",
+                 100 * a.audit_rate, a.audit_cpu)
 
     limits = Limits(max_image_bytes=a.max_image_bytes, max_image_pixels=a.max_image_pixels, max_k=a.max_k)
     app = create_app(engine, limits=limits, window_ms=a.window_ms, max_queue=a.max_queue)

@@ -6,7 +6,7 @@
 | POST /explain | multipart: image, question, passage_ids (comma-separated), format (json or png) | heatmaps as PNG |
 | GET /passages/{id} | | {"id", "text", "image" (the URL of its image, when it carries one)} |
 | GET /passage-image/{id} | | the passage's image file (404 when it has none) |
-| GET /healthz | | model, index size, device, batching, compilations since start-up |
+| GET /healthz | | model, index size, device, batching, compilations since start-up, the index's audit |
 | GET / | | the page |
 
 Every error is JSON {"error": "<one line>"} with a 4xx status (503 when the queue is full); an unexpected failure
@@ -100,9 +100,11 @@ class Server:
     @contextlib.asynccontextmanager
     async def lifespan(self, app):
         self.batcher.start()
+        self.engine.audit.start()
         yield
         await self.batcher.stop()
         self.explainer.shutdown(wait=True)
+        self.engine.audit.stop()
 
     # Request parsing --------------------------------------------------------------------------------------------
 
@@ -235,9 +237,9 @@ class Server:
         return FileResponse(path, media_type=media_type, headers={"Cache-Control": "max-age=3600"})
 
     async def healthz(self):
-        """Model, index size, device; batching and compilation counters."""
+        """Model, index size, device; batching and compilation counters; the index's audit on live queries."""
         engine, limits = self.engine, self.limits
-        return {"status": "ok", **engine.describe(),
+        return {"status": "ok", **engine.describe(), "audit": engine.audit.report(),
                 "batching": {"batch_sizes": list(engine.batch_sizes), "window_ms": self.window_ms,
                              "queued": self.batcher.queued,
                              "batches_run": {str(size): n for size, n in sorted(self.batcher.batch_sizes.items())}},

@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from mire_jax.retrieval.searcher import Searcher
+from mire_jax.serve.audit import Audit
 from mire_jax.serve.compile_watch import CompileWatch
 
 
@@ -45,9 +46,13 @@ class Engine:
         batch_sizes: the padded batch sizes compiled at start-up; a batch of n queries runs at the smallest size
             >= n, so the largest size is the most queries one batch may hold.
         max_k: results searched per query (every request's k is at most this).
+        audit_rate: share of answered queries also searched exactly in the background (`mire_jax.serve.audit`), once
+            `audit.start()` was called (the server does at start-up); 0 turns the audit off.
+        audit_cpu: the most CPU the audit may use, as a fraction of one core.
     """
 
-    def __init__(self, searcher: Searcher, *, batch_sizes: Sequence[int] = (1, 2, 4, 8, 12, 16), max_k: int = 100):
+    def __init__(self, searcher: Searcher, *, batch_sizes: Sequence[int] = (1, 2, 4, 8, 12, 16), max_k: int = 100,
+                 audit_rate: float = 0.01, audit_cpu: float = 0.2):
         if not batch_sizes or min(batch_sizes) < 1:
             raise ValueError(f"batch sizes must be positive integers, got {list(batch_sizes)}")
         if searcher.index is None or searcher.passages is None:
@@ -62,6 +67,7 @@ class Engine:
         self.position = {str(pid): p for p, pid in enumerate(self.index.ids)}
         self.compiles = CompileWatch()
         self._explain_lock = threading.Lock()
+        self.audit = Audit(self.index, rate=audit_rate, cpu_share=audit_cpu)
 
     @property
     def max_batch(self) -> int:
@@ -99,6 +105,7 @@ class Engine:
                                                         np.concatenate([mask, mask[fill]]), k=self.max_k)
         positions, scores = positions[:len(queries)], scores[:len(queries)]
         t2 = time.perf_counter()
+        self.audit.offer(embs[:len(queries)], mask[:len(queries)], positions)  # a few queued for the background audit, never waited for
         ids = [[self.index.ids[p] for p in row if p >= 0] for row in positions]
         return BatchOutcome(ids, [s[:len(row)] for s, row in zip(scores, ids)], t1 - t0, t2 - t1)
 

@@ -174,3 +174,21 @@ def test_search_over_two_processes_equals_one_process(encoded, corpus, tmp_path)
     ids, _ = index.search(queries, mask, 20, exact=True)
     assert ids.tolist() == results[1]["exact_ids"].tolist()
     assert pathlib.Path(tmp_path / "index" / "manifest.json").exists()
+
+
+def test_calibrate_over_two_processes(encoded, corpus, tmp_path):
+    """`python -m mire_jax.index calibrate` under jax.distributed: every process calibrates on its own shards,
+    process 0's queries, and process 0 replaces index.json and the manifest; the shards stay as built."""
+    _, _, queries, mask = corpus
+    np.savez(tmp_path / "q.npz", queries=queries, mask=mask)
+    LateInteractionIndex.from_shards(encoded, FIXED, directory=tmp_path / "index", progress=False)
+    shards = {p: p.stat().st_mtime_ns for p in (tmp_path / "index").rglob("shard_*/*") if p.is_file()}
+    free = {"neighbors_per_token": None, "fill_fraction": None, "rerank_passages": None, "exact_if_cheaper": False}
+    result = _run(["calibrate", str(tmp_path / "index"), "--queries", str(tmp_path / "q.npz"),
+                   "--config", json.dumps(free)], 2)
+    assert result["after"]["source"] == "given" and result["after"]["num_queries"] == len(queries)
+    index = LateInteractionIndex.load(tmp_path / "index")
+    assert index.calibration["processes"] == 2 and index.calibration["source"] == "given"
+    assert index.config.leaves_to_search == FIXED["leaves_to_search"]  # given, so kept
+    assert {k: getattr(index.config, k) for k in index.calibration["settings"]} == index.calibration["settings"]
+    assert {p: p.stat().st_mtime_ns for p in shards} == shards
