@@ -1,14 +1,16 @@
 r"""Zero-shot retrieval evaluation of a MIRe checkpoint on one benchmark.
 
     python eval/evaluate.py --config configs/eval.py:okvqa_gs --checkpoint runs/pretrain/model \
-        --workdir runs/eval [--mode text_only] [--image_ablation shuffle|blank] [--protocol published|textbook] \
-        [--config.key=value ...] [--debug]
+        --workdir runs/eval [--mode text_only] [--image_ablation shuffle|blank] [--question_ablation generic] \
+        [--generic_question TEXT] [--protocol published|textbook] [--config.key=value ...] [--debug]
 
 --checkpoint: a mire-jax model folder (config.json + params.safetensors; `python -m mire_jax.convert` makes one
 from a published .pth), or a training workdir (its `model/`). --protocol (default: the config's `protocol`,
 "published"): "published" indexes passages as MIRe's published evaluation (punctuation kept), "textbook" as
 ColBERT (punctuation dropped); see `mire_jax.eval.runner`. The corpus index is encoded once per model, doc_maxlen
-and protocol, and reused. Writes WORKDIR/<benchmark>_<split>/results_<mode>[_<ablation>]_<protocol>.json (the
+and protocol, and reused. --question_ablation generic asks every query the same generic question (--generic_question, default
+"What is shown in this picture?"), to measure how much a model relies on the question's words. Writes
+WORKDIR/<benchmark>_<split>/results_<mode>[_<ablation>][_question_generic]_<protocol>.json (the
 protocol, the passage keep policy, and metrics at k = 1, 5, 10, 20, 50, 100: published, and textbook where the set
 has gold ids, each labelled with the run's protocol), "index": the search's error (recall@10 and @100 of the
 index against exact MaxSim search on a sample of the benchmark's queries, the sample size, the index's
@@ -31,6 +33,10 @@ _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "model folder or training 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/eval", "where encoded corpora, runs and results go")
 _MODE = flags.DEFINE_enum("mode", "mire", ["mire", "text_only"], "query with image + text, or text only")
 _ABLATION = flags.DEFINE_enum("image_ablation", None, ["shuffle", "blank"], "replace the query images")
+_QUESTION_ABLATION = flags.DEFINE_enum("question_ablation", None, ["generic"],
+                                        "replace every question by --generic_question")
+_GENERIC_QUESTION = flags.DEFINE_string("generic_question", None, "the question of --question_ablation generic "
+                                        "(default: \"What is shown in this picture?\")")
 _PROTOCOL = flags.DEFINE_enum("protocol", None, ["published", "textbook"],
                               "evaluation protocol (default: the config's `protocol`)")
 _EXACT = flags.DEFINE_bool("exact", False, "exact MaxSim search over every passage (no approximation error)")
@@ -56,7 +62,9 @@ def main(argv):
     tokenizer = load_tokenizer(model_dir, cfg.tokenizer)
     benchmark = load_benchmark(cfg.benchmark, cfg.root, split=cfg.split or None, **image_root_override(cfg))
     index_cfg = {k: v for k, v in cfg.index.to_dict().items() if v is not None}
+    question = {"generic_question": _GENERIC_QUESTION.value} if _GENERIC_QUESTION.value is not None else {}
     settings = runner.EvalSettings(mode=_MODE.value, image_ablation=_ABLATION.value,
+                                       question_ablation=_QUESTION_ABLATION.value, **question,
                                        protocol=_PROTOCOL.value or cfg.protocol, k=cfg.k,
                                        query_maxlen=cfg.query_maxlen, doc_maxlen=cfg.doc_maxlen,
                                        attend_to_mask_tokens=cfg.attend_to_mask_tokens, batch_size=cfg.batch_size,
@@ -69,7 +77,9 @@ def main(argv):
     out_dir = os.path.join(_WORKDIR.value, f"{benchmark.name}_{benchmark.split}")
     os.makedirs(out_dir, exist_ok=True)
     payload = {"benchmark": benchmark.name, "split": benchmark.split, "checkpoint": model_dir, "mode": _MODE.value,
-               "image_ablation": _ABLATION.value, "protocol": settings.protocol,
+               "image_ablation": _ABLATION.value, "question_ablation": _QUESTION_ABLATION.value,
+               **({"generic_question": settings.generic_question} if settings.question_ablation else {}),
+               "protocol": settings.protocol,
                "passage_keep": settings.passage_keep, "num_queries": len(benchmark.queries),
                "num_passages": len(benchmark.corpus), "notes": list(benchmark.notes), "metrics": results,
                "index": index_report}

@@ -3,7 +3,8 @@ score with the published protocol and the textbook metrics.
 
 Modes: "mire" (image + question), "text_only" (the question alone: the ColBERT text baseline). Image
 ablations: "shuffle" (each query gets another query's image, a fixed permutation) and "blank" (a uniform grey
-image), which together measure how much the model relies on the image.
+image), which together measure how much the model relies on the image. The question ablation "generic" gives every
+query the same generic question (`EvalSettings.generic_question`), which measures how much it relies on the words.
 
 Protocols (`EvalSettings.protocol`) decide how the run is made and which metrics are its headline:
   - "published" (default): as MIRe's published evaluation. Its indexer stores every non-padding passage token,
@@ -34,6 +35,8 @@ from mire_jax.tokenizer import DROP_PADDING_ONLY, DROP_PUNCTUATION
 
 MODES = ("mire", "text_only")
 ABLATIONS = (None, "shuffle", "blank")
+QUESTION_ABLATIONS = (None, "generic")
+GENERIC_QUESTION = "What is shown in this picture?"
 KS = (1, 5, 10, 20, 50, 100)
 PROTOCOLS = ("published", "textbook")
 # The passage tokens each protocol indexes: MIRe's indexer keeps punctuation, ColBERT's skiplist drops it.
@@ -44,6 +47,8 @@ PASSAGE_KEEP = {"published": DROP_PADDING_ONLY, "textbook": DROP_PUNCTUATION}
 class EvalSettings:
     mode: str = "mire"
     image_ablation: str | None = None
+    question_ablation: str | None = None  # "generic": every query asks `generic_question`
+    generic_question: str = GENERIC_QUESTION
     protocol: str = "published"
     k: int = 100
     query_maxlen: int = 64
@@ -61,6 +66,11 @@ class EvalSettings:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.image_ablation not in ABLATIONS:
             raise ValueError(f"image_ablation must be one of {ABLATIONS[1:]} or None, got {self.image_ablation!r}")
+        if self.question_ablation not in QUESTION_ABLATIONS:
+            raise ValueError(f"question_ablation must be one of {QUESTION_ABLATIONS[1:]} or None, got "
+                             f"{self.question_ablation!r}")
+        if self.question_ablation and not self.generic_question.strip():
+            raise ValueError("generic_question is empty: the generic-question ablation needs a question")
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
 
@@ -77,8 +87,11 @@ class EvalSettings:
 
     @property
     def run_name(self) -> str:
-        """<mode>[_<ablation>]_<protocol>: names a run's files, distinct for every mode, ablation and protocol."""
+        """<mode>[_<image ablation>][_question_<ablation>]_<protocol>: names a run's files, distinct for every mode,
+        ablation and protocol."""
         ablation = f"_{self.image_ablation}" if self.image_ablation else ""
+        if self.question_ablation:
+            ablation += f"_question_{self.question_ablation}"
         return f"{self.mode}{ablation}_{self.protocol}"
 
 
@@ -127,18 +140,25 @@ def query_images(queries: Sequence, settings: EvalSettings) -> list:
     return list(queries)
 
 
+def query_questions(queries: Sequence, settings: EvalSettings) -> list[str]:
+    """The question each query is encoded with after the question ablation: its own, or the generic one."""
+    if settings.question_ablation == "generic":
+        return [settings.generic_question] * len(queries)
+    return [q.question for q in queries]
+
+
 def encode_queries(queries: Sequence, searcher: Searcher, settings: EvalSettings):
     """-> (embeddings [Q, N, dim] float32, mask [Q, N] bool), in query order; images read batch by batch."""
     sources = query_images(queries, settings)
+    questions = query_questions(queries, settings)
     blank = _blank_image(searcher.settings.image.size)
     embs, masks = [], []
     bs = settings.batch_size
     for start in tqdm(range(0, len(queries), bs), desc="queries", unit="batch", leave=False):
-        batch = list(queries[start:start + bs])
         images = None
         if settings.mode != "text_only":
             images = [blank if s is None else _load(s) for s in sources[start:start + bs]]
-        e, m = searcher.encode_queries([q.question for q in batch], images)
+        e, m = searcher.encode_queries(questions[start:start + bs], images)
         embs.append(e)
         masks.append(m)
     return np.concatenate(embs), np.concatenate(masks)
