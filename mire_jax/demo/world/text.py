@@ -210,13 +210,13 @@ def dialogue_turns(
     return [(naming(turns[i][0], f.kind) if name_kind else turns[i][0], turns[i][1]) for i in order]
 
 
-def trap_question(question: str, kind: str, rng: np.random.Generator) -> tuple[str, str, str]:
-    """A generic zero-shot question turned into one of `TRAP_TYPES` for an entity of `kind`: (question, trap type,
-    the kind it names, "object" for the generic type)."""
-    trap = _pick(rng, TRAP_TYPES)
-    named = {"specific": kind, "generic": _GENERIC_NOUN,
-             "misleading": _pick(rng, tuple(k for k in KINDS if k != kind))}[trap]
-    return naming(question, named), trap, named
+def trap_question(question: str, kind: str, trap: str, rng: np.random.Generator) -> tuple[str, str]:
+    """A generic zero-shot question turned into trap type `trap` (`TRAP_TYPES`) for an entity of `kind`: (question,
+    the noun it names: the kind, "object", or another kind drawn from `rng`)."""
+    if trap not in TRAP_TYPES:
+        raise ValueError(f"trap must be one of {TRAP_TYPES}, got {trap!r}")
+    named = {"specific": kind, "generic": _GENERIC_NOUN}.get(trap) or _pick(rng, tuple(k for k in KINDS if k != kind))
+    return naming(question, named), named
 
 
 def zeroshot_question(rng: np.random.Generator) -> tuple[str, str]:

@@ -190,16 +190,20 @@ def _dialogues(world: World, plan: dict[str, list[_Picture]], sizes: SyntheticSi
 def _queries(world: World, pictures: list[_Picture], rng: np.random.Generator, prefix: str,
              trap_rng: np.random.Generator | None = None) -> list[dict]:
     """Generic JSONL queries: a generic question per picture, gold = the pictured entity's passage. With `trap_rng`
-    each question is made a trap (`text.trap_question`), drawn from that generator alone, so the questions' fields
-    and answers are those of the generic world."""
+    each question is made a trap (`text.trap_question`), the trap types in equal shares in a random order, drawn
+    from that generator alone, so the questions' fields and answers are those of the generic world."""
     by_id = {e.entity_id: e for e in world.entities}
+    traps = []
+    if trap_rng is not None:
+        traps = [text.TRAP_TYPES[i % len(text.TRAP_TYPES)] for i in trap_rng.permutation(len(pictures))]
     records = []
     for slot, picture in enumerate(pictures):
         entity = by_id[picture.entity_id]
         field, question = text.zeroshot_question(rng)
         trap = {}
         if trap_rng is not None:
-            question, trap["trap"], trap["named"] = text.trap_question(question, entity.facts.kind, trap_rng)
+            trap["trap"] = traps[slot]
+            question, trap["named"] = text.trap_question(question, entity.facts.kind, traps[slot], trap_rng)
         records.append({"id": f"{prefix}{slot:06d}", "question": question, "image": picture.relpath,
                         "document": entity.passage, "document_id": entity.entity_id,
                         "answer": entity.facts.answer(field), **trap})
