@@ -50,7 +50,8 @@ def test_trap_world_keeps_pictures_and_passages_and_changes_only_the_questions(w
         assert qt["named"] == expected and qt["question"] == qg["question"].replace("object", expected)
         if qt["trap"] == "misleading":
             assert qt["named"] in KINDS and qt["named"] != kind
-    assert seen == set(TRAP_TYPES)
+    counts = [sum(q["trap"] == t for q in queries_t) for t in TRAP_TYPES]
+    assert max(counts) - min(counts) <= 1 and seen == set(TRAP_TYPES)  # equal shares
     assert all(q["question"] in ZEROSHOT_QUESTIONS.values() for q in queries_g)
     # a generic world of the same seed is unchanged by the trap option existing (same bytes on a second write)
     assert generate(generic, seed=5, progress=False, **SIZES)["files"] == g["files"]

@@ -5,7 +5,7 @@ import pathlib
 
 import pytest
 
-from mire_jax.analyses.conversion_variants import PUBLISHED, VARIANTS, compose_variants, describe
+from mire_jax.analyses.variants import PUBLISHED, VARIANTS, compose_variants, describe
 from mire_jax.vid2r import conversion, pipeline
 
 FIXTURES = pathlib.Path(__file__).resolve().parent.parent / "fixtures"
