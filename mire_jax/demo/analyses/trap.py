@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 
 from mire_jax.demo.analyses.plan import AnalysesPlan, DemoRun
-from mire_jax.demo.analyses.shared import LENGTH_BUCKET, demo_text_cache, seed_text_cache
+from mire_jax.demo.analyses.shared import LENGTH_BUCKET, demo_text_cache, fresh_run, run_inputs, seed_text_cache
 
 
 def build_trap_world(run: DemoRun) -> tuple[str, str]:
@@ -38,7 +38,9 @@ def train_trap_models(run: DemoRun, plan: AnalysesPlan, vid2r: str) -> dict[str,
     """-> {"mire": [model folder per seed], "mire_residual": [...]}, pre-trained as the demo's models."""
     from mire_jax.demo.run import pretrain
 
-    tfds, text_cache = os.path.join(vid2r, "tfds"), os.path.join(vid2r, "text_cache")
+    work = fresh_run(os.path.join(run.analyses, "trap_train"),
+                     run_inputs(os.path.join(vid2r, "ViD2R.json"), run, length_bucket=LENGTH_BUCKET))
+    tfds, text_cache = os.path.join(work, "tfds"), os.path.join(work, "text_cache")
     seed_text_cache(demo_text_cache(run.out), text_cache, "passages", os.path.join(run.vid2r, "ViD2R.json"),
                     os.path.join(vid2r, "ViD2R.json"))
     models: dict[str, list[str]] = {"mire": [], "mire_residual": []}
@@ -46,6 +48,6 @@ def train_trap_models(run: DemoRun, plan: AnalysesPlan, vid2r: str) -> dict[str,
         for name, residual in (("mire", False), ("mire_residual", True)):
             models[name].append(pretrain(f"{name} on the trap world, seed {seed}", residual, vid2r, run.images,
                                          run.models["text_only"], tfds, run.vision_cache,
-                                         os.path.join(run.analyses, "trap_train", f"{name}_seed{seed}"), run.plan,
+                                         os.path.join(work, f"{name}_seed{seed}"), run.plan,
                                          seed, text_cache_dir=text_cache, length_bucket=LENGTH_BUCKET))
     return models

@@ -8,7 +8,7 @@ import os
 
 from mire_jax.analyses.variants import PUBLISHED, VARIANTS, compose_variants
 from mire_jax.demo.analyses.plan import AnalysesPlan, DemoRun
-from mire_jax.demo.analyses.shared import LENGTH_BUCKET, demo_text_cache, seed_text_cache
+from mire_jax.demo.analyses.shared import LENGTH_BUCKET, demo_text_cache, fresh_run, run_inputs, seed_text_cache
 
 
 def train_variants(run: DemoRun, plan: AnalysesPlan) -> dict[str, str]:
@@ -26,10 +26,11 @@ def train_variants(run: DemoRun, plan: AnalysesPlan) -> dict[str, str]:
             models[name] = run.models["mire"]
             continue
         folder = os.path.dirname(paths[name])
-        text_cache = os.path.join(folder, "text_cache")
+        work = fresh_run(os.path.join(folder, "run"), run_inputs(paths[name], run, length_bucket=LENGTH_BUCKET))
+        text_cache = os.path.join(work, "text_cache")
         seed_text_cache(demo_text_cache(run.out), text_cache, "queries", os.path.join(run.vid2r, "ViD2R.json"),
                         paths[name])
         models[name] = pretrain(f"{name} (conversion variant)", False, folder, run.images, run.models["text_only"],
-                                os.path.join(folder, "tfds"), run.vision_cache, os.path.join(folder, "train"),
+                                os.path.join(work, "tfds"), run.vision_cache, os.path.join(work, "train"),
                                 run.plan, run.seed, text_cache_dir=text_cache, length_bucket=LENGTH_BUCKET)
     return models
