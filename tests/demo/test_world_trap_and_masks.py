@@ -70,7 +70,13 @@ def test_trap_dialogues_name_the_kind_and_survive_the_filter(worlds):
             assert rule(Triple(record["id"], 0, record["image"], question, gpt["value"])) is not None
 
 
-def test_questions_style_is_checked_and_part_of_the_identity(tmp_path):
+def test_questions_style_is_checked_and_part_of_the_identity(tmp_path, capsys):
+    from mire_jax.demo.world import __main__ as cli
+    assert cli.main(["--out", str(tmp_path / "cli"), "--quiet", "--questions", "trap", "--n-train-entities", "24",
+                     "--n-zeroshot-entities", "6", "--n-distractors", "6", "--n-extra-caption-images", "0",
+                     "--n-seen-queries", "2", "--image-size", "32"]) == 0
+    capsys.readouterr()
+    assert json.loads((tmp_path / "cli" / "manifest.json").read_text())["questions"] == "trap"
     with pytest.raises(ValueError, match="questions must be one of"):
         generate(tmp_path / "x", seed=0, progress=False, questions="tricky", **SIZES)
     generate(tmp_path / "w", seed=0, progress=False, **SIZES)
