@@ -148,7 +148,7 @@ def pooling_focus(model_dir: str | os.PathLike, benchmark: Benchmark, out_dir: s
         if picks:
             items = [{"image": image, "maps": maps, "mask": mask,
                       "head": row.get("best_head", int(np.argmin([normalized_entropy(m) for m in maps]))),
-                      "label": f"{row['type']}: {q.question[:38]}"} for q, image, maps, mask, row in picks]
+                      "label": f"{row['type']}: {q.question}"} for q, image, maps, mask, row in picks]
             result["gallery"] = plots.attention_gallery(items, os.path.join(out_dir, f"{NAME}_gallery.png"),
                                                         "pooling attention (outline: the object)" if with_regions
                                                         else "pooling attention")

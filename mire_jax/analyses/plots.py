@@ -3,6 +3,7 @@ and the gallery of where the pooling looks."""
 from __future__ import annotations
 
 import os
+import textwrap
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -66,14 +67,14 @@ def attention_gallery(items: Sequence[Mapping], path: str, title: str) -> str:
     plt = _pyplot()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     cols = 3
-    fig, axes = plt.subplots(len(items), cols, figsize=(2.2 * cols, 2.25 * len(items) + 0.4), squeeze=False)
+    fig, axes = plt.subplots(len(items), cols, figsize=(2.4 * cols, 2.5 * len(items) + 0.4), squeeze=False)
     for row, item in zip(axes, items):
         image = item["image"].convert("RGB").resize((128, 128))
         maps, mask = np.asarray(item["maps"], float), item.get("mask")
         upscale = lambda m: np.asarray(Image.fromarray((255 * m / max(m.max(), 1e-12)).astype(np.uint8)).resize(
             image.size, Image.NEAREST), float) / 255
         head = int(item.get("head", 0))
-        panels = [(None, item["label"]), (maps.mean(0), "mean of heads"), (maps[head], f"head {head}")]
+        panels = [(None, textwrap.fill(item["label"], 34)), (maps.mean(0), "mean of heads"), (maps[head], f"head {head}")]
         for ax, (m, name) in zip(row, panels):
             ax.imshow(image)
             if m is not None:
