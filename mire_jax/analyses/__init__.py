@@ -19,8 +19,8 @@ On the generated world, `python -m mire_jax.demo --analyses` runs all four (`mir
 from mire_jax.analyses.dominance import text_dominance
 from mire_jax.analyses.focus import pooling_focus
 from mire_jax.analyses.reliance import modality_reliance
-from mire_jax.analyses.report import section, write_report
+from mire_jax.analyses.report import parts, section, write_report
 from mire_jax.analyses.variants import VARIANTS, compose_variants, conversion_variants
 
-__all__ = ["VARIANTS", "compose_variants", "conversion_variants", "modality_reliance", "pooling_focus", "section",
+__all__ = ["VARIANTS", "compose_variants", "conversion_variants", "modality_reliance", "parts", "pooling_focus", "section",
            "text_dominance", "write_report"]

@@ -1,6 +1,6 @@
 """The analyses' report: each analysis result (a plain dict with a title, a table, findings and a plot) as a markdown
-section, and all of them in `<out>/analyses.md` and `<out>/analyses.json`. `section` is what another report (the
-reproduce graph's) includes."""
+section, and all of them in `<out>/analyses.md` and `<out>/analyses.json`. `section` (markdown) and `parts` (title,
+lines, data, figures: the shape of the reproduce report's sections) are what another report includes."""
 from __future__ import annotations
 
 import math
@@ -28,6 +28,19 @@ def table(columns: Sequence[str], rows: Sequence[Mapping]) -> list[str]:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(c, row.get(c)) for c in columns) + " |" for row in rows]
     return lines
+
+
+def parts(result: Mapping, relative_to: str | None = None) -> dict:
+    """An analysis as another report's section: {"title", "lines" (markdown, no heading, no figures), "data" (the
+    result), "figures" (paths relative to `relative_to` when given)}."""
+    body = section(result, None, level=2).split("\n")[2:]
+    figures = [result[k] for k in ("plot", "gallery") if result.get(k)]
+    lines = [line for line in body if not line.startswith("![")]
+    while lines and not lines[-1]:
+        lines.pop()
+    if relative_to:
+        figures = [os.path.relpath(f, relative_to) if os.path.isabs(f) else f for f in figures]
+    return {"title": result["title"], "lines": lines, "data": dict(result), "figures": figures}
 
 
 def section(result: Mapping, relative_to: str | None = None, level: int = 2) -> str:

@@ -80,3 +80,7 @@ def test_report_renders_tables_findings_and_figures(tmp_path):
     assert "**more**" in text and "| 3 |" in text and "- one finding" in text and "![x plot](x.png)" in text
     assert "gallery" not in text
     assert report.section(result, level=3).startswith("### A title")
+    p = report.parts(result, relative_to=str(tmp_path))
+    assert p["title"] == "A title" and p["figures"] == ["x.png"] and p["data"]["rows"] == result["rows"]
+    assert p["lines"][0] == "What it is." and not any(line.startswith("![") for line in p["lines"])
+    assert "| mire | 52.0 | 0.12 | a\\|b |" in p["lines"]
