@@ -38,8 +38,10 @@ def paired_difference(a: Sequence[float], b: Sequence[float]) -> dict:
 def verdict(first: str, second: str, diff: dict, metric: str, where: str) -> str:
     """One sentence: who wins on `where`, by how much (mean +- std over seeds), on how many seeds."""
     n = diff["n"]
-    if diff["mean"] == 0:
-        return f"{where}: {first} and {second} tie on {metric} (mean difference 0 over {n} seed(s))"
+    if round(diff["mean"], 1) == 0:  # nothing to call at the precision the report prints
+        return (f"{where}: {first} and {second} tie on {metric} on average (mean difference {abs(diff['mean']):.1f} "
+                f"+-{diff['std']:.1f} over {n} seed(s); {first} ahead on {diff['wins']}, {second} on "
+                f"{diff['losses']})")
     winner, loser = (first, second) if diff["mean"] > 0 else (second, first)
     wins = diff["wins"] if diff["mean"] > 0 else diff["losses"]
     return (f"{where}: {winner} beats {loser} by {abs(diff['mean']):.1f} points of {metric} "

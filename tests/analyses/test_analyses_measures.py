@@ -62,6 +62,10 @@ def test_spread_paired_difference_and_verdict():
     assert dominance.verdict("mire", "residual", worse, "R@5", "misleading").startswith(
         "misleading: residual beats mire by 4.0 points")
     assert "tie" in dominance.verdict("a", "b", dominance.paired_difference([1], [1]), "R@5", "all")
+    even = dominance.paired_difference([52, 57.3, 56.7], [57.3, 54, 54.7])  # mean 0.0 at one decimal
+    assert dominance.verdict("mire", "residual", even, "R@5", "all") == (
+        "all: mire and residual tie on R@5 on average (mean difference 0.0 +-4.6 over 3 seed(s); mire ahead on 2, "
+        "residual on 1)")
     with pytest.raises(ValueError, match="paired seeds"):
         dominance.paired_difference([1, 2], [1])
 

@@ -33,6 +33,15 @@ def object_regions(data: str) -> dict[str, object]:
     return {q["id"]: masks[q["image"]] for q in queries}
 
 
+def compilation_cache(folder: str) -> None:
+    """JAX's persistent compilation cache in `folder`, unless one is configured: the analyses' many pre-trainings
+    and searchers compile the same few programs again and again (each training, each model's encoders)."""
+    import jax
+    if not jax.config.jax_compilation_cache_dir:
+        jax.config.update("jax_compilation_cache_dir", folder)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
 def run_analyses(run: DemoRun, plan: AnalysesPlan, lap=lambda name: None) -> dict:
     """The four analyses; -> {"results": [...], "report": path, "json": path}. `lap(name)` is called after each."""
     from mire_jax.analyses import conversion_variants, modality_reliance, pooling_focus, text_dominance, write_report
@@ -42,6 +51,7 @@ def run_analyses(run: DemoRun, plan: AnalysesPlan, lap=lambda name: None) -> dic
     from mire_jax.demo.world import load_synthetic
 
     out, workdir = run.analyses, os.path.join(run.analyses, "eval")
+    compilation_cache(os.path.join(out, "jit_cache"))
     searchers = Searchers(eval_settings(run))
     bench = load_synthetic(run.data, "zeroshot")
     load_start, t0, cpu0 = os.getloadavg()[0], time.perf_counter(), time.process_time()
