@@ -149,9 +149,10 @@ def pooling_focus(model_dir: str | os.PathLike, benchmark: Benchmark, out_dir: s
             items = [{"image": image, "maps": maps, "mask": mask,
                       "head": row.get("best_head", int(np.argmin([normalized_entropy(m) for m in maps]))),
                       "label": f"{row['type']}: {q.question}"} for q, image, maps, mask, row in picks]
+            scale = f"colour: attention / uniform, 0 to {plots.UNIFORM_SCALE:g}"
             result["gallery"] = plots.attention_gallery(items, os.path.join(out_dir, f"{NAME}_gallery.png"),
-                                                        "pooling attention (outline: the object)" if with_regions
-                                                        else "pooling attention")
+                                                        f"pooling attention (outline: the object; {scale})"
+                                                        if with_regions else f"pooling attention ({scale})")
     return result
 
 

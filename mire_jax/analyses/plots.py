@@ -60,9 +60,13 @@ def falls(rows: Sequence[Mapping], path: str, metric: str, title: str) -> str:
                         path, ylabel=f"fall in {metric} (points)", title=title)
 
 
+UNIFORM_SCALE = 3.0  # the gallery's colour scale ends at 3 times uniform attention
+
+
 def attention_gallery(items: Sequence[Mapping], path: str, title: str) -> str:
-    """Rows of (picture, head-averaged pooling map over it with the object's outline, the head that looks most at
-    the object). Each item: image (PIL), maps [H, g, g], mask ([size, size] or None), label (str)."""
+    """Rows of (picture, head-averaged pooling map over it with the object's outline, the head given by the item).
+    Each item: image (PIL), maps [H, g, g] (each summing to 1), mask ([size, size] or None), head, label (str).
+    Maps are drawn relative to uniform attention on one scale, from 0 to `UNIFORM_SCALE` times uniform."""
     from PIL import Image
     plt = _pyplot()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -71,8 +75,10 @@ def attention_gallery(items: Sequence[Mapping], path: str, title: str) -> str:
     for row, item in zip(axes, items):
         image = item["image"].convert("RGB").resize((128, 128))
         maps, mask = np.asarray(item["maps"], float), item.get("mask")
-        upscale = lambda m: np.asarray(Image.fromarray((255 * m / max(m.max(), 1e-12)).astype(np.uint8)).resize(
-            image.size, Image.NEAREST), float) / 255
+        # On one scale for every panel: attention relative to uniform (1 = uniform), 0 to UNIFORM_SCALE.
+        upscale = lambda m: np.asarray(Image.fromarray(
+            (255 * np.clip(m * m.size / UNIFORM_SCALE, 0, 1)).astype(np.uint8)).resize(image.size, Image.NEAREST),
+            float) / 255
         head = int(item.get("head", 0))
         panels = [(None, textwrap.fill(item["label"], 34)), (maps.mean(0), "mean of heads"), (maps[head], f"head {head}")]
         for ax, (m, name) in zip(row, panels):
