@@ -2,20 +2,24 @@ r"""Zero-shot retrieval evaluation of a MIRe checkpoint on one benchmark.
 
     python eval/evaluate.py --config configs/eval.py:okvqa_gs --checkpoint runs/pretrain/model \
         --workdir runs/eval [--mode text_only] [--image_ablation shuffle|blank] [--query_rows visual|text] \
-        [--protocol published|textbook] [--config.key=value ...] [--debug]
+        [--question_ablation generic] [--generic_question TEXT] [--protocol published|textbook] \
+        [--config.key=value ...] [--debug]
 
 --checkpoint: a mire-jax model folder (config.json + params.safetensors; `python -m mire_jax.convert` makes one
 from a published .pth), or a training workdir (its `model/`). --protocol (default: the config's `protocol`,
 "published"): "published" indexes passages as MIRe's published evaluation (punctuation kept), "textbook" as
 ColBERT (punctuation dropped); see `mire_jax.eval.runner`. The corpus index is encoded once per model, doc_maxlen
 and protocol, and reused. --query_rows: the paper's inference ablations, searching with the pooled tokens
-[E_g ; E_m] alone (visual: "w/o E_t") or the text tokens alone (text: "w/o E_g & E_m"). M2KR sets search the
-passage split `--config.passages_split` (configs/eval.py: the published `test_passages`). Writes
-WORKDIR/<benchmark>_<split>/results_<mode>[_<ablation>][_<rows>_rows]_<protocol>.json (the settings, the
-corpus searched, the protocol, the passage keep policy, and metrics at k = 1, 5, 10, 20, 50, 100: published, and
-textbook where the set has gold ids, each labelled with the run's protocol), "index": the search's error (recall@10
-and @100 of the index against exact MaxSim search on a sample of the benchmark's queries, the sample size, the
-index's calibration), and run_<same>.json, and prints a table. --exact searches exactly (no error to report).
+[E_g ; E_m] alone (visual: "w/o E_t") or the text tokens alone (text: "w/o E_g & E_m"). --question_ablation generic
+asks every query the same generic question (--generic_question, default "What is shown in this picture?"), to
+measure how much a model relies on the question's words. M2KR sets search the passage split
+`--config.passages_split` (configs/eval.py: the published `test_passages`). Writes
+WORKDIR/<benchmark>_<split>/results_<mode>[_<ablation>][_question_generic][_<rows>_rows]_<protocol>.json (the
+settings, the corpus searched, the protocol, the passage keep policy, and metrics at k = 1, 5, 10, 20, 50, 100:
+published, and textbook where the set has gold ids, each labelled with the run's protocol), "index": the search's
+error (recall@10 and @100 of the index against exact MaxSim search on a sample of the benchmark's queries, the sample
+size, the index's calibration), and run_<same>.json, and prints a table. --exact searches exactly (no error to
+report).
 A bad command line, config or data file is reported in one line (`error: ...`, exit status 2); --debug (or
 MIRE_DEBUG=1) shows the traceback instead.
 """
@@ -36,6 +40,10 @@ _ABLATION = flags.DEFINE_enum("image_ablation", None, ["shuffle", "blank"], "rep
 _ROWS = flags.DEFINE_enum("query_rows", "all", ["all", "visual", "text"],
                           "search with every query row, the pooled tokens only (visual: w/o E_t) or the text tokens "
                           "only (text: w/o E_g & E_m)")
+_QUESTION_ABLATION = flags.DEFINE_enum("question_ablation", None, ["generic"],
+                                        "replace every question by --generic_question")
+_GENERIC_QUESTION = flags.DEFINE_string("generic_question", None, "the question of --question_ablation generic "
+                                        "(default: \"What is shown in this picture?\")")
 _PROTOCOL = flags.DEFINE_enum("protocol", None, ["published", "textbook"],
                               "evaluation protocol (default: the config's `protocol`)")
 _EXACT = flags.DEFINE_bool("exact", False, "exact MaxSim search over every passage (no approximation error)")
@@ -65,7 +73,9 @@ def main(argv):
     tokenizer = load_tokenizer(model_dir, cfg.tokenizer)
     benchmark = load_benchmark(cfg.benchmark, cfg.root, split=cfg.split or None, **loader_overrides(cfg))
     index_cfg = {k: v for k, v in cfg.index.to_dict().items() if v is not None}
+    question = {"generic_question": _GENERIC_QUESTION.value} if _GENERIC_QUESTION.value is not None else {}
     settings = runner.EvalSettings(mode=_MODE.value, image_ablation=_ABLATION.value,
+                                       question_ablation=_QUESTION_ABLATION.value, **question,
                                        protocol=_PROTOCOL.value or cfg.protocol, k=cfg.k,
                                        query_maxlen=cfg.query_maxlen, doc_maxlen=cfg.doc_maxlen,
                                        attend_to_mask_tokens=cfg.attend_to_mask_tokens, batch_size=cfg.batch_size,

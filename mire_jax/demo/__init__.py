@@ -4,4 +4,5 @@
   warmup/   quick warm-ups that stand in for the published pre-trained towers
   vocab.py  a small WordPiece vocabulary for tiny random towers
   run.py    the orchestration: data, warm-ups, ViD2R, vision cache, pre-training, evaluation, export
+  analyses/ `--analyses`: the analyses of `mire_jax.analyses` on the generated world (variants, trap world)
 """

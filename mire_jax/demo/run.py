@@ -1,6 +1,6 @@
 """`make demo`: the whole path of the paper on a generated multimodal knowledge base, with no downloads.
 
-    python -m mire_jax.demo [--out runs/demo] [--quick]
+    python -m mire_jax.demo [--out runs/demo] [--quick] [--analyses | --analyses-only]
 
 data construction (generated entities, pictures, passages and dialogues; ViD2R by response-to-passage
 conversion with our own text retriever) -> warm-ups (the real MiniLM-L6 text tower's ColBERT projection on text
@@ -8,6 +8,11 @@ pairs; a small ViT contrastively on image-caption pairs, then frozen) -> the vis
 pre-training (pooling head only), fusion-free and with the residual ablation -> zero-shot retrieval on unseen
 attribute combinations with the ScaNN late-interaction index (text-only baseline, both models, and with shuffled
 images) -> export to the PyTorch layout. Outputs in --out: results.json, report.md, PNG curves, attention heatmaps.
+
+--analyses then runs the analyses of `mire_jax.analyses` on the same world (`mire_jax.demo.analyses`): conversion
+variants pre-trained and evaluated, where the pooling looks, modality reliance, and the text-dominance trap world
+with MIRe and the residual ablation over several seeds, into --out/analyses/ (analyses.md, analyses.json, PNGs).
+--analyses-only runs them on a demo already finished in --out.
 """
 from __future__ import annotations
 
@@ -135,7 +140,11 @@ def cache_vision(vid2r_dir: str, image_root: str, model_dir: str, tfds_dir: str,
 
 
 def pretrain(name: str, residual: bool, vid2r_dir: str, image_root: str, model_dir: str, tfds_dir: str,
-             cache_dir: str, workdir: str, plan: DemoPlan, seed: int) -> str:
+             cache_dir: str, workdir: str, plan: DemoPlan, seed: int, text_cache_dir: str | None = None,
+             length_bucket: int = 0) -> str:
+    """Pre-trains the pooling head on the ViD2R of `vid2r_dir` -> the model folder. `text_cache_dir`: where the
+    frozen text tower's outputs are cached (default: beside the vision cache; another ViD2R needs another);
+    `length_bucket`: its passages encoded trimmed to a multiple of this (0: at doc_maxlen, the demo's own)."""
     from mire_jax.train.config import base_config
     from mire_jax.train.loop import train
 
@@ -149,7 +158,8 @@ def pretrain(name: str, residual: bool, vid2r_dir: str, image_root: str, model_d
     c.data.builder, c.data.data_dir, c.data.manual_dir = "vid2r", tfds_dir, vid2r_dir
     c.data.image_root, c.data.vision_cache_dir = image_root, cache_dir
     # Dropout is off and the text tower frozen: its outputs are cached once and shared by both heads.
-    c.data.text_cache_dir = os.path.join(os.path.dirname(cache_dir), "text_cache")
+    c.data.text_cache_dir = text_cache_dir or os.path.join(os.path.dirname(cache_dir), "text_cache")
+    c.data.text_cache_length_bucket = length_bucket
     c.data.query_maxlen, c.data.doc_maxlen, c.data.read_threads = plan.query_maxlen, plan.doc_maxlen, 4
     print(f"-- pre-training {name}", flush=True)
     train(c, workdir)
@@ -228,9 +238,17 @@ def main(argv=None) -> dict:
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--quick", action="store_true", help="tiny sizes and a few steps (the smoke test of make test)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--analyses", action="store_true",
+                   help="after the demo, run the analyses (conversion variants, pooling focus, modality reliance, "
+                        "the text-dominance trap world) into OUT/analyses")
+    p.add_argument("--analyses-only", action="store_true",
+                   help="run only the analyses, on the finished demo in --out (give the --quick and --seed it ran "
+                        "with)")
     a = p.parse_args(argv)
     plan = DemoPlan.quick() if a.quick else DemoPlan.full()
     out = os.path.abspath(a.out)
+    if a.analyses_only:
+        return {"analyses": analyses(a, out, plan, Stopwatch())}
     os.makedirs(out, exist_ok=True)
     clock = Stopwatch()
 
@@ -273,6 +291,61 @@ def main(argv=None) -> dict:
     write_run_paths(out, model=models["mire"], index=indexes["mire"],
                     passages=os.path.join(data, "corpora", "zeroshot.jsonl"))
     shown = os.path.relpath(out) if out.startswith(os.getcwd() + os.sep) else out
+    if a.analyses:
+        results["analyses"] = analyses(a, out, plan, clock)
+        write_json(os.path.join(out, "results.json"), results, indent=2)
     print("\nto search the demo's corpus from a browser (the server prints its address):\n"
           f"python -m mire_jax.serve {shlex.quote(shown)}")
     return results
+
+
+def finished_demo(out: str, plan: DemoPlan, seed: int) -> dict:
+    """The folders and models of the demo finished in `out` -> DemoRun fields; refuses (one line) a folder without a
+    finished demo, or one made with other sizes or another seed than `plan` and `seed`."""
+    from mire_jax.demo.world import SyntheticSizes
+    from mire_jax.files import read_json
+
+    data = os.path.join(out, "data")
+    models = {"text_only": os.path.join(out, "models", "init"), "mire": os.path.join(out, "train", "mire", "model"),
+              "mire_residual": os.path.join(out, "train", "mire_residual", "model")}
+    needed = [os.path.join(out, "results.json"), os.path.join(data, "manifest.json"),
+              os.path.join(out, "vid2r", "hits.jsonl"), *models.values()]
+    missing = [path for path in needed if not os.path.exists(path)]
+    if missing:
+        raise FileNotFoundError(f"{out}: no finished demo ({missing[0]} is missing); run `python -m mire_jax.demo "
+                                f"--out {out} --analyses` instead")
+    manifest = read_json(os.path.join(data, "manifest.json"))
+    sizes = dataclasses.asdict(SyntheticSizes(**plan.sizes))
+    if manifest["sizes"] != sizes or manifest["seed"] != seed:
+        raise ValueError(f"{out}: its demo ran with other sizes or another seed (seed {manifest['seed']}) than "
+                         f"--seed {seed}{' --quick' if plan.sizes else ''}: give the flags it ran with")
+    return {"out": out, "data": data, "vid2r": os.path.join(out, "vid2r"), "images": os.path.join(data, "images"),
+            "vision_cache": os.path.join(out, "vision_cache"), "models": models}
+
+
+def analyses(a, out: str, plan: DemoPlan, clock: Stopwatch) -> dict:
+    """--analyses: the four analyses on the demo's world and models -> {"report", "json", "timings_s"}."""
+    from mire_jax.analyses.report import table
+    from mire_jax.demo.analyses import AnalysesPlan, DemoRun, run_analyses
+
+    start, cpu_start = time.perf_counter(), time.process_time()
+    laps = {}
+
+    def lap(name):
+        clock.lap(name)
+        laps[name] = clock.stages[name]
+
+    run = DemoRun(**finished_demo(out, plan, a.seed), plan=plan, seed=a.seed)
+    done = run_analyses(run, AnalysesPlan.quick() if a.quick else AnalysesPlan.full(), lap)
+    for result in done["results"]:
+        print(f"\n{result['title']}\n" + "\n".join(table(result["columns"], result["rows"])))
+        for finding in result.get("findings", ()):
+            print(f"  - {finding}")
+    # CPU time of this process too: on a machine others share, it says more of the work than the wall time does.
+    timings = {**laps, "analyses total": round(time.perf_counter() - start, 1),
+               "demo and analyses total": round(time.perf_counter() - clock.t0, 1),
+               "analyses cpu": round(time.process_time() - cpu_start, 1),
+               "cpu before the analyses": round(cpu_start, 1)}
+    print(f"\nwrote {done['report']} and {done['json']} (analyses {timings['analyses total']:.0f} s, demo and analyses "
+          f"{timings['demo and analyses total']:.0f} s)")
+    return {"report": done["report"], "json": done["json"], "timings_s": timings}

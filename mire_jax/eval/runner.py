@@ -6,7 +6,8 @@ ablations: "shuffle" (each query gets another query's image, a fixed permutation
 image), which together measure how much the model relies on the image. Inference ablations of the paper
 (`EvalSettings.query_rows`, `mire_jax.retrieval.searcher.QUERY_ROWS`): "visual" searches with the pooled tokens
 [E_g ; E_m] alone ("w/o E_t at inference"), "text" with the text tokens T alone of the same image query
-("w/o E_g & E_m at inference").
+("w/o E_g & E_m at inference"). The question ablation "generic" gives every query the same generic question
+(`EvalSettings.generic_question`), which measures how much it relies on the words.
 
 Protocols (`EvalSettings.protocol`) decide how the run is made and which metrics are its headline:
   - "published" (default): as MIRe's published evaluation. Its indexer stores every non-padding passage token,
@@ -38,6 +39,8 @@ from mire_jax.tokenization.colbert import DROP_PADDING_ONLY, DROP_PUNCTUATION
 
 MODES = ("mire", "text_only")
 ABLATIONS = (None, "shuffle", "blank")
+QUESTION_ABLATIONS = (None, "generic")
+GENERIC_QUESTION = "What is shown in this picture?"
 KS = (1, 5, 10, 20, 50, 100)
 PROTOCOLS = ("published", "textbook")
 # The passage tokens each protocol indexes: MIRe's indexer keeps punctuation, ColBERT's skiplist drops it.
@@ -48,6 +51,8 @@ PASSAGE_KEEP = {"published": DROP_PADDING_ONLY, "textbook": DROP_PUNCTUATION}
 class EvalSettings:
     mode: str = "mire"
     image_ablation: str | None = None
+    question_ablation: str | None = None  # "generic": every query asks `generic_question`
+    generic_question: str = GENERIC_QUESTION
     protocol: str = "published"
     k: int = 100
     query_maxlen: int = 64
@@ -70,6 +75,11 @@ class EvalSettings:
             raise ValueError(f"query_rows={self.query_rows!r} drops rows of an image query: it needs mode 'mire'")
         if self.image_ablation not in ABLATIONS:
             raise ValueError(f"image_ablation must be one of {ABLATIONS[1:]} or None, got {self.image_ablation!r}")
+        if self.question_ablation not in QUESTION_ABLATIONS:
+            raise ValueError(f"question_ablation must be one of {QUESTION_ABLATIONS[1:]} or None, got "
+                             f"{self.question_ablation!r}")
+        if self.question_ablation and not self.generic_question.strip():
+            raise ValueError("generic_question is empty: the generic-question ablation needs a question")
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
 
@@ -86,9 +96,11 @@ class EvalSettings:
 
     @property
     def run_name(self) -> str:
-        """<mode>[_<ablation>][_<rows>_rows]_<protocol>: names a run's files, distinct for every mode, ablation,
-        query rows and protocol."""
+        """<mode>[_<image ablation>][_question_<ablation>][_<rows>_rows]_<protocol>: names a run's files, distinct
+        for every mode, ablation, query rows and protocol."""
         ablation = f"_{self.image_ablation}" if self.image_ablation else ""
+        if self.question_ablation:
+            ablation += f"_question_{self.question_ablation}"
         rows = f"_{self.query_rows}_rows" if self.query_rows != "all" else ""
         return f"{self.mode}{ablation}{rows}_{self.protocol}"
 
@@ -138,6 +150,13 @@ def query_images(queries: Sequence, settings: EvalSettings) -> list:
     return list(queries)
 
 
+def query_questions(queries: Sequence, settings: EvalSettings) -> list[str]:
+    """The question each query is encoded with after the question ablation: its own, or the generic one."""
+    if settings.question_ablation == "generic":
+        return [settings.generic_question] * len(queries)
+    return [q.question for q in queries]
+
+
 def encode_queries(queries: Sequence, searcher: Searcher, settings: EvalSettings):
     """-> (embeddings [Q, N, dim] float32, mask [Q, N] bool), in query order; images read batch by batch.
 
@@ -148,15 +167,15 @@ def encode_queries(queries: Sequence, searcher: Searcher, settings: EvalSettings
         raise ValueError(f"the queries have no images: the image ablation {settings.image_ablation!r} does not "
                          "apply")
     sources = query_images(queries, settings)
+    questions = query_questions(queries, settings)
     blank = _blank_image(searcher.settings.image.size)
     embs, masks = [], []
     bs = settings.batch_size
     for start in tqdm(range(0, len(queries), bs), desc="queries", unit="batch", leave=False):
-        batch = list(queries[start:start + bs])
         images = None
         if not text_queries:
             images = [blank if s is None else _load(s) for s in sources[start:start + bs]]
-        e, m = searcher.encode_queries([q.question for q in batch], images, rows=settings.query_rows)
+        e, m = searcher.encode_queries(questions[start:start + bs], images, rows=settings.query_rows)
         embs.append(e)
         masks.append(m)
     return np.concatenate(embs), np.concatenate(masks)
@@ -222,7 +241,10 @@ def evaluate(benchmark, searcher: Searcher, workdir: str, settings: EvalSettings
     {qid: {pid: score}}. The encoded corpus and its index are cached under `workdir` (`corpus_folder`)."""
     run, index_report = retrieve_with_index_report(benchmark, searcher, workdir, settings, index)
     results = {"benchmark": benchmark.name, "split": benchmark.split, "checkpoint": checkpoint,
-               "mode": settings.mode, "image_ablation": settings.image_ablation, "query_rows": settings.query_rows,
+               "mode": settings.mode, "image_ablation": settings.image_ablation,
+               "question_ablation": settings.question_ablation,
+               **({"generic_question": settings.generic_question} if settings.question_ablation else {}),
+               "query_rows": settings.query_rows,
                "protocol": settings.protocol, "passage_keep": settings.passage_keep,
                "corpus": getattr(benchmark.corpus, "source", None), "num_queries": len(benchmark.queries),
                "num_passages": len(benchmark.corpus), "notes": list(benchmark.notes),

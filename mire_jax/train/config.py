@@ -43,6 +43,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.image_policy = "fail"      # "fail" | "skip" a missing or corrupt image
     c.data.vision_cache_dir = ""      # train from cached vision features (train/cache_vision.py)
     c.data.text_cache_dir = ""        # pre-training without dropout: cache the frozen text tower's outputs here
+    c.data.text_cache_length_bucket = 0  # > 0: cache passages encoded trimmed to a multiple of this (fewer FLOPs)
     c.data.query_maxlen = 40
     c.data.doc_maxlen = 400
     c.data.attend_to_mask_tokens = True

@@ -151,7 +151,8 @@ def prepare_text_cache(cfg, tokenizer, model_cfg: MIReConfig, params, source) ->
     settings = settings_of(model_cfg, params, tokenizer, d.query_maxlen, d.doc_maxlen, d.attend_to_mask_tokens)
     written = fill_text_cache(d.text_cache_dir, source, tokenizer, model_cfg, params, settings,
                               use_instruction=d.use_instruction, process_index=jax.process_index(),
-                              process_count=jax.process_count(), progress=hosts.is_writer())
+                              process_count=jax.process_count(), progress=hosts.is_writer(),
+                              length_bucket=d.text_cache_length_bucket)
     _all_processes_reach("text features cached")
     TextCache(d.text_cache_dir, settings)
     log.info("text features of %d records cached in %s", written, d.text_cache_dir)

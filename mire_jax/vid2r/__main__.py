@@ -96,10 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--chunk-size", type=int, default=1024, help="responses per search checkpoint")
 
     c = p.add_argument_group("composition (defaults: the published runs/convert_tasks.py)")
-    c.add_argument("-k", type=int, default=3, help="hits per response (default 3)")
+    c.add_argument("-k", type=int, default=3, help="hits per response (default 3; 0: the response alone)")
+    c.add_argument("--position", type=int, default=1,
+                   help="where the response goes among the hits: 0 before them, 1 after the first (default, "
+                        "published), k after the last")
     c.add_argument("--sentences", type=int, default=2, help="sentences kept of each hit (default 2)")
     c.add_argument("--cut", choices=CUT_MODES, default="published",
-                   help="published: text before the n-th '.', no final period; sentences: real sentence ends")
+                   help="published: text before the n-th '.', no final period; sentences: real sentence ends; "
+                        "none: the whole hit")
     c.add_argument("--style", choices=STYLES, default="published",
                    help="published: hit1 response hit2 hit3; title: the --remove_bracket variant")
     c.add_argument("--no-dedupe-periods", action="store_true", help="skip .replace('..', '.')")
@@ -120,7 +124,8 @@ def options_from_args(args: argparse.Namespace) -> PipelineOptions:
         capitalize_first=not args.no_capitalize, remove_question_lead=not args.no_question_lead_removal,
         published=args.published)
     conversion = ConversionConfig(k=args.k, sentences=args.sentences, cut=args.cut, style=args.style,
-                                  dedupe_periods=not args.no_dedupe_periods, negatives=args.negatives)
+                                  dedupe_periods=not args.no_dedupe_periods, negatives=args.negatives,
+                                  position=args.position)
     return PipelineOptions(
         dialogues=args.dialogues, work_dir=args.work_dir, out=args.out, until=args.until, force=args.force,
         progress=not args.no_progress, on_error=args.on_error, filter=filter_config, nouns=args.nouns,

@@ -13,6 +13,11 @@ Published string operations (MIRe `runs/convert_tasks.py`), the defaults here:
 - `.replace("..", ".")` runs once over the whole document (`dedupe_periods`).
 - `style="title"` is the published `--remove_bracket` variant: the response loses "(...)" groups and the
   document is `"Title: <response> content: " + hits`; the answer is the bracket-free response.
+
+Variants for the analyses of the conversion (none of them published): `k=0` keeps the response alone (the
+paper's "w/o R2P" ablation), `k=1`/`k=2` insert fewer hits, `position` moves the response among the hits (0: before
+them, k: after them; published 1), and `cut="none"` keeps each hit whole, so that `position=0, cut="none"` is the
+plain concatenation "response + hit1 + hit2 + hit3".
 The retrieval itself is in `retrieval.py`; this module only composes, given the hits.
 """
 from __future__ import annotations
@@ -21,7 +26,7 @@ import dataclasses
 import re
 from typing import Mapping, Sequence
 
-CUT_MODES = ("published", "sentences")
+CUT_MODES = ("published", "sentences", "none")
 STYLES = ("published", "title")
 NEGATIVE_MODES = ("response", "converted")
 
@@ -34,10 +39,12 @@ class ConversionConfig:
     """How passages are composed.
 
     Attributes:
-        k: hits per response (published 3).
+        k: hits per response (published 3; 0: the response alone).
         sentences: sentences kept of each hit (published 2).
-        cut: "published" (split on ".") or "sentences" (see the module docstring).
+        cut: "published" (split on "."), "sentences" (see the module docstring) or "none" (the whole hit).
         style: "published" (hit1, response, hit2, hit3) or "title" (the `--remove_bracket` variant).
+        position: where the response goes among the hits in the "published" style: 0 before them, 1 after the
+            first (published), k (or more) after the last.
         dedupe_periods: apply `.replace("..", ".")` to the document.
         negatives: for records with `negs` (filter option): "response" keeps them as the filter wrote them (their
             `document` is the other triple's response, as published); "converted" replaces each one's document
@@ -50,16 +57,25 @@ class ConversionConfig:
     style: str = "published"
     dedupe_periods: bool = True
     negatives: str = "response"
+    position: int = 1
 
     def __post_init__(self):
         for name, allowed in (("cut", CUT_MODES), ("style", STYLES), ("negatives", NEGATIVE_MODES)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        if self.k < 1 or self.sentences < 1:
-            raise ValueError(f"k and sentences must be >= 1, got k={self.k}, sentences={self.sentences}")
+        if self.k < 0 or self.sentences < 1 or self.position < 0:
+            raise ValueError(f"k and position must be >= 0 and sentences >= 1, got k={self.k}, "
+                             f"sentences={self.sentences}, position={self.position}")
+        if self.position != 1 and self.style != "published":
+            raise ValueError(f"position applies to the 'published' style only, not to {self.style!r}")
 
     def to_json(self) -> dict:
-        return dataclasses.asdict(self)
+        """The fields (what a composition's fingerprint records); `position` only where it is not the published
+        1, so that folders composed before it existed stay up to date."""
+        fields = dataclasses.asdict(self)
+        if fields["position"] == 1:
+            del fields["position"]
+        return fields
 
 
 def cut_passage(text: str, sentences: int = 2, mode: str = "published") -> str:
@@ -68,6 +84,8 @@ def cut_passage(text: str, sentences: int = 2, mode: str = "published") -> str:
         return ".".join(text.split(".")[:sentences])
     if mode == "sentences":
         return " ".join(_SENTENCE_END.split(text.strip())[:sentences])
+    if mode == "none":
+        return text
     raise ValueError(f"cut must be one of {CUT_MODES}, got {mode!r}")
 
 
@@ -82,7 +100,7 @@ def compose(response: str, hit_texts: Sequence[str], config: ConversionConfig = 
         response = _BRACKETS.sub("", response).strip()
         parts = ["Title: " + response + " content:", *cuts]
     else:
-        parts = [*cuts[:1], response, *cuts[1:]]
+        parts = [*cuts[:config.position], response, *cuts[config.position:]]
     document = " ".join(parts)
     if config.dedupe_periods:
         document = document.replace("..", ".")

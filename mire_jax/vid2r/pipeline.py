@@ -176,7 +176,7 @@ class Vid2rPipeline:
     def index(self) -> str | None:
         """Encode the KB with the model's text tower (only for the model-folder retriever)."""
         o = self.o
-        if self.retriever is not None or o.hits_file:
+        if self.retriever is not None or o.hits_file or o.conversion.k == 0:
             self.fingerprints["index"] = ""
             return None
         self.retriever = self._model_retriever()
@@ -212,7 +212,9 @@ class Vid2rPipeline:
         if self._skip("search", fp) is not None:
             return path
         records = files.read_json(self.markers.path("vid2r_wo_conversion.json"))
-        if o.hits_file:
+        if k == 0:  # the responses alone: nothing to search for
+            rows = [{"id": r["id"], "pids": []} for r in records]
+        elif o.hits_file:
             rows = self._hits_from_file(records)
         else:
             if self.retriever is None:
@@ -295,9 +297,9 @@ class Vid2rPipeline:
 
     def compose(self) -> str:
         o = self.o
-        kb = self._kb()
+        kb = self._kb() if o.conversion.k else None
         fp = stages.fingerprint("compose", self.fingerprints["filter"], self.fingerprints["search"],
-                                kb.signature(), o.conversion.to_json(), os.path.abspath(self.out_path))
+                                kb.signature() if kb else None, o.conversion.to_json(), os.path.abspath(self.out_path))
         if self._skip("compose", fp) is None:
             records = files.read_json(self.markers.path("vid2r_wo_conversion.json"))
             hits = [row["pids"] for row in _read_json_lines(self.markers.path("hits.jsonl"))]
@@ -305,7 +307,7 @@ class Vid2rPipeline:
             # Only the cut of each hit is kept in memory (cutting is idempotent, compose cuts again).
             c = o.conversion
             texts = kb.texts_for(needed, progress=o.progress,
-                                 transform=lambda t: cut_passage(t, c.sentences, c.cut))
+                                 transform=lambda t: cut_passage(t, c.sentences, c.cut)) if kb else {}
             converted = convert_records(records, hits, texts, o.conversion)
             files.write_json(self.out_path, converted, indent=2)
             short = sum(len(h) < o.conversion.k for h in hits)

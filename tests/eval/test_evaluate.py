@@ -127,6 +127,35 @@ def test_each_protocol_indexes_its_own_passage_tokens(model_dir, tmp_path):
     assert non_padding != non_punctuation  # the fixture's passages do have punctuation
 
 
+def test_generic_question_ablation(model_dir, tmp_path):
+    queries = [type("Q", (), {"question": f"question {i}"})() for i in range(3)]
+    generic = runner.EvalSettings(question_ablation="generic", generic_question="What is it?")
+    assert runner.query_questions(queries, generic) == ["What is it?"] * 3
+    assert runner.query_questions(queries, runner.EvalSettings()) == ["question 0", "question 1", "question 2"]
+    assert generic.run_name == "mire_question_generic_published"
+    assert dataclasses.replace(generic, image_ablation="shuffle").run_name == "mire_shuffle_question_generic_published"
+    with pytest.raises(ValueError, match="question_ablation must be one of"):
+        runner.EvalSettings(question_ablation="empty")
+    with pytest.raises(ValueError, match="generic_question is empty"):
+        runner.EvalSettings(question_ablation="generic", generic_question=" ")
+    # end to end: a text-only model asked one question for every query ranks every query the same way, while the
+    # image keeps MIRe's queries apart
+    config, params = load_model(model_dir)
+    tok = ColbertTokenizer.from_pretrained(model_dir / "vocab.txt")
+    bench = load_benchmark("remuq", FIXTURES / "remuq")
+    runs = {}
+    for mode in ("text_only", "mire"):
+        for ablation in (None, "generic"):
+            settings = runner.EvalSettings(mode=mode, question_ablation=ablation, k=5, query_maxlen=16,
+                                           doc_maxlen=48, batch_size=4, index={"mode": "exact"})
+            runs[mode, ablation] = runner.retrieve(bench, runner.make_searcher(config, params, tok, settings),
+                                                   str(tmp_path), settings)
+    assert len({tuple(_ranked(r)) for r in runs["text_only", "generic"].values()}) == 1
+    assert len({tuple(_ranked(r)) for r in runs["text_only", None].values()}) > 1
+    assert len({tuple(_ranked(r)) for r in runs["mire", "generic"].values()}) > 1
+    assert runs["mire", "generic"] != runs["mire", None]
+
+
 def test_shuffle_is_a_derangement():
     queries = list(range(7))
     shuffled = runner.query_images(queries, runner.EvalSettings(image_ablation="shuffle"))

@@ -1,6 +1,7 @@
 """Pre-training with the frozen text tower's outputs cached (dropout off) trains exactly as without the cache."""
 import json
 import os
+import shutil
 
 import pytest
 from tiny_setup import tiny_config
@@ -40,6 +41,18 @@ def test_cached_text_features_give_the_same_training(world, tmp_path):
     assert _losses(str(tmp_path / "again")) == cached
     with pytest.raises(FeatureCacheError, match="text_cache"):
         train(_config(world, **{"data.text_cache_dir": cache, "data.doc_maxlen": 40}), str(tmp_path / "other"))
+    # Each part fills on its own: a cache given another run's queries encodes only the passages.
+    half = tmp_path / "half"
+    shutil.copytree(os.path.join(cache, "queries"), half / "queries")
+    before = sorted(os.listdir(half / "queries"))
+    train(_config(world, **{"data.text_cache_dir": str(half)}), str(tmp_path / "half_run"))
+    assert _losses(str(tmp_path / "half_run")) == cached
+    assert sorted(os.listdir(half / "queries")) == before and sorted(os.listdir(half)) == ["passages", "queries"]
+    # Passages encoded trimmed to a multiple of 8 word pieces train the same, up to float rounding.
+    train(_config(world, **{"data.text_cache_dir": str(tmp_path / "bucketed"), "data.text_cache_length_bucket": 8}),
+          str(tmp_path / "bucketed_run"))
+    for a, b in zip(cached, _losses(str(tmp_path / "bucketed_run"))):
+        assert all(abs(x - y) <= 1e-5 * max(1.0, abs(x)) for x, y in zip(a, b)), (a, b)
 
 
 @pytest.mark.parametrize("overrides", [{"dropout": True}, {"phase": "finetune", "temperature": 0.8}])

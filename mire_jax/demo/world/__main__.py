@@ -1,5 +1,5 @@
-"""Command line: `python -m mire_jax.demo.world --out DIR [--preset demo|tiny] [--seed N] [--n-train-entities N ...]
-[--debug]`.
+"""Command line: `python -m mire_jax.demo.world --out DIR [--preset demo|tiny] [--questions generic|trap] [--seed N]
+[--n-train-entities N ...] [--debug]`.
 
 `--preset tiny` writes the small world `configs/tiny.py` trains on (`--out runs/tiny_data`). A size out of range or
 an --out that is not the generator's is reported in one line (`error: ...`, exit status 2); --debug (or
@@ -13,6 +13,7 @@ import json
 import sys
 
 from mire_jax import cli
+from mire_jax.demo.world.text import QUESTION_STYLES
 from mire_jax.demo.world.world import SyntheticSizes
 from mire_jax.demo.world.writer import generate
 
@@ -29,6 +30,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--force", action="store_true", help="regenerate even if --out is already current")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--debug", action="store_true", help=cli.DEBUG_HELP)
+    parser.add_argument("--questions", choices=QUESTION_STYLES, default="generic",
+                        help="generic zero-shot questions (default), or the text-dominance trap: dialogues that name "
+                             "the kind, zero-shot questions that name it, say 'object', or name a wrong kind")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="demo",
                         help="sizes to start from: the demo's world or the tiny training config's")
     for field in dataclasses.fields(SyntheticSizes):
@@ -50,7 +54,8 @@ def write_world(args: argparse.Namespace) -> None:
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(SyntheticSizes)
                  if getattr(args, f.name) is not None}
     sizes = dataclasses.replace(PRESETS[args.preset](), **overrides)
-    manifest = generate(args.out, seed=args.seed, sizes=sizes, force=args.force, progress=not args.quiet)
+    manifest = generate(args.out, seed=args.seed, sizes=sizes, force=args.force, progress=not args.quiet,
+                        questions=args.questions)
     summary = {
         "out": args.out,
         "images": manifest["images"]["count"],

@@ -145,13 +145,7 @@ def render(appearance: Appearance, view: ViewParams, size: int, rng: np.random.G
     Returns:
         uint8 array [size, size, 3].
     """
-    y, x = _grid(size)
-    theta = np.deg2rad(view.rotation_deg)
-    cos, sin = np.float32(np.cos(theta)), np.float32(np.sin(theta))
-    dx, dy = x - np.float32(view.offset_x), y - np.float32(view.offset_y)
-    u = (cos * dx + sin * dy) / np.float32(view.scale)
-    v = (-sin * dx + cos * dy) / np.float32(view.scale)
-
+    u, v = _shape_frame(view, size)
     inside = shape_mask(appearance.shape, u, v)
     second = inside & pattern_mask(appearance.pattern, u, v, view.pattern_phase)
     # Anti-aliasing: the fraction of each output pixel's subsamples covered by each colour.
@@ -164,6 +158,26 @@ def render(appearance: Appearance, view: ViewParams, size: int, rng: np.random.G
     image += (colour * _PATTERN_SHADE) * second_cover
     image += rng.normal(0.0, view.noise_std, size=image.shape)
     return np.clip(np.rint(image), 0, 255).astype(np.uint8)
+
+
+def object_mask(appearance: Appearance, view: ViewParams, size: int) -> np.ndarray:
+    """Where the object of `render(appearance, view, size, rng)` is: the share of each pixel it covers, float32
+    [size, size] in [0, 1] (the same anti-aliased coverage the picture is painted with; no randomness drawn, so the
+    picture is unchanged)."""
+    u, v = _shape_frame(view, size)
+    return _box_average(shape_mask(appearance.shape, u, v), size)
+
+
+def _shape_frame(view: ViewParams, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The shape-frame coordinates (u, v) of the supersampled pixel centres under the view's rotation, offset and
+    scale."""
+    y, x = _grid(size)
+    theta = np.deg2rad(view.rotation_deg)
+    cos, sin = np.float32(np.cos(theta)), np.float32(np.sin(theta))
+    dx, dy = x - np.float32(view.offset_x), y - np.float32(view.offset_y)
+    u = (cos * dx + sin * dy) / np.float32(view.scale)
+    v = (-sin * dx + cos * dy) / np.float32(view.scale)
+    return u, v
 
 
 @functools.lru_cache(maxsize=4)

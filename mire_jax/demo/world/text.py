@@ -8,6 +8,12 @@ Rules the texts follow, because later steps depend on them:
 - Dialogue turns survive the published LLaVA filter unchanged (no "How many"/"What color" questions, no
   commas in questions, responses of 30+ characters, no "yes."/"no."/"in the picture" that it deletes).
 - Zero-shot questions are the same few generic templates for every entity: only the image tells which.
+
+The "trap" question style (`QUESTION_STYLES`) sets the text-dominance trap of the MIRe paper's introduction (a
+query that says "object" where the picture shows a beverage): the training dialogues name the pictured entity's
+kind ("Who designed the banner in this picture?"), so the question's words help in pre-training, and each zero-shot
+question is one of `TRAP_TYPES`: "specific" names the true kind, "generic" says "object", "misleading" names
+another kind, pointing to the wrong passages.
 """
 
 from __future__ import annotations
@@ -42,6 +48,11 @@ ZEROSHOT_QUESTIONS: dict[str, str] = {
     "owner": "Who owns the object in this picture?",
     "name": "What is the name of the object in this picture?",
 }
+
+
+QUESTION_STYLES = ("generic", "trap")
+TRAP_TYPES = ("specific", "generic", "misleading")
+_GENERIC_NOUN = "object"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,10 +184,16 @@ def _describe(appearance: Appearance) -> str:
             f"on {indefinite_article(a.background)} {a.background} background")
 
 
+def naming(question: str, noun: str) -> str:
+    """A generic question with "object" replaced by `noun` (one of `KINDS`, or "object" itself)."""
+    return re.sub(rf"\b{_GENERIC_NOUN}\b", noun, question)
+
+
 def dialogue_turns(
-    facts: Facts, appearance: Appearance, rng: np.random.Generator, n_turns: int
+    facts: Facts, appearance: Appearance, rng: np.random.Generator, n_turns: int, name_kind: bool = False
 ) -> list[tuple[str, str]]:
-    """Distinct (question, response) turns about the pictured entity, in a random order."""
+    """Distinct (question, response) turns about the pictured entity, in a random order; `name_kind`: the questions
+    say the entity's kind instead of "object" (the same random draws either way)."""
     f, look = facts, appearance.phrase()
     turns = (
         ("What is the object shown in this picture?",
@@ -190,7 +207,16 @@ def dialogue_turns(
         ("When was this object designed?", f"The {f.name} was designed in {f.year} by {f.designer}."),
     )
     order = rng.permutation(len(turns))[: min(n_turns, len(turns))]
-    return [turns[i] for i in order]
+    return [(naming(turns[i][0], f.kind) if name_kind else turns[i][0], turns[i][1]) for i in order]
+
+
+def trap_question(question: str, kind: str, trap: str, rng: np.random.Generator) -> tuple[str, str]:
+    """A generic zero-shot question turned into trap type `trap` (`TRAP_TYPES`) for an entity of `kind`: (question,
+    the noun it names: the kind, "object", or another kind drawn from `rng`)."""
+    if trap not in TRAP_TYPES:
+        raise ValueError(f"trap must be one of {TRAP_TYPES}, got {trap!r}")
+    named = {"specific": kind, "generic": _GENERIC_NOUN}.get(trap) or _pick(rng, tuple(k for k in KINDS if k != kind))
+    return naming(question, named), named
 
 
 def zeroshot_question(rng: np.random.Generator) -> tuple[str, str]:

@@ -16,6 +16,11 @@ Layout under `out_dir` (all image paths in the files are relative to `out_dir/im
     warmup/text_pairs.jsonl         {"query", "positive"} for text-side warm-up
     meta/entities.jsonl, meta/images.jsonl   ground truth: attributes, facts, render parameters
 
+With `questions="trap"` (see `text.QUESTION_STYLES`) the dialogues name the entity's kind and each zero-shot query
+is a trap (its record adds "trap": specific | generic | misleading, and "named": the noun its question uses); the
+pictures, passages and knowledge base are those of the generic world of the same seed and sizes.
+`object_masks(out_dir)` gives each picture's object mask, replayed from the manifest (the pictures unchanged).
+
 Each folder of query files holds only `<split>.jsonl` files, so it can serve as the manual dir of the
 `image_question_jsonl` dataset builder (with `image_root` = `out_dir/images`).
 """
@@ -57,6 +62,7 @@ IMAGE_ROOT = "images"
 _IMAGE_SPLIT_CODES = {"train": 0, "caption": 1, "zeroshot": 2, "seen": 3}
 # Text streams are offset so that each output file draws from its own generator.
 _TEXT_DIALOGUES, _TEXT_ZEROSHOT, _TEXT_SEEN, _TEXT_FINETUNE, _TEXT_CAPTIONS, _TEXT_PAIRS, _TEXT_ORDER = range(1, 8)
+_TEXT_TRAPS = 8
 
 
 @dataclasses.dataclass
@@ -163,7 +169,8 @@ def _render_all(out: _Output, plan: dict[str, list[_Picture]], seed: int, size: 
     return checksums, records
 
 
-def _dialogues(world: World, plan: dict[str, list[_Picture]], sizes: SyntheticSizes, seed: int) -> list[dict]:
+def _dialogues(world: World, plan: dict[str, list[_Picture]], sizes: SyntheticSizes, seed: int,
+               name_kind: bool = False) -> list[dict]:
     by_id = {e.entity_id: e for e in world.entities}
     rng = rng_for(seed, STREAM_TEXT, _TEXT_DIALOGUES)
     records = []
@@ -171,7 +178,7 @@ def _dialogues(world: World, plan: dict[str, list[_Picture]], sizes: SyntheticSi
         entity = by_id[picture.entity_id]
         conversations = []
         for turn, (question, response) in enumerate(
-            text.dialogue_turns(entity.facts, entity.appearance, rng, sizes.turns_per_dialogue)
+            text.dialogue_turns(entity.facts, entity.appearance, rng, sizes.turns_per_dialogue, name_kind)
         ):
             conversations.append({"from": "human", "value": ("<image>\n" if turn == 0 else "") + question})
             conversations.append({"from": "gpt", "value": response})
@@ -180,16 +187,26 @@ def _dialogues(world: World, plan: dict[str, list[_Picture]], sizes: SyntheticSi
     return records
 
 
-def _queries(world: World, pictures: list[_Picture], rng: np.random.Generator, prefix: str) -> list[dict]:
-    """Generic JSONL queries: a generic question per picture, gold = the pictured entity's passage."""
+def _queries(world: World, pictures: list[_Picture], rng: np.random.Generator, prefix: str,
+             trap_rng: np.random.Generator | None = None) -> list[dict]:
+    """Generic JSONL queries: a generic question per picture, gold = the pictured entity's passage. With `trap_rng`
+    each question is made a trap (`text.trap_question`), the trap types in equal shares in a random order, drawn
+    from that generator alone, so the questions' fields and answers are those of the generic world."""
     by_id = {e.entity_id: e for e in world.entities}
+    traps = []
+    if trap_rng is not None:
+        traps = [text.TRAP_TYPES[i % len(text.TRAP_TYPES)] for i in trap_rng.permutation(len(pictures))]
     records = []
     for slot, picture in enumerate(pictures):
         entity = by_id[picture.entity_id]
         field, question = text.zeroshot_question(rng)
+        trap = {}
+        if trap_rng is not None:
+            trap["trap"] = traps[slot]
+            question, trap["named"] = text.trap_question(question, entity.facts.kind, traps[slot], trap_rng)
         records.append({"id": f"{prefix}{slot:06d}", "question": question, "image": picture.relpath,
                         "document": entity.passage, "document_id": entity.entity_id,
-                        "answer": entity.facts.answer(field)})
+                        "answer": entity.facts.answer(field), **trap})
     return records
 
 
@@ -206,7 +223,7 @@ def _knowledge_base(world: World, rng: np.random.Generator) -> list[dict]:
     return [rows[i] for i in rng.permutation(len(rows))]
 
 
-def _write_all(root: pathlib.Path, seed: int, sizes: SyntheticSizes, progress: bool) -> dict:
+def _write_all(root: pathlib.Path, seed: int, sizes: SyntheticSizes, progress: bool, questions: str) -> dict:
     world = build_world(seed, sizes)
     plan = _plan_pictures(world, sizes, seed)
     out = _Output(root)
@@ -216,10 +233,13 @@ def _write_all(root: pathlib.Path, seed: int, sizes: SyntheticSizes, progress: b
     zeroshot_corpus_entities = world.by_split(SPLIT_ZEROSHOT) + world.by_split(SPLIT_DISTRACTOR)
     order_rng = rng_for(seed, STREAM_TEXT, _TEXT_ORDER)
 
-    out.json_array("dialogues", "llava/synthetic_dialogues.json", "llava_json", _dialogues(world, plan, sizes, seed))
+    trap = questions == "trap"
+    out.json_array("dialogues", "llava/synthetic_dialogues.json", "llava_json",
+                   _dialogues(world, plan, sizes, seed, name_kind=trap))
     out.jsonl("knowledge_base", "kb/Wiki6M_synthetic.jsonl", "wiki6m_jsonl", _knowledge_base(world, order_rng))
     out.jsonl("zeroshot_queries", "zeroshot/test.jsonl", "generic_queries_jsonl",
-              _queries(world, plan["zeroshot"], rng_for(seed, STREAM_TEXT, _TEXT_ZEROSHOT), "zs"))
+              _queries(world, plan["zeroshot"], rng_for(seed, STREAM_TEXT, _TEXT_ZEROSHOT), "zs",
+                       rng_for(seed, STREAM_TEXT, _TEXT_TRAPS) if trap else None))
     out.jsonl("zeroshot_corpus", "corpora/zeroshot.jsonl", "corpus_jsonl",
               _corpus(zeroshot_corpus_entities, order_rng))
     out.jsonl("seen_queries", "finetune/validation.jsonl", "generic_queries_jsonl",
@@ -250,6 +270,7 @@ def _write_all(root: pathlib.Path, seed: int, sizes: SyntheticSizes, progress: b
         "code_fingerprint": _code_fingerprint(),
         "seed": seed,
         "sizes": dataclasses.asdict(sizes),
+        **({"questions": questions} if trap else {}),  # absent in the generic world, whose manifest is unchanged
         "attributes": world.space.as_dict(),
         "image_root": IMAGE_ROOT,
         "image_size": sizes.image_size,
@@ -306,7 +327,7 @@ def verify(out_dir: str | os.PathLike) -> dict:
     return manifest
 
 
-def _is_current(root: pathlib.Path, seed: int, sizes: SyntheticSizes) -> bool:
+def _is_current(root: pathlib.Path, seed: int, sizes: SyntheticSizes, questions: str) -> bool:
     try:
         manifest = json.loads((root / "manifest.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -314,7 +335,7 @@ def _is_current(root: pathlib.Path, seed: int, sizes: SyntheticSizes) -> bool:
     identity = ("generator", "format_version", "code_fingerprint", "seed", "sizes")
     if tuple(manifest.get(key) for key in identity) != (
         GENERATOR_NAME, FORMAT_VERSION, _code_fingerprint(), seed, dataclasses.asdict(sizes)
-    ):
+    ) or manifest.get("questions", "generic") != questions:
         return False
     try:
         verify(root)
@@ -324,7 +345,7 @@ def _is_current(root: pathlib.Path, seed: int, sizes: SyntheticSizes) -> bool:
 
 
 def generate(out_dir: str | os.PathLike, seed: int = 0, sizes: SyntheticSizes | None = None, *,
-             force: bool = False, progress: bool = True, **size_overrides: int) -> dict:
+             force: bool = False, progress: bool = True, questions: str = "generic", **size_overrides: int) -> dict:
     """Generates the synthetic multimodal benchmark into `out_dir` (see the module docstring for the layout).
 
     The same seed and sizes always give byte-identical files. If `out_dir` already holds a verified output of
@@ -337,6 +358,7 @@ def generate(out_dir: str | os.PathLike, seed: int = 0, sizes: SyntheticSizes | 
         sizes: counts and attribute-space sizes (default `SyntheticSizes()`, the demo benchmark).
         force: regenerate even when `out_dir` is already current.
         progress: show a progress bar while rendering pictures.
+        questions: "generic" (the demo's) or "trap" (see the module docstring).
         **size_overrides: fields of `SyntheticSizes` to override, e.g. `n_train_entities=100`.
 
     Returns:
@@ -355,9 +377,11 @@ def generate(out_dir: str | os.PathLike, seed: int = 0, sizes: SyntheticSizes | 
         sizes = dataclasses.replace(sizes, **size_overrides)
     if not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    if questions not in text.QUESTION_STYLES:
+        raise ValueError(f"questions must be one of {text.QUESTION_STYLES}, got {questions!r}")
 
     root = pathlib.Path(out_dir)
-    if root.exists() and not force and _is_current(root, seed, sizes):
+    if root.exists() and not force and _is_current(root, seed, sizes, questions):
         return json.loads((root / "manifest.json").read_text(encoding="utf-8"))
     if root.exists() and any(root.iterdir()):
         try:
@@ -372,10 +396,50 @@ def generate(out_dir: str | os.PathLike, seed: int = 0, sizes: SyntheticSizes | 
     staging = root.parent / f".{root.name}.partial-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     try:
-        manifest = _write_all(staging, seed, sizes, progress)
+        manifest = _write_all(staging, seed, sizes, progress, questions)
         if root.exists():
             shutil.rmtree(root)
         os.replace(staging, root)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return manifest
+
+
+def object_masks(out_dir: str | os.PathLike, images: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+    """Where the object is in each picture of a generated folder: image path (relative to the image root, as the
+    query files name it) -> float32 [size, size], the share of each pixel the object covers.
+
+    Replayed from the manifest's seed and sizes (each picture's view drawn again, nothing rendered), and checked
+    against the view `meta/images.jsonl` recorded, so a folder written by other generator code is refused.
+
+    Args:
+        out_dir: the folder `generate` wrote.
+        images: the pictures wanted (default: every picture).
+
+    Raises:
+        FileNotFoundError: no manifest. KeyError: a wanted picture the folder does not hold (named).
+        ValueError: a replayed view that differs from the recorded one (the picture named).
+    """
+    root = pathlib.Path(out_dir)
+    manifest_path = root / "manifest.json"
+    if not manifest_path.is_file():
+        raise FileNotFoundError(f"{manifest_path}: no manifest (not a generated world)")
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    sizes = SyntheticSizes(**manifest["sizes"])
+    seed = manifest["seed"]
+    plan = _plan_pictures(build_world(seed, sizes), sizes, seed)
+    pictures = {p.relpath: p for split in plan.values() for p in split}
+    wanted = list(pictures) if images is None else list(images)
+    unknown = [path for path in wanted if path not in pictures]
+    if unknown:
+        raise KeyError(f"{root}: no picture {unknown[0]!r} ({len(unknown)} unknown)")
+    recorded = {r["image"]: r["view"] for _, _, r in iter_json_lines(root / manifest["files"]["images_meta"]["path"])}
+    masks = {}
+    for path in wanted:
+        picture = pictures[path]
+        view = rendering.sample_view(rng_for(seed, STREAM_IMAGES, 100, *picture.key))
+        if view.as_dict() != recorded.get(path):
+            raise ValueError(f"{root / IMAGE_ROOT / path}: its recorded view differs from the replayed one (written "
+                             "by other generator code?): regenerate the folder")
+        masks[path] = rendering.object_mask(picture.appearance, view, sizes.image_size)
+    return masks
