@@ -44,7 +44,7 @@ class Options:
       init_config: a mire-jax config.json giving the sizes of a checkpoint file ("" = `init_vision`'s base/large).
       sets: the `--set` changes ({section: {key: value}}).
       seed: the generated world's seed.
-      demo_plan: the demo's sizes and steps (`mire_jax.demo.run.DemoPlan`), for the world presets.
+      demo_plan: the demo's sizes and steps (`mire_jax.demo.stages.DemoPlan`), for the world presets.
       protocols: the protocols of the main evaluations (None: the preset's).
     """
     init: str = ""
@@ -60,7 +60,7 @@ class Options:
 def build_plan(preset: Preset, layout: DataLayout, out: str, options: Options) -> Plan:
     """The stages of one run, core ones then the plug-ins'."""
     if preset.world and options.demo_plan is None:
-        from mire_jax.demo.run import DemoPlan
+        from mire_jax.demo.stages import DemoPlan
         options.demo_plan = DemoPlan.quick() if preset.demo_plan == "quick" else DemoPlan.full()
     plan = Plan(preset, layout, os.path.abspath(out), options)
     (_world_graph if preset.world else _paper_graph)(plan)

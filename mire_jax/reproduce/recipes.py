@@ -117,7 +117,7 @@ def finetune_config(plan, spec: FinetuneSpec, *, model_dir: str, data_dir: str) 
 
 
 def _world_pretrain(demo, seed: int) -> ml_collections.ConfigDict:
-    """`make demo`'s pre-training (mire_jax/demo/run.py: pretrain)."""
+    """`make demo`'s pre-training (mire_jax/demo/stages.py: pretrain)."""
     from mire_jax.train.config import base_config
     c = base_config()
     steps = demo.pretrain_steps

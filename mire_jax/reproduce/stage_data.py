@@ -75,14 +75,14 @@ def init_model_stage(name: str = "init_model", *, world: str = "world") -> Stage
                       missing=_minilm_missing())
 
     def run(ctx: StageContext) -> dict:
-        from mire_jax.demo.run import make_init_model
+        from mire_jax.demo.stages import make_init_model
         model = os.path.join(ctx.work_dir, "model")
         make_init_model(ctx.output(world)["root"], model, ctx.plan.options.demo_plan, ctx.plan.options.seed,
                         os.path.join(ctx.work_dir, "warmup"))
         return {"model": model, "logs": os.path.join(ctx.work_dir, "warmup")}
 
     return Stage(name, "the world's starting model (text and vision warm-ups)", inputs, run, after=(world,),
-                 code=("demo/warmup", "demo/run.py", "convert", *MODEL_CODE, "reproduce/stage_data.py"),
+                 code=("demo/warmup", "demo/stages.py", "convert", *MODEL_CODE, "reproduce/stage_data.py"),
                  hosts="writer", tags=("data",))
 
 

@@ -37,7 +37,7 @@ class AnalysesPlan:
 @dataclasses.dataclass(frozen=True)
 class DemoRun:
     """The finished demo the analyses build on: its folders and models (name -> model folder: text_only, mire,
-    mire_residual), its plan (a `mire_jax.demo.run.DemoPlan`) and seed."""
+    mire_residual), its plan (a `mire_jax.demo.stages.DemoPlan`) and seed."""
     out: str
     data: str
     vid2r: str

@@ -16,7 +16,7 @@ FIELDS = {"queries": "question", "passages": "document"}
 
 
 def demo_text_cache(run_out: str) -> str:
-    """Where the demo's pre-training cached its text features (`mire_jax.demo.run.pretrain`'s default)."""
+    """Where the demo's pre-training cached its text features (`mire_jax.demo.stages.pretrain`'s default)."""
     return os.path.join(run_out, "text_cache")
 
 

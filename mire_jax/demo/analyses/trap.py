@@ -9,6 +9,7 @@ import os
 
 from mire_jax.demo.analyses.plan import AnalysesPlan, DemoRun
 from mire_jax.demo.analyses.shared import LENGTH_BUCKET, demo_text_cache, fresh_run, run_inputs, seed_text_cache
+from mire_jax.demo.stages import pretrain
 
 
 def build_trap_world(run: DemoRun) -> tuple[str, str]:
@@ -36,7 +37,7 @@ def build_trap_world(run: DemoRun) -> tuple[str, str]:
 
 def train_trap_models(run: DemoRun, plan: AnalysesPlan, vid2r: str) -> dict[str, list[str]]:
     """-> {"mire": [model folder per seed], "mire_residual": [...]}, pre-trained as the demo's models."""
-    from mire_jax.demo.run import pretrain
+
 
     work = fresh_run(os.path.join(run.analyses, "trap_train"),
                      run_inputs(os.path.join(vid2r, "ViD2R.json"), run, length_bucket=LENGTH_BUCKET))

@@ -9,12 +9,13 @@ import os
 from mire_jax.analyses.variants import PUBLISHED, VARIANTS, compose_variants
 from mire_jax.demo.analyses.plan import AnalysesPlan, DemoRun
 from mire_jax.demo.analyses.shared import LENGTH_BUCKET, demo_text_cache, fresh_run, run_inputs, seed_text_cache
+from mire_jax.demo.stages import pretrain
 
 
 def train_variants(run: DemoRun, plan: AnalysesPlan) -> dict[str, str]:
     """-> variant name -> pre-trained model folder. The published variant is the demo's own `mire` (the same ViD2R,
     init, seed and steps), not trained again."""
-    from mire_jax.demo.run import pretrain
+
 
     root = os.path.join(run.analyses, "variants")
     wanted = {name: VARIANTS[name] for name in plan.variants if name != PUBLISHED}
