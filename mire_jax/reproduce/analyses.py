@@ -35,7 +35,7 @@ RELIANCE_MIRE_RUNS = [EvalRun("generic_question", question_ablation="generic"),
 RELIANCE_RESIDUAL_RUNS = [EvalRun("shuffled_images", image_ablation="shuffle"),
                           EvalRun("generic_question", question_ablation="generic")]
 # Queries the pooling-focus stage looks at, by preset (one forward pass each); others: FOCUS_QUERIES_DEFAULT.
-FOCUS_QUERIES = {"smoke": 4, "demo-quick": 24}
+FOCUS_QUERIES = {"smoke": 4, "demo-quick": 24, "demo": 60}
 FOCUS_QUERIES_DEFAULT = 200
 GALLERY = 6
 FOCUS_CODE = ("analyses", *MODEL_CODE, "reproduce/analyses.py")
