@@ -51,7 +51,7 @@ def test_conversion_variants_reuse_the_demo_model_and_compose_the_responses_alon
     for row in rows.values():
         assert all(0 <= row[c] <= 100 for c in ("synthetic R@5", "synthetic MRR@5"))
     # the variant's questions' text features were taken over from the demo's cache, its passages encoded anew
-    assert sorted(os.listdir(folder / "variants" / "response_only" / "text_cache")) == ["passages", "queries"]
+    assert sorted(os.listdir(folder / "variants" / "response_only" / "run" / "text_cache")) == ["passages", "queries"]
 
 
 def test_pooling_focus_reports_each_question_type(analyses):
