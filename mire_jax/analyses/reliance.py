@@ -70,9 +70,9 @@ def modality_reliance(models: Mapping[str, object], benchmark: Benchmark, workdi
                            generic_question=generic_question, groups=groups)
         runs[name] = {"mode": mode, "model": folder, "base": base, "shuffled_image": shuffled,
                       "generic_question": generic, "image_run": mode != "text_only"}
-        rows.append(_row(name, base["all"], shuffled["all"], generic["all"], metric))
+        rows.append(falls_row(name, base["all"], shuffled["all"], generic["all"], metric))
         for group in base["groups"]:
-            group_rows.append({"group": group, **_row(name, base["groups"][group], shuffled["groups"][group],
+            group_rows.append({"group": group, **falls_row(name, base["groups"][group], shuffled["groups"][group],
                                                       generic["groups"][group], metric)})
     order = {name: i for i, name in enumerate(models)}
     group_rows.sort(key=lambda r: (r["group"], order[r["model"]]))
@@ -93,7 +93,7 @@ def modality_reliance(models: Mapping[str, object], benchmark: Benchmark, workdi
                                                                  "generic question", "image fall", "question fall",
                                                                  "text dominance"], "rows": group_rows}]
         if group_rows else [],
-        "findings": _findings(rows, metric),
+        "findings": findings(rows, metric),
         "plot": None,
     }
     if out_dir is not None:
@@ -102,7 +102,10 @@ def modality_reliance(models: Mapping[str, object], benchmark: Benchmark, workdi
     return result
 
 
-def _row(name: str, base: dict, shuffled: dict, generic: dict, metric: str) -> dict:
+def falls_row(name: str, base: dict, shuffled: dict, generic: dict, metric: str) -> dict:
+    """One model's row from its three runs' metrics (fractions, as results files hold them; each with "queries"):
+    the metric as is, with shuffled images and with the generic question (x 100), both falls and the text
+    dominance. The reproduction builds its rows with it from the results files it reads back."""
     image_fall = 100 * (base[metric] - shuffled[metric])
     question_fall = 100 * (base[metric] - generic[metric])
     return {"model": name, metric: 100 * base[metric], "shuffled image": 100 * shuffled[metric],
@@ -110,7 +113,8 @@ def _row(name: str, base: dict, shuffled: dict, generic: dict, metric: str) -> d
             "text dominance": dominance_ratio(image_fall, question_fall), "queries": base["queries"]}
 
 
-def _findings(rows: list[dict], metric: str) -> list[str]:
+def findings(rows: list[dict], metric: str) -> list[str]:
+    """One line per row of `falls_row`."""
     out = []
     for row in rows:
         td = row["text dominance"]

@@ -16,4 +16,6 @@ the paper's (docs/reproduce.md).
   paper, comparisons, report_context, report_sections, report
                    the paper's numbers; our rows against them; the report
   registry         the extension point: `register_stages`, `register_section`, plug-in modules
+  analyses         the project's own plug-in: modality reliance and pooling focus stages and sections (the
+                   analyses of `mire_jax.analyses` that need no pre-training of their own)
 """

@@ -30,7 +30,7 @@ import importlib
 import os
 from typing import Callable, Iterable, Iterator
 
-PLUGINS: tuple[str, ...] = ()
+PLUGINS: tuple[str, ...] = ("mire_jax.reproduce.analyses",)  # the project's own: the analyses' stages
 ENVIRONMENT = "MIRE_REPRODUCE_PLUGINS"
 
 

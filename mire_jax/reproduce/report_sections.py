@@ -10,7 +10,8 @@ from mire_jax.reproduce.report_context import ReportContext, Section
 
 DASH = "—"
 WORLD_METRICS = ("R@1", "R@5", "R@10", "MRR@5")
-# How the report names the models of the stage groups and the runs of the evaluation stages (others: their names).
+# How the report names the models of the stage groups (a stage's name less its last part, else its first part) and the
+# runs of the evaluation stages (others: their names); plug-ins add theirs.
 MODELS = {"zeroshot": "MIRe, pre-trained", "ablations": "MIRe, pre-trained", "finetuned": "MIRe, fine-tuned",
           "finetuned_scratch": "MIRe, fine-tuned w/o pre-training", "residual": "residual fusion, pre-trained"}
 RUNS = {"mire": "image + question", "text_only": "question only (text tower)", "no_text_tokens": "w/o E_t",
@@ -138,7 +139,8 @@ def world(report: ReportContext) -> Section | None:
             protocol = found.data.get("protocol", "published")
             metrics = found.data["metrics"].get(protocol) or found.data["metrics"]["published"]
             group = stage.split("/")[0]
-            rows.append({"model": MODELS.get(group, group), "run": RUNS.get(label, label), "protocol": protocol,
+            model = MODELS.get(stage.rsplit("/", 1)[0], MODELS.get(group, group))
+            rows.append({"model": model, "run": RUNS.get(label, label), "protocol": protocol,
                          "split": found.data["split"], "stage": stage, "results": found.path,
                          **{k: metrics.get(k) for k in WORLD_METRICS}})
     lines = ["Generated world rows: no paper numbers exist for them. Zero-shot queries ask generic questions about "

@@ -1,6 +1,6 @@
-"""Evaluation stages: one model on one benchmark under a list of runs (mode, image ablation, query rows, protocol),
-each through `mire_jax.eval.runner.evaluate`, the project's one evaluation path, its results file written as
-`eval/evaluate.py` writes it, under the stage's results folder: results/<benchmark>_<split>/results_<run>.json.
+"""Evaluation stages: one model on one benchmark under a list of runs (mode, image or question ablation, query rows,
+protocol), each through `mire_jax.eval.runner.evaluate`, the project's one evaluation path, its results file written
+as `eval/evaluate.py` writes it, under the stage's results folder: results/<benchmark>_<split>/results_<run>.json.
 
 The encoded corpora and their indexes are cached under R/cache/corpora/, keyed by the index settings and, inside, by
 the model's fingerprint, passage length and passage keep policy (`runner.corpus_folder`), so the stages that
@@ -28,6 +28,15 @@ class EvalRun:
     image_ablation: str | None = None
     query_rows: str = "all"
     protocol: str = "published"
+    question_ablation: str | None = None  # "generic": every query asks the runner's generic question
+
+    def fields(self) -> dict:
+        """Its fields as a stage's inputs record them (`question_ablation` only when set: the runs of stages made
+        before it existed keep their fingerprints)."""
+        fields = dataclasses.asdict(self)
+        if fields["question_ablation"] is None:
+            del fields["question_ablation"]
+        return fields
 
 
 def main_runs(protocols) -> list[EvalRun]:
@@ -52,7 +61,7 @@ def eval_stage(name: str, spec: BenchmarkSpec, runs: list[EvalRun], *, model_sta
         base = recipes.eval_base(ctx.plan, spec)
         return Inputs(config={"benchmark": spec.key, "split": spec.split,
                               "settings": recipes.results_view(base.settings, recipes.EVAL_NOT_RESULTS),
-                              "loader": base.loader, "runs": [dataclasses.asdict(r) for r in runs]},
+                              "loader": base.loader, "runs": [r.fields() for r in runs]},
                       files={**ctx.layout.benchmark_files(spec), **model_files},
                       present=ctx.layout.benchmark_present(spec))
 
@@ -70,8 +79,9 @@ def eval_stage(name: str, spec: BenchmarkSpec, runs: list[EvalRun], *, model_sta
         results, summary, searchers, names = {}, {}, {}, {}
         for r in runs:
             settings = runner.EvalSettings(**base.settings, mode=r.mode, image_ablation=r.image_ablation,
-                                           query_rows=r.query_rows, protocol=r.protocol)
-            names[settings.run_name] = dataclasses.asdict(r)
+                                           question_ablation=r.question_ablation, query_rows=r.query_rows,
+                                           protocol=r.protocol)
+            names[settings.run_name] = r.fields()
             if r.protocol not in searchers:  # one searcher (and index) per protocol: the passage tokens differ
                 searchers[r.protocol] = runner.make_searcher(config, params, tokenizer, settings, model_dir)
             ctx.log(f"  {spec.key}: {r.label} ({settings.run_name})")

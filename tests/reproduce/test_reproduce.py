@@ -24,9 +24,12 @@ KEYS = ("okvqa_gs", "okvqa_wk11m", "remuq", "evqa", "infoseek", "aokvqa")
 SELECTED = {"vid2r", "vision_cache", "pretrain", "pretrain_residual"} | \
     {f"{group}/{key}" for group in ("zeroshot", "ablations", "residual") for key in KEYS} | \
     {f"{group}/{key}" for group in ("finetune", "finetuned") for key in ("okvqa_gs", "remuq")} | \
-    {"finetune_scratch/remuq", "finetuned_scratch/remuq"}
+    {"finetune_scratch/remuq", "finetuned_scratch/remuq"} | \
+    {f"analyses/{group}/{key}" for group in ("reliance", "reliance_residual", "focus") for key in KEYS}
 STAGES = ["--stages", "vid2r,vision_cache,pretrain,zeroshot,ablations,pretrain_residual,residual,"
-          "finetune*/remuq,finetuned*/remuq,finetune/okvqa_gs,finetuned/okvqa_gs"]
+          "finetune*/remuq,finetuned*/remuq,finetune/okvqa_gs,finetuned/okvqa_gs,analyses"]
+# The analyses that pre-train models of their own: skipped, with the reason in the report.
+NOT_RUN_ANALYSES = {"analyses/variants", "analyses/trap"}
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +52,9 @@ def test_the_whole_graph_runs_on_the_fixtures(first):
     assert first.status == 0, first.stderr[-3000:]
     outcomes = first.outcomes()
     assert {stage for stage, (status, _) in outcomes.items() if status == "ran"} == SELECTED, outcomes
-    others = {stage: outcome for stage, outcome in outcomes.items() if stage not in SELECTED}
+    others = {stage: outcome for stage, outcome in outcomes.items() if stage not in SELECTED | NOT_RUN_ANALYSES}
+    assert {outcomes[stage][0] for stage in NOT_RUN_ANALYSES} == {"skipped"}
+    assert "pre-trains one more model per conversion variant" in outcomes["analyses/variants"][1]
     assert set(others) == {"finetune/evqa", "finetuned/evqa", "finetune/infoseek", "finetuned/infoseek",
                            "finetune/aokvqa", "finetuned/aokvqa", "finetune_scratch/okvqa_gs",
                            "finetuned_scratch/okvqa_gs"}
@@ -114,6 +119,80 @@ def test_report_numbers_are_the_results_files_numbers(first):
         own = data["metrics"][row["metrics_protocol"]]
         assert (row["MRR@5"], row["R@5"]) == (own["MRR@5"], own["R@5"])
         assert row["stage"] in row["results"]
+
+
+def test_the_analyses_numbers_are_the_results_files_numbers(first):
+    """Modality reliance on every zero-shot benchmark for MIRe, residual fusion and text only, each value read back
+    from the results file its row names; the pooling focus's entropy per query type and gallery, from its file."""
+    report = first.report
+    assert report["sections"].index("modality_reliance") < report["sections"].index("stages")
+    reliance = report["modality_reliance"]
+    assert reliance["not_computed"] == []
+    assert {(r["benchmark"], r["model"]) for r in reliance["rows"]} == \
+        {(key, model) for key in KEYS for model in ("MIRe", "residual fusion", "text only")}
+    columns = {"as is": "R@5", "shuffled image": "shuffled image", "generic question": "generic question"}
+    for row in reliance["rows"]:
+        values = {}
+        for part, column in columns.items():
+            path = row["results"].get(part) or row["results"]["as is"]  # text only: its own value, by construction
+            data = json.loads((first.out / path).read_text())
+            values[part] = 100 * data["metrics"]["published"]["R@5"]
+            assert row[column] == values[part], (row["benchmark"], row["model"], part)
+            if part == "generic question":
+                assert data["question_ablation"] == "generic" and path.startswith("stages/analyses/reliance")
+        assert row["image fall"] == pytest.approx(values["as is"] - values["shuffled image"])
+        assert row["question fall"] == pytest.approx(values["as is"] - values["generic question"])
+    assert (first.out / reliance["plot"]).stat().st_size > 2000
+    markdown = (first.out / "reproduction.md").read_text()
+    assert "## Modality reliance: shuffled images versus a generic question" in markdown
+    assert f"![modality_reliance.png]({reliance['plot']})" in markdown
+    focus = report["pooling_focus"]
+    assert set(focus["benchmarks"]) == set(KEYS) and focus["not_computed"] == []
+    for key, result in focus["benchmarks"].items():
+        data = json.loads((first.out / result["results"]).read_text())
+        assert result["rows"] == data["rows"] and data["rows"][-1]["query type"] == "all"
+        assert 0 < data["rows"][-1]["entropy"] <= 1 and "on object" not in data["columns"]  # no masks: entropy only
+        assert (first.out / data["gallery"]).exists() and f"### {key}" in markdown
+    assert {r["stage"] for r in report["analyses_not_run"]} == NOT_RUN_ANALYSES
+    assert "## Analyses not run" in markdown
+
+
+def test_a_missing_results_file_is_reported_not_computed(first):
+    """The analyses' sections name what they could not read instead of failing: a results file gone, a stage that
+    did not run."""
+    from mire_jax.reproduce import analyses
+    from mire_jax.reproduce.engine import Outcome
+    from mire_jax.reproduce.layout import DataLayout
+    from mire_jax.reproduce.plan import Options, build_plan
+    from mire_jax.reproduce.presets import get_preset
+    from mire_jax.reproduce.report_context import ReportContext
+    report = first.report
+    plan = build_plan(get_preset("smoke"), DataLayout(report["data_root"]), str(first.out), Options())
+    outcomes = {r["stage"]: Outcome(r["stage"], r["status"], r["reason"]) for r in report["stages"]}
+    outcomes["analyses/reliance_residual/evqa"] = Outcome("analyses/reliance_residual/evqa", "failed", "boom")
+    row = next(r for r in report["modality_reliance"]["rows"] if (r["benchmark"], r["model"]) == ("remuq", "MIRe"))
+    gone = first.out / row["results"]["generic question"]
+    focus = first.out / report["pooling_focus"]["benchmarks"]["aokvqa"]["results"]
+    record = first.out / "stages/analyses/reliance_residual/evqa/record.json"  # as if it never finished
+    moved = [(p, p.with_suffix(".moved")) for p in (gone, focus, record)]
+    for path, aside in moved:
+        path.rename(aside)
+    try:
+        context = ReportContext(plan, outcomes)
+        reliance, pooling = analyses.modality_reliance(context), analyses.pooling_focus(context)
+    finally:
+        for path, aside in moved:
+            aside.rename(path)
+    reasons = {(m["benchmark"], m["model"]): m["reason"] for m in reliance.data["not_computed"]}
+    assert reasons[("remuq", "MIRe")] == f"results file {row['results']['generic question']} of " \
+                                         "analyses/reliance/remuq is missing"
+    assert reasons[("evqa", "residual fusion")] == "analyses/reliance_residual/evqa failed: boom"
+    assert len(reasons) == 2 and len(reliance.data["rows"]) == 3 * len(KEYS) - 2
+    text = "\n".join(reliance.lines)
+    assert "Not computed (no results to read):" in text and "- evqa, residual fusion: analyses/reliance_residual" \
+        "/evqa failed: boom" in text
+    assert [m["benchmark"] for m in pooling.data["not_computed"]] == ["aokvqa"]
+    assert "is missing" in pooling.data["not_computed"][0]["reason"] and "aokvqa" not in pooling.data["benchmarks"]
 
 
 def test_a_rerun_skips_every_finished_stage(first):

@@ -14,7 +14,8 @@ from mire_jax.reproduce.graph import Inputs, Stage
 from mire_jax.reproduce.report_context import Section
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-WORLD_STAGES = "world,init,zeroshot,plugin"
+WORLD_STAGES = "world,init,zeroshot,plugin,ablations/world_zeroshot,analyses/*/world_zeroshot"
+ANALYSES = {"ablations/world_zeroshot", "analyses/reliance/world_zeroshot", "analyses/focus/world_zeroshot"}
 # Exact search over index shards of a few passages: deterministic, and enough shards for two processes to serve some
 # each (under jax.distributed every process must serve at least one index shard).
 SHARDED = ["--set", "eval.shard_size=6", "--set", 'eval.index={"mode": "exact", "shard_tokens": 200}']
@@ -50,22 +51,47 @@ def test_the_world_preset_runs_from_a_given_checkpoint(world_run, tiny_model_dir
     assert world_run.status == 0, world_run.stderr[-3000:]
     outcomes = world_run.outcomes()
     ran = {stage for stage, (status, _) in outcomes.items() if status == "ran"}
-    assert ran == {"world", "init", "zeroshot/world_zeroshot", "zeroshot/world_seen", "plugin/count"}
+    assert ran == {"world", "init", "zeroshot/world_zeroshot", "zeroshot/world_seen", "plugin/count"} | ANALYSES
     assert outcomes["pretrain"] == ("skipped", f"--init {tiny_model_dir} replaces pre-training")
     assert "residual ablation needs pre-training of its own" in outcomes["pretrain_residual"][1]
     assert outcomes["finetune/world"][0] == "not selected (out of date)"
     report = world_run.report
     assert "paper_tables" not in report["sections"] and report["data_root"] == str(world_run.out / "data")
     rows = report["world"]
-    assert {(r["split"], r["protocol"]) for r in rows} == {(s, p) for s in ("zeroshot", "seen")
+    main = [r for r in rows if r["stage"].startswith("zeroshot/")]
+    assert {(r["split"], r["protocol"]) for r in main} == {(s, p) for s in ("zeroshot", "seen")
                                                            for p in ("published", "textbook")}
-    assert {r["model"] for r in rows} == {"MIRe, pre-trained"} and {r["run"] for r in rows} == {"image + question"}
+    assert {r["model"] for r in rows} == {"MIRe, pre-trained"} and {r["run"] for r in main} == {"image + question"}
+    assert {r["run"] for r in rows if r["stage"] == "analyses/reliance/world_zeroshot"} == \
+        {"generic question", "question only, generic question"}
     for r in rows:
         data = json.loads((world_run.out / r["results"]).read_text())
         assert r["R@5"] == data["metrics"][r["protocol"]]["R@5"]
     markdown = (world_run.out / "reproduction.md").read_text()
     assert "## Generated world" in markdown and "## The paper's tables" not in markdown
     assert (world_run.out / "data" / "world" / "manifest.json").exists()
+
+
+def test_the_world_analyses_use_the_object_masks_and_say_what_they_lack(world_run):
+    report = world_run.report
+    focus = report["pooling_focus"]["benchmarks"]["world_zeroshot"]
+    queries = next(r for r in report["results"] if r["stage"] == "zeroshot/world_zeroshot")["num_queries"]
+    assert "on object" in focus["columns"] and focus["rows"][-1]["queries"] == min(24, queries)  # demo-quick: 24
+    assert {r["query type"] for r in focus["rows"]} <= {"designer", "year", "town", "material", "owner", "name", "all"}
+    data = json.loads((world_run.out / focus["results"]).read_text())
+    assert data["rows"] == focus["rows"] and (world_run.out / data["gallery"]).exists()
+    reliance = report["modality_reliance"]
+    assert {(r["benchmark"], r["model"]) for r in reliance["rows"]} == {("world_zeroshot", "MIRe"),
+                                                                        ("world_zeroshot", "text only")}
+    missing = {(m["benchmark"], m["model"]): m["reason"] for m in reliance["not_computed"]}
+    assert missing[("world_zeroshot", "residual fusion")] == "residual/world_zeroshot not selected (out of date): " \
+                                                            "never ran"
+    assert world_run.outcomes()["analyses/reliance_residual/world_zeroshot"][1].startswith(
+        "needs pretrain_residual (skipped: --init")
+    assert missing[("world_seen", "MIRe")].startswith("ablations/world_seen not selected (out of date)")
+    not_run = {r["stage"]: r for r in report["analyses_not_run"]}
+    assert "python -m mire_jax.demo --analyses" in not_run["analyses/variants"]["reason"]
+    assert not_run["analyses/trap"]["status"] == "skipped"
 
 
 def test_a_plugin_adds_a_stage_and_a_report_section(world_run):
@@ -101,7 +127,8 @@ def test_two_processes_run_the_same_graph_and_agree_with_one(world_run, tiny_mod
     report = json.loads((out / "reproduction.json").read_text())
     assert report["hardware"]["processes"] == 2
     two = {(r["split"], r["protocol"]): r for r in report["world"]}
-    one = {(r["split"], r["protocol"]): r for r in world_run.report["world"] if r["split"] == "zeroshot"}
+    one = {(r["split"], r["protocol"]): r for r in world_run.report["world"]
+           if r["stage"] == "zeroshot/world_zeroshot"}
     assert set(two) == set(one)
     for key, row in one.items():
         assert {m: two[key][m] for m in ("R@1", "R@5", "R@10", "MRR@5")} == \
