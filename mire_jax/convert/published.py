@@ -88,6 +88,21 @@ def _modernbert_entries(cfg: ModernBertConfig, prefix: str = MODERNBERT_PREFIX):
     yield from _layer_norm(f"{prefix}final_norm", (*b, "final_norm"), norm_bias)
 
 
+# The attention projections in each published vision layer's state_dict order.
+_CLIP_ATTENTION = (("q_proj", "query"), ("k_proj", "key"), ("v_proj", "value"), ("out_proj", "out"))
+_SIGLIP_ATTENTION = (("k_proj", "key"), ("v_proj", "value"), ("q_proj", "query"), ("out_proj", "out"))
+
+
+def _vision_layer(t: str, f: tuple, attention_order):
+    """One CLIP or SigLIP encoder layer's keys (torch prefix `t`, flax path `f`)."""
+    for torch_name, name in attention_order:
+        yield from _linear(f"{t}self_attn.{torch_name}", (*f, "self_attn", name))
+    yield from _layer_norm(f"{t}layer_norm1", (*f, "layer_norm1"))
+    yield from _linear(f"{t}mlp.fc1", (*f, "fc1"))
+    yield from _linear(f"{t}mlp.fc2", (*f, "fc2"))
+    yield from _layer_norm(f"{t}layer_norm2", (*f, "layer_norm2"))
+
+
 def _vision_entries(cfg: VisionConfig, prefix: str):
     v = ("vision",)
     yield f"{prefix}embeddings.class_embedding", (*v, "class_embedding"), _IDENTITY
@@ -96,12 +111,7 @@ def _vision_entries(cfg: VisionConfig, prefix: str):
     yield from _layer_norm(f"{prefix}pre_layrnorm", (*v, "pre_layrnorm"))
     for i in range(cfg.num_hidden_layers):
         t, f = f"{prefix}encoder.layers.{i}.", (*v, f"layer_{i}")
-        for torch_name, name in (("q_proj", "query"), ("k_proj", "key"), ("v_proj", "value"), ("out_proj", "out")):
-            yield from _linear(f"{t}self_attn.{torch_name}", (*f, "self_attn", name))
-        yield from _layer_norm(f"{t}layer_norm1", (*f, "layer_norm1"))
-        yield from _linear(f"{t}mlp.fc1", (*f, "fc1"))
-        yield from _linear(f"{t}mlp.fc2", (*f, "fc2"))
-        yield from _layer_norm(f"{t}layer_norm2", (*f, "layer_norm2"))
+        yield from _vision_layer(t, f, _CLIP_ATTENTION)
     yield from _layer_norm(f"{prefix}post_layernorm", (*v, "post_layernorm"))
 
 
@@ -113,12 +123,7 @@ def _siglip_entries(cfg: VisionConfig, prefix: str):
     yield f"{prefix}embeddings.position_embedding.weight", (*v, "position_embedding", "embedding"), _IDENTITY
     for i in range(cfg.num_hidden_layers):
         t, f = f"{prefix}encoder.layers.{i}.", (*v, f"layer_{i}")
-        for torch_name, name in (("k_proj", "key"), ("v_proj", "value"), ("q_proj", "query"), ("out_proj", "out")):
-            yield from _linear(f"{t}self_attn.{torch_name}", (*f, "self_attn", name))
-        yield from _layer_norm(f"{t}layer_norm1", (*f, "layer_norm1"))
-        yield from _linear(f"{t}mlp.fc1", (*f, "fc1"))
-        yield from _linear(f"{t}mlp.fc2", (*f, "fc2"))
-        yield from _layer_norm(f"{t}layer_norm2", (*f, "layer_norm2"))
+        yield from _vision_layer(t, f, _SIGLIP_ATTENTION)
     yield from _layer_norm(f"{prefix}post_layernorm", (*v, "post_layernorm"))
     h = (*v, "head")
     yield f"{prefix}head.probe", (*h, "probe"), _IDENTITY

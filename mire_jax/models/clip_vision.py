@@ -25,6 +25,17 @@ class ClipLayer(nn.Module):
         return x + nn.Dense(c.hidden_size, dtype=self.dtype, name="fc2")(activation(c.hidden_act)(h))
 
 
+def patch_embedding(c: VisionConfig, pixel_values, *, use_bias: bool, dtype) -> jnp.ndarray:
+    """pixels [B, H, W, C] (NHWC, checked against the config) -> patch embeddings [B, S, v] (module
+    "patch_embedding" of the calling tower)."""
+    if pixel_values.shape[1:] != (c.image_size, c.image_size, c.num_channels):
+        raise ValueError(f"pixel_values must be [B, {c.image_size}, {c.image_size}, {c.num_channels}] (NHWC), "
+                         f"got {pixel_values.shape}")
+    x = nn.Conv(c.hidden_size, (c.patch_size, c.patch_size), strides=c.patch_size, padding="VALID",
+                use_bias=use_bias, dtype=dtype, name="patch_embedding")(pixel_values)
+    return x.reshape(pixel_values.shape[0], -1, c.hidden_size)
+
+
 class ClipVision(nn.Module):
     """pixels NHWC (CLIP-normalised) -> (features [B, 1+S, v], post-LN CLS [B, v])."""
     cfg: VisionConfig
@@ -33,13 +44,8 @@ class ClipVision(nn.Module):
     @nn.compact
     def __call__(self, pixel_values):
         c = self.cfg
-        if pixel_values.shape[1:] != (c.image_size, c.image_size, c.num_channels):
-            raise ValueError(f"pixel_values must be [B, {c.image_size}, {c.image_size}, {c.num_channels}] (NHWC), "
-                             f"got {pixel_values.shape}")
         b = pixel_values.shape[0]
-        patches = nn.Conv(c.hidden_size, (c.patch_size, c.patch_size), strides=c.patch_size, padding="VALID",
-                          use_bias=False, dtype=self.dtype, name="patch_embedding")(pixel_values)
-        patches = patches.reshape(b, -1, c.hidden_size)
+        patches = patch_embedding(c, pixel_values, use_bias=False, dtype=self.dtype)
         cls = self.param("class_embedding", nn.initializers.normal(c.hidden_size ** -0.5), (c.hidden_size,))
         x = jnp.concatenate([jnp.broadcast_to(cls.astype(patches.dtype), (b, 1, c.hidden_size)), patches], axis=1)
         x = x + nn.Embed(c.num_patches + 1, c.hidden_size, dtype=self.dtype,

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from mire_jax.config import VisionConfig
-from mire_jax.models.clip_vision import ClipLayer
+from mire_jax.models.clip_vision import ClipLayer, patch_embedding
 from mire_jax.models.layers import activation, multi_head_attention
 
 
@@ -53,13 +53,8 @@ class SiglipVision(nn.Module):
     @nn.compact
     def __call__(self, pixel_values):
         c = self.cfg
-        if pixel_values.shape[1:] != (c.image_size, c.image_size, c.num_channels):
-            raise ValueError(f"pixel_values must be [B, {c.image_size}, {c.image_size}, {c.num_channels}] (NHWC), "
-                             f"got {pixel_values.shape}")
         b = pixel_values.shape[0]
-        x = nn.Conv(c.hidden_size, (c.patch_size, c.patch_size), strides=c.patch_size, padding="VALID",
-                    use_bias=True, dtype=self.dtype, name="patch_embedding")(pixel_values)
-        x = x.reshape(b, -1, c.hidden_size)
+        x = patch_embedding(c, pixel_values, use_bias=True, dtype=self.dtype)
         x = x + nn.Embed(c.num_patches, c.hidden_size, dtype=self.dtype,
                          name="position_embedding")(jnp.arange(c.num_patches))[None]
         mask = jnp.ones((b, x.shape[1]), bool)
