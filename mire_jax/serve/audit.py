@@ -10,7 +10,7 @@ errors below the target).
 The audit never delays an answer:
 - the exact search runs in a worker process of its own (this file run as a script: stdlib and numpy only), at the
   lowest CPU priority (SCHED_IDLE where the system allows it, else nice 19), on one thread, reading the index's
-  float16 tokens from the saved shards (memory-mapped, so the page cache is shared with the server);
+  stored tokens from the saved shards (memory-mapped, so the page cache is shared with the server);
 - its CPU time is capped at `cpu_share` of one core: after an audit that took c seconds of CPU the worker rests
   c (1 / cpu_share - 1) seconds;
 - the server only copies a sampled query into a bounded queue (never waiting): samples that find it full are
@@ -62,46 +62,68 @@ def _lowest_priority() -> str:
         return "default"
 
 
+def _token_store_module():
+    """`mire_jax.index.token_store` loaded from its file: it needs only numpy, while importing the package would
+    bring jax into the worker."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "index", "token_store.py")
+    spec = importlib.util.spec_from_file_location("_mire_token_store", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
 class _Corpus:
-    """The saved index's shards, memory-mapped: float16 tokens and passage offsets."""
+    """The saved index's shards: their stored tokens (memory-mapped, as the index's exact search reads them)."""
 
     def __init__(self, shards: list[tuple[str, int]]):
+        import json
+        import pathlib
+
+        token_store = _token_store_module()
         self.parts = []
         for folder, first_passage in shards:
-            embeddings = np.load(os.path.join(folder, "embeddings.npy"), mmap_mode="r")
-            offsets = np.load(os.path.join(folder, "offsets.npy"))
-            self.parts.append((embeddings, offsets.astype(np.int64), int(first_passage)))
+            with open(os.path.join(folder, "shard.json")) as f:
+                description = json.load(f)["tokens"]
+            lengths = np.diff(np.load(os.path.join(folder, "offsets.npy")).astype(np.int64))
+            store = token_store.TokenStore.open(pathlib.Path(folder), lengths, description)
+            self.parts.append((store, int(first_passage)))
+
+    def _passage_scores(self, store, flat: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Exact MaxSim [passages, B] of one shard's passages (-inf for a passage without tokens)."""
+        b, nq = mask.shape
+        out = np.full((store.num_passages, b), -np.inf, np.float32)
+        for bucket in store.layout.buckets:
+            codes, scales = store.bucket_arrays(bucket)
+            step = max(1, CHUNK_TOKENS // bucket.length)
+            for i in range(0, bucket.count, step):
+                c = codes[i:i + step]
+                tokens = store.codec.decode(c, None if scales is None else scales[i:i + step], store.dim)
+                sims = tokens.reshape(-1, store.dim) @ flat  # [chunk * length, B * Nq]
+                maxima = sims.reshape(len(c), bucket.length, b, nq).max(axis=1)
+                passages = store.layout.order[bucket.start + i:bucket.start + i + len(c)]
+                out[passages] = (maxima * mask[None]).sum(-1)
+        return out
 
     def scores(self, q: np.ndarray, mask: np.ndarray, width: int, found: np.ndarray):
         """Exact MaxSim of every passage: (the best `width` scores per query [B, width] descending, the exact score of
         every passage of `found` [B, k] (-inf for -1))."""
         b, nq, dim = q.shape
+        mask = np.asarray(mask, np.float32)
         flat = (q * mask[..., None]).reshape(b * nq, dim).astype(np.float32).T  # [dim, B * Nq]
         best = np.full((b, width), -np.inf, np.float32)
         found_scores = np.full(found.shape, -np.inf, np.float32)
-        for embeddings, offsets, first in self.parts:
-            passages = len(offsets) - 1
-            start = 0
-            while start < passages:
-                stop = int(np.searchsorted(offsets, offsets[start] + CHUNK_TOKENS, side="right")) - 1
-                stop = min(max(stop, start + 1), passages)
-                t0, t1 = int(offsets[start]), int(offsets[stop])
-                lengths = np.diff(offsets[start:stop + 1])
-                chunk = np.full((stop - start, b), -np.inf, np.float32)
-                nonempty = lengths > 0
-                if t1 > t0:
-                    sims = np.asarray(embeddings[t0:t1], np.float32) @ flat  # [tokens, B * Nq]
-                    starts = (offsets[start:stop] - t0)[nonempty]
-                    maxima = np.maximum.reduceat(sims, starts, axis=0).reshape(len(starts), b, nq)
-                    chunk[nonempty] = (maxima * mask[None]).sum(-1)
-                cut = min(width, len(chunk))
-                top = np.argpartition(-chunk, cut - 1, axis=0)[:cut].T  # [B, cut]
-                merged = np.concatenate([best, np.take_along_axis(chunk.T, top, 1)], axis=1)
+        for store, first in self.parts:
+            shard = self._passage_scores(store, flat, mask)
+            cut = min(width, len(shard))
+            if cut:
+                top = np.argpartition(-shard, cut - 1, axis=0)[:cut].T  # [B, cut]
+                merged = np.concatenate([best, np.take_along_axis(shard.T, top, 1)], axis=1)
                 best = -np.sort(-merged, axis=1)[:, :width]
-                lo, hi = first + start, first + stop
-                inside = (found >= lo) & (found < hi)
-                found_scores[inside] = chunk[found[inside] - lo, np.nonzero(inside)[0]]
-                start = stop
+            inside = (found >= first) & (found < first + len(shard))
+            found_scores[inside] = shard[found[inside] - first, np.nonzero(inside)[0]]
         return best, found_scores
 
 

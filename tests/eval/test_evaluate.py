@@ -299,8 +299,8 @@ def test_query_rows_ablations_drop_the_intended_rows(model_dir, tmp_path):
     for rows, (q, q_mask) in queries.items():
         expected = np.asarray(maxsim(q * q_mask[..., None], d, d_mask))
         for qi, query in enumerate(bench.queries):
-            for pid, score in runs[rows][query.qid].items():
-                assert score == pytest.approx(float(expected[qi, pids.index(pid)]), abs=2e-3), (rows, pid)
+            for pid, score in runs[rows][query.qid].items():  # int8-stored tokens: within 0.2% of float32
+                assert score == pytest.approx(float(expected[qi, pids.index(pid)]), rel=2e-3, abs=2e-3), (rows, pid)
     names = {s.run_name for s in settings.values()}
     assert names == {"mire_published", "mire_visual_rows_published", "mire_text_rows_published"}
     with pytest.raises(ValueError, match="needs mode 'mire'"):

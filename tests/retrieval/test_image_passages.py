@@ -147,8 +147,8 @@ def test_image_candidates_encode_index_search_and_score(name, searcher, fixtures
     assert set(run) == set(want)
     for qid, ranking in run.items():
         assert set(ranking) == set(want[qid]) == {item[0] for item in bench.corpus.items()}
-        for pid, score in ranking.items():
-            assert score == pytest.approx(want[qid][pid], abs=5e-3), (qid, pid)
+        for pid, score in ranking.items():  # the index scores its int8-stored tokens: within 0.2% of float32
+            assert score == pytest.approx(want[qid][pid], rel=2e-3, abs=5e-3), (qid, pid)
     index = evaluation.index
     lengths = np.diff(index.offsets)
     n_visual = evaluation.num_visual
