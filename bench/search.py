@@ -14,6 +14,37 @@ searches a >= 10M-token corpus in >= 4 index shards over 2 processes joined by j
     python bench/search.py --pylate-python /path/to/other-venv/bin/python   # also PyLate (first corpus)
 
 Results go to bench/results/search.json (search_small.json with --small), rewritten after every corpus.
+
+Scale (`--scale`): one generator (`--corpora`, default uniform128) at several corpus sizes. Each corpus is generated
+and written as encoded float16 shards of `--encode-shard-passages` passages, one shard at a time (the whole float32
+token matrix, 32 GB at 1M passages, never exists); the exact truth (MaxSim top 100 over the encoded float16 tokens,
+scored in float32) is computed one encoded shard at a time and merged; a child process builds the index from the
+shards (`LateInteractionIndex.from_shards` into a folder: index shard by index shard, then calibration) and reports
+its peak RSS; another opens it and measures, against that truth, queries/s and recall@10/@100 at defaults, along an
+effort ladder (every ScaNN search knob of the defaults x0.25, x0.5, x2, x4) and of exact search over the stored
+tokens (all queries up to `--exact-all-max-tokens`, else `--exact-queries`, 32: said in the JSON), the median
+single-query latency at defaults and at the fastest setting reaching recall@10 >= 0.99 and @100 >= 0.95 (chosen on
+the benchmark's own queries), and the calibrated (reported) recall against the measured one. fast-plaid
+(bench/peers/README.md) then runs on the same float16 tokens, queries and truth where the corpus has at most
+`--peer-max-tokens` tokens (its build takes about 320 s per million tokens on 2 cores, per nbits; larger corpora
+say "skipped" and why in the JSON; so does a missing or broken fast-plaid), and the verdict of "ours >= fast-plaid's
+queries/s at >= its recall" is recorded per corpus. Per shape, the queries/s drop between sizes is set against the
+goal (3.2x per 10x corpus at defaults; exact search's own drop beside it). Results: bench/results/search_scale.json
+(search_scale_small.json with --small), rewritten after every size (a rerun keeps finished sizes unless --force);
+each size is also an entry of "corpora" with the fields of search.json's corpora.
+
+    python bench/search.py --scale 3000,5000,20000 --small --peer-max-tokens 200000 \
+        --fast-plaid-python PATH/.venv-fast-plaid/bin/python           # the small run (minutes)
+
+The 100k -> 1M run (fast-plaid on the 20k corpus, the largest its build fits in --peer-max-build-seconds):
+
+    python bench/search.py --scale 20000,100000,1000000 --progress --workdir /big/disk/bench-scale \
+        --fast-plaid-python PATH/.venv-fast-plaid/bin/python
+
+Measured here (2 cores, bench/results/search_scale_small.json): from 3k to 20k passages (193k to 1.28M tokens)
+queries/s at defaults fell 3.2x where the goal allows 2.6x for that growth; the index took 158 bytes per token and
+87 s per million tokens to build at 20k. At that rate the 1M corpus (64M tokens) needs about 1.5 hours of build and
+16 GB of encoded float16 shards: not run on 2 cores.
 """
 
 from __future__ import annotations
