@@ -14,6 +14,37 @@ searches a >= 10M-token corpus in >= 4 index shards over 2 processes joined by j
     python bench/search.py --pylate-python /path/to/other-venv/bin/python   # also PyLate (first corpus)
 
 Results go to bench/results/search.json (search_small.json with --small), rewritten after every corpus.
+
+Scale (`--scale`): one generator (`--corpora`, default uniform128) at several corpus sizes. Each corpus is generated
+and written as encoded float16 shards of `--encode-shard-passages` passages, one shard at a time (the whole float32
+token matrix, 32 GB at 1M passages, never exists); the exact truth (MaxSim top 100 over the encoded float16 tokens,
+scored in float32) is computed one encoded shard at a time and merged; a child process builds the index from the
+shards (`LateInteractionIndex.from_shards` into a folder: index shard by index shard, then calibration) and reports
+its peak RSS; another opens it and measures, against that truth, queries/s and recall@10/@100 at defaults, along an
+effort ladder (every ScaNN search knob of the defaults x0.25, x0.5, x2, x4) and of exact search over the stored
+tokens (all queries up to `--exact-all-max-tokens`, else `--exact-queries`, 32: said in the JSON), the median
+single-query latency at defaults and at the fastest setting reaching recall@10 >= 0.99 and @100 >= 0.95 (chosen on
+the benchmark's own queries), and the calibrated (reported) recall against the measured one. fast-plaid
+(bench/peers/README.md) then runs on the same float16 tokens, queries and truth where the corpus has at most
+`--peer-max-tokens` tokens (its build takes about 320 s per million tokens on 2 cores, per nbits; larger corpora
+say "skipped" and why in the JSON; so does a missing or broken fast-plaid), and the verdict of "ours >= fast-plaid's
+queries/s at >= its recall" is recorded per corpus. Per shape, the queries/s drop between sizes is set against the
+goal (3.2x per 10x corpus at defaults; exact search's own drop beside it). Results: bench/results/search_scale.json
+(search_scale_small.json with --small), rewritten after every size (a rerun keeps finished sizes unless --force);
+each size is also an entry of "corpora" with the fields of search.json's corpora.
+
+    python bench/search.py --scale 3000,5000,20000 --small --peer-max-tokens 200000 \
+        --fast-plaid-python PATH/.venv-fast-plaid/bin/python           # the small run (minutes)
+
+The 100k -> 1M run (fast-plaid on the 20k corpus, the largest its build fits in --peer-max-build-seconds):
+
+    python bench/search.py --scale 20000,100000,1000000 --progress --workdir /big/disk/bench-scale \
+        --fast-plaid-python PATH/.venv-fast-plaid/bin/python
+
+Measured here (2 cores, bench/results/search_scale_small.json): from 3k to 20k passages (193k to 1.28M tokens)
+queries/s at defaults fell 3.2x where the goal allows 2.6x for that growth; the index took 158 bytes per token and
+87 s per million tokens to build at 20k. At that rate the 1M corpus (64M tokens) needs about 1.5 hours of build and
+16 GB of encoded float16 shards: not run on 2 cores.
 """
 
 from __future__ import annotations
@@ -33,6 +64,8 @@ import numpy as np
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results" / "search.json"
 REPO = pathlib.Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # bench.peers, bench.exact_search
+    sys.path.insert(0, str(REPO))
 GOALS = {"recall@10": 0.99, "recall@100": 0.95, "speedup": 20.0, "bytes_per_token": 64.0, "build_s_per_mtoken": 60.0}
 
 
@@ -60,16 +93,20 @@ def _recall(found: np.ndarray, truth: np.ndarray, k: int) -> float:
     return float(np.mean([len(set(f[:k].tolist()) & set(t[:k].tolist())) / k for f, t in zip(found, truth)]))
 
 
-def _run_child(cmd: list[str], timeout: int, env: dict | None = None) -> tuple[dict | None, str]:
+def _run_child(cmd: list[str], timeout: int, env: dict | None = None,
+               show_stderr: bool = False) -> tuple[dict | None, str]:
+    """Run a worker; -> (its RESULT, "") or (None, why). `show_stderr`: its progress bars and warnings go to this
+    process's stderr as they come (else they are kept for the error message)."""
     env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=None if show_stderr else subprocess.PIPE,
+                              text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
         return None, f"timed out after {timeout} s"
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[len("RESULT "):]), ""
-    tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+    tail = (proc.stderr or proc.stdout or "(its stderr is above)").strip().splitlines()[-3:]
     return None, f"exit {proc.returncode}: {' | '.join(tail)}"
 
 
@@ -182,8 +219,9 @@ def _pylate_worker(args) -> None:
 # One corpus.
 
 
-def _write_encoded(corpus, folder: pathlib.Path, shard_size: int) -> float:
-    """The corpus as encoded shards (the fake "model" maps a passage number to its generated tokens)."""
+def _write_encoded(corpus, folder: pathlib.Path, shard_size: int, progress: bool = False) -> float:
+    """The corpus as encoded shards, one shard of `shard_size` passages generated, written and freed at a time (the
+    fake "model" maps a passage number to its generated tokens)."""
     from mire_jax.index.encode import encode_to_shards
     from mire_jax.index.encoded_corpus import write_manifest
 
@@ -200,7 +238,7 @@ def _write_encoded(corpus, folder: pathlib.Path, shard_size: int) -> float:
 
     n = corpus.spec.num_passages
     summary = encode_to_shards(((f"p{i}", str(i)) for i in range(n)), folder, fake_encoder, shard_size=shard_size,
-                               batch_size=256, total=n, progress=False)
+                               batch_size=256, total=n, progress=progress)
     write_manifest(folder, summary.num_shards)
     return time.perf_counter() - t0
 
@@ -295,12 +333,428 @@ def bench_distributed(spec, work: pathlib.Path, num_queries: int, shard_tokens: 
     return report
 
 
+# ------------------------------------------------------------------------------------------------------
+# Scale: one generator at several corpus sizes, each built shard by shard, with fast-plaid as the peer.
+
+TARGETS = {"recall@10": GOALS["recall@10"], "recall@100": GOALS["recall@100"]}
+SCALE_DROP_PER_DECADE = 3.2  # the goal: at most 3.2x fewer queries/s from 100k to 1M passages (exact: about 10x)
+EFFORT = (0.25, 0.5, 2.0, 4.0)  # the sweep scales every ScaNN search knob of the defaults by these factors
+TRUTH_K = 100
+
+
+def _vm_hwm() -> int:
+    """This process's peak resident memory (bytes)."""
+    return _proc_status().get("VmHWM", 0)
+
+
+def _folder_bytes(folder: pathlib.Path) -> int:
+    return sum(p.stat().st_size for p in pathlib.Path(folder).rglob("*") if p.is_file())
+
+
+def truth_from_encoded(encoded_dir, queries: np.ndarray, mask: np.ndarray, k: int = TRUTH_K,
+                       progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Exact MaxSim top k over an encoded corpus (its float16 tokens, scored in float32), one encoded shard at a
+    time (memory-mapped): never more than one shard in memory. -> (positions [B, k] int64, scores [B, k])."""
+    from tqdm.auto import tqdm
+
+    from mire_jax.index import exact_search
+    from mire_jax.index.encoded_corpus import read_manifest, read_shard
+
+    manifest = read_manifest(encoded_dir)
+    best_pos = np.full((len(queries), 0), -1, np.int64)
+    best_scores = np.full((len(queries), 0), -np.inf, np.float32)
+    first = 0
+    for entry in tqdm(manifest["shards"], desc="exact truth", unit="shard", disable=not progress):
+        tokens, lengths, _ = read_shard(encoded_dir, entry, verify=False, mmap=True)
+        offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
+        pos, scores = exact_search(tokens, offsets, queries, mask, min(k, len(lengths)), progress=False)
+        pos = np.where(pos >= 0, pos + first, -1)
+        all_pos, all_scores = np.concatenate([best_pos, pos], 1), np.concatenate([best_scores, scores], 1)
+        order = np.argsort(-all_scores, axis=1, kind="stable")[:, :k]
+        best_pos, best_scores = np.take_along_axis(all_pos, order, 1), np.take_along_axis(all_scores, order, 1)
+        first += len(lengths)
+        del tokens
+    return best_pos, best_scores
+
+
+def choose_fastest(rows: list[dict]) -> dict | None:
+    """The fastest row reaching both recall targets, else the one of best recall@10 + recall@100 (the peer's rule:
+    bench/peers/fast_plaid_worker.py `choose`)."""
+    if not rows:
+        return None
+    reached = [r for r in rows if r["reaches_targets"]]
+    if reached:
+        return {**max(reached, key=lambda r: r["queries_per_s"]), "chosen_because": "fastest reaching the targets"}
+    best = max(rows, key=lambda r: (r["recall@10"] + r["recall@100"], r["queries_per_s"]))
+    return {**best, "chosen_because": "targets never reached: best recall@10 + recall@100"}
+
+
+def peer_verdict(ours: list[dict], peer_best: dict) -> dict:
+    """The goal "ours >= fast-plaid's queries/s at >= its recall": our fastest row whose recall@10 and @100 are both
+    at least those of fast-plaid's chosen setting, against that setting."""
+    need = {k: peer_best[k] for k in TARGETS}
+    able = [r for r in ours if all(r[k] >= need[k] for k in need)]
+    out = {"fast_plaid": {k: peer_best.get(k) for k in ("setting", "recall@10", "recall@100", "queries_per_s")}}
+    if not able:
+        return {**out, "holds": False, "why": "no setting of ours reaches fast-plaid's recall"}
+    mine = max(able, key=lambda r: r["queries_per_s"])
+    return {**out, "ours": {k: mine.get(k) for k in ("setting", "recall@10", "recall@100", "queries_per_s")},
+            "queries_per_s_ratio": mine["queries_per_s"] / peer_best["queries_per_s"],
+            "holds": bool(mine["queries_per_s"] >= peer_best["queries_per_s"])}
+
+
+def _build_worker(args) -> None:
+    """Build the index from the encoded shards into a folder (shard by shard; `from_shards`); report its peak RSS."""
+    from mire_jax.index import LateInteractionIndex
+
+    t0 = time.perf_counter()
+    index = LateInteractionIndex.from_shards(args.corpus, json.loads(args.config or "null"), verify=False,
+                                             progress=args.progress, directory=args.index)
+    seconds = time.perf_counter() - t0
+    print("RESULT " + json.dumps({
+        "seconds": seconds, "tokens": int(index.offsets[-1]), "index_shards": len(index.shards),
+        "mode": index.config.mode, "search_settings": index.config.search_fields(),
+        "token_codec": index.config.token_codec, "build_info": index.build_info, "calibration": index.calibration,
+        "peak_rss_bytes": _vm_hwm()}))
+
+
+def _scale_search_worker(args) -> None:
+    """Open the saved index in a fresh process; queries/s and recall against the exact truth at defaults, along an
+    effort ladder of ScaNN settings and exactly (on `--exact-queries` of the queries); single-query latency."""
+    import dataclasses
+
+    import jax.numpy as jnp
+
+    from mire_jax.index import LateInteractionIndex
+    from mire_jax.index.search import SearchSettings
+
+    data = np.load(args.queries)
+    queries, mask, truth = data["queries"], data["mask"], np.load(args.truth)
+    jnp.zeros(8).block_until_ready()  # JAX's runtime is the process's fixed cost, not the index's
+    before = _proc_status()
+    t0 = time.perf_counter()
+    index = LateInteractionIndex.load(args.index, verify=False)
+    load_s = time.perf_counter() - t0
+    loaded = _proc_status()
+    single = min(args.single_queries, len(queries))
+
+    def measure(name, settings=None, exact=False, count=None, warm=2):
+        count = count or len(queries)
+        q, m = queries[:count], mask[:count]
+        index.search_positions(q[:warm], m[:warm], TRUTH_K, exact=exact, settings=settings)
+        t0 = time.perf_counter()
+        pos, _ = index.search_positions(q, m, TRUTH_K, exact=exact, settings=settings)
+        seconds = time.perf_counter() - t0
+        row = {"setting": name, "exact": exact, "settings": None if settings is None else dataclasses.asdict(settings),
+               "queries": count, "search_s": seconds, "queries_per_s": count / seconds,
+               "recall@10": _recall(pos, truth[:count], 10), "recall@100": _recall(pos, truth[:count], 100)}
+        row["reaches_targets"] = bool(all(row[k] >= v for k, v in TARGETS.items()))
+        print(f"  {name}: {row['queries_per_s']:.1f} q/s, recall@10 {row['recall@10']:.3f}, "
+              f"@100 {row['recall@100']:.3f} ({count} queries)", file=sys.stderr, flush=True)
+        return row
+
+    def latency(settings=None, exact=False):
+        times = []
+        for b in range(single):
+            t0 = time.perf_counter()
+            index.search_positions(queries[b:b + 1], mask[b:b + 1], TRUTH_K, exact=exact, settings=settings)
+            times.append(time.perf_counter() - t0)
+        return float(np.median(times) * 1e3)
+
+    mode = index.config.mode
+    defaults = measure("defaults", warm=min(index.config.query_batch, len(queries)))
+    defaults["mode"] = mode
+    defaults["single_query_ms_median"] = latency()
+    rows = [defaults]
+    if index.searcher is not None:  # the ScaNN settings of the defaults (rule of thumb ones when calibrated exact)
+        base = SearchSettings.of(index.config)
+        if mode == "scann":
+            defaults["settings"] = dataclasses.asdict(base)
+        for factor in EFFORT:
+            settings = SearchSettings(
+                leaves_to_search=int(min(max(1, round(base.leaves_to_search * factor)), index.config.num_leaves)),
+                neighbors_per_token=int(max(8, round(base.neighbors_per_token * factor))),
+                fill_fraction=base.fill_fraction, rerank_passages=int(max(TRUTH_K, round(base.rerank_passages * factor))))
+            if mode == "scann" and settings == base:
+                continue
+            rows.append(measure(f"scann x{factor:g}", settings))
+    exact_count = min(args.exact_queries or len(queries), len(queries))
+    index.compile_exact(exact_count, queries.shape[1], TRUTH_K)
+    exact = measure("exact", exact=True, count=exact_count)
+    exact["note"] = ("exact MaxSim over the index's stored tokens (codec " + index.config.token_codec + "); recall "
+                     "against the float16 encoded corpus's exact truth")
+    rows.append(exact)
+    fastest = choose_fastest(rows)
+    fastest_settings = None if fastest["settings"] is None else SearchSettings(**fastest["settings"])
+    fastest["single_query_ms_median"] = (defaults["single_query_ms_median"] if fastest["setting"] == "defaults"
+                                         else latency(fastest_settings, fastest["exact"]))
+    _release_free_heap()
+    after = _proc_status()
+    num_tokens = int(index.offsets[-1])
+    print("RESULT " + json.dumps({
+        "load_s": load_s, "queries": len(queries), "mode": mode, "shards": len(index.shards), "rows": rows,
+        "defaults": defaults, "fastest_at_targets": fastest, "exact": exact, "single_queries": single,
+        "memory": {"rss_anon_after_load_bytes": loaded["RssAnon"] - before["RssAnon"],
+                   "rss_anon_after_search_bytes": after["RssAnon"] - before["RssAnon"],
+                   "anon_bytes_per_token_after_search": (after["RssAnon"] - before["RssAnon"]) / num_tokens,
+                   "peak_rss_bytes": _vm_hwm()}}))
+
+
+def _peer_python(args) -> str:
+    """fast-plaid's python: `--fast-plaid-python` checked, or the repo's `.venv-fast-plaid` (made when missing).
+    Raises PeerUnavailable (one line)."""
+    from bench.peers import fast_plaid as peer
+
+    if args.fast_plaid_python:
+        python = pathlib.Path(args.fast_plaid_python)
+        if not python.exists():
+            raise peer.PeerUnavailable(f"--fast-plaid-python {python}: no such file")
+        peer._check(python)
+        return str(python)
+    return peer.ensure_venv(REPO, install=not args.no_peer_install)
+
+
+def _run_peer(tag: str, encoded: pathlib.Path, queries, mask, truth, work: pathlib.Path, args, state: dict):
+    """fast-plaid on the same corpus (its float16 tokens), queries and truth; or a one-line reason it was skipped."""
+    from bench.peers import fast_plaid as peer
+    from mire_jax.index.encoded_corpus import read_corpus, read_manifest
+
+    tokens = int(read_manifest(encoded)["num_tokens"])
+    if args.no_peer:
+        return "skipped: --no-peer"
+    if tokens > args.peer_max_tokens:
+        return (f"skipped: {tokens} tokens > --peer-max-tokens {args.peer_max_tokens} (fast-plaid builds at about "
+                f"320 s per million tokens on 2 cores)")
+    if "python" not in state:
+        try:
+            state["python"] = _peer_python(args)
+        except peer.PeerUnavailable as e:
+            state["python"] = None
+            state["why"] = f"skipped: {e}"
+    if state["python"] is None:
+        return state["why"]
+    folder = work / f"{tag}_fast_plaid"
+    embeddings, lengths, _ = read_corpus(encoded, verify=False)
+    offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
+    peer.write_inputs(folder, embeddings, offsets, queries, mask, truth)
+    del embeddings
+    print(f"{tag}: fast-plaid ({tokens} tokens, builds up to {args.peer_max_build_seconds:.0f} s each)",
+          file=sys.stderr, flush=True)
+    try:
+        return peer.run(folder, state["python"], timeout=args.peer_timeout, threads=args.peer_threads,
+                        max_build_seconds=args.peer_max_build_seconds)
+    finally:
+        if not args.keep:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _engines(ours: dict, build: dict, index_bytes: int, tokens: int, peer) -> dict:
+    """Per engine: the fastest setting at the targets (or the best recall), build time, bytes/token, latency."""
+    best = ours["fastest_at_targets"]
+    out = {"ours": {"best": {k: best.get(k) for k in ("setting", "settings", "exact", "recall@10", "recall@100",
+                                                       "queries_per_s", "queries", "chosen_because")},
+                    "build_s": build["seconds"], "bytes_per_token": index_bytes / tokens,
+                    "single_query_ms_median": best["single_query_ms_median"]}}
+    if isinstance(peer, dict) and peer.get("best"):
+        b = peer["best"]
+        out["fast_plaid"] = {"best": {k: b.get(k) for k in ("setting", "nbits", "n_ivf_probe", "n_full_scores",
+                                                             "recall@10", "recall@100", "queries_per_s",
+                                                             "chosen_because")},
+                             "build_s": b.get("build_s"), "bytes_per_token": b.get("bytes_per_token"),
+                             "single_query_ms_median": b.get("single_query_ms_median")}
+        out["verdict"] = peer_verdict(ours["rows"], b)
+    else:
+        out["fast_plaid"] = peer
+    return out
+
+
+def bench_scale_size(shape: str, passages: int, work: pathlib.Path, num_queries: int, args, peer_state: dict) -> dict:
+    """One corpus size: generate and write it shard by shard, exact truth shard by shard, build the index from the
+    shards (a child process), search it (another), then fast-plaid where the corpus is small enough."""
+    from mire_jax.index.synthetic import SHAPES, SyntheticCorpus
+
+    spec = SHAPES[shape].scaled(passages)
+    corpus = SyntheticCorpus(spec, seed=0)
+    tag = f"{shape}_{passages}"
+    encoded, index_dir = work / f"{tag}_encoded", work / f"{tag}_index"
+    say = lambda text: print(f"{tag}: {text}", file=sys.stderr, flush=True)  # noqa: E731
+    shutil.rmtree(index_dir, ignore_errors=True)
+    generate_s = None
+    if not (encoded / "manifest.json").exists():
+        say(f"generating and writing {corpus.num_tokens} tokens in shards of {args.encode_shard_passages} passages")
+        generate_s = _write_encoded(corpus, encoded, args.encode_shard_passages, progress=args.progress)
+    tokens = corpus.num_tokens
+    queries, mask, _ = corpus.queries(num_queries, seed=1)
+    query_file, truth_file = work / f"{tag}_queries.npz", work / f"{tag}_truth.npy"
+    np.savez(query_file, queries=queries, mask=mask)
+    say("exact truth over the encoded shards")
+    t0 = time.perf_counter()
+    truth, _ = truth_from_encoded(encoded, queries, mask, TRUTH_K, progress=args.progress)
+    truth_s = time.perf_counter() - t0
+    np.save(truth_file, truth)
+    say("building the index (a child process)")
+    build, why = _run_child([sys.executable, __file__, "--build-worker", "--corpus", str(encoded), "--index",
+                             str(index_dir)] + (["--progress"] if args.progress else []), args.child_timeout,
+                            show_stderr=args.progress)
+    report = {"spec": spec.__dict__, "shape": shape, "passages": passages, "tokens": tokens, "dim": spec.dim,
+              "queries": num_queries, "generate_and_write_shards_s": generate_s,
+              "encode_shard_passages": args.encode_shard_passages,
+              "encoded_corpus": {"bytes": _folder_bytes(encoded), "bytes_per_token": _folder_bytes(encoded) / tokens,
+                                 "dtype": "float16"},
+              "truth": {"seconds": truth_s, "what": "exact MaxSim top 100 over the encoded corpus's float16 tokens "
+                                                    "(scored in float32), one encoded shard at a time"}}
+    if build is None:
+        report["build"] = f"failed: {why}"
+        return report
+    index_bytes = _folder_bytes(index_dir)
+    scann_bytes = sum(_folder_bytes(d) for d in index_dir.glob("shard_*/scann"))
+    report.update(index_shards=build["index_shards"], build={
+        "seconds": build["seconds"], "s_per_million_tokens": build["seconds"] / tokens * 1e6,
+        "index_shards_s": build["build_info"].get("build_seconds"),
+        "calibration_s": build["build_info"].get("calibration_seconds"), "peak_rss_bytes": build["peak_rss_bytes"],
+        "mode": build["mode"], "token_codec": build["token_codec"], "search_settings": build["search_settings"]},
+        calibration=build["calibration"],
+        disk={"index_bytes": index_bytes, "index_bytes_per_token": index_bytes / tokens,
+              "scann_bytes_per_token": scann_bytes / tokens,
+              "stored_tokens_and_rest_bytes_per_token": (index_bytes - scann_bytes) / tokens})
+    exact_queries = args.exact_queries or (num_queries if tokens <= args.exact_all_max_tokens else 32)
+    say("searching (a child process)")
+    ours, why = _run_child([sys.executable, __file__, "--scale-search-worker", "--index", str(index_dir),
+                            "--queries", str(query_file), "--truth", str(truth_file), "--exact-queries",
+                            str(exact_queries), "--single-queries", str(args.single_queries)], args.child_timeout,
+                           show_stderr=args.progress)
+    if ours is None:
+        report["search"] = f"failed: {why}"
+        return report
+    defaults, exact = ours["defaults"], ours["exact"]
+    reported = (build["calibration"] or {}).get("reported") or {}
+    report["search"] = {  # the fields of bench/results/search.json's corpora, and more
+        **{k: ours[k] for k in ("load_s", "queries", "mode", "shards", "memory", "rows", "single_queries")},
+        "queries_per_s": defaults["queries_per_s"], "recall@10": defaults["recall@10"],
+        "recall@100": defaults["recall@100"], "single_query_ms_median": defaults["single_query_ms_median"],
+        "exact_queries_per_s": exact["queries_per_s"], "exact_queries": exact["queries"],
+        "exact_recall_vs_truth": {k: exact[k] for k in TARGETS},
+        "speedup_vs_exact": defaults["queries_per_s"] / exact["queries_per_s"],
+        "fastest_at_targets": ours["fastest_at_targets"],
+        "reported_vs_measured": {k: {"reported": reported.get(k), "measured": defaults[k],
+                                     "difference": None if reported.get(k) is None else reported[k] - defaults[k]}
+                                 for k in TARGETS}}
+    report["goals"] = {"recall@10>=0.99": defaults["recall@10"] >= TARGETS["recall@10"],
+                       "recall@100>=0.95": defaults["recall@100"] >= TARGETS["recall@100"],
+                       "bytes_per_token<=160": index_bytes / tokens <= 160,
+                       "reported_within_0.01": all(abs(v["difference"]) <= 0.01 for v in
+                                                   report["search"]["reported_vs_measured"].values()
+                                                   if v["difference"] is not None)}
+    peer = _run_peer(tag, encoded, queries, mask, truth, work, args, peer_state)
+    report["fast_plaid"] = peer
+    report["engines"] = _engines(ours, build, index_bytes, tokens, peer)
+    report["parent_peak_rss_bytes"] = _vm_hwm()
+    if not args.keep:
+        shutil.rmtree(index_dir, ignore_errors=True)
+        shutil.rmtree(encoded, ignore_errors=True)
+    return report
+
+
+def scale_ratios(sizes: dict) -> list[dict]:
+    """queries/s from each size to the next (and first to last): the drop at defaults, at the fastest setting
+    reaching the targets and of exact search, against the goal scaled to the size ratio (3.2x per 10x corpus)."""
+    done = sorted((int(n), r) for n, r in sizes.items() if isinstance(r.get("search"), dict))
+    pairs = list(zip(done, done[1:])) + ([(done[0], done[-1])] if len(done) > 2 else [])
+    out = []
+    for (a, ra), (b, rb) in pairs:
+        sa, sb = ra["search"], rb["search"]
+        ratio = rb["tokens"] / ra["tokens"]
+        allowed = SCALE_DROP_PER_DECADE ** np.log10(ratio)
+        drop = sa["queries_per_s"] / sb["queries_per_s"]
+        at_targets = [s["fastest_at_targets"] for s in (sa, sb)]
+        out.append({
+            "from_passages": a, "to_passages": b, "token_ratio": ratio,
+            "queries_per_s_drop_at_defaults": drop,
+            "queries_per_s_drop_at_targets": (at_targets[0]["queries_per_s"] / at_targets[1]["queries_per_s"]
+                                              if all(t["reaches_targets"] for t in at_targets) else None),
+            "exact_queries_per_s_drop": sa["exact_queries_per_s"] / sb["exact_queries_per_s"],
+            "allowed_drop": float(allowed),
+            "goal_met": bool(drop <= allowed and ra["goals"]["recall@10>=0.99"] and rb["goals"]["recall@10>=0.99"]
+                             and ra["goals"]["recall@100>=0.95"] and rb["goals"]["recall@100>=0.95"])})
+    return out
+
+
+def run_scale(args, sizes: list[int], shapes: list[str], num_queries: int, work: pathlib.Path) -> None:
+    from bench.exact_search import machine_load
+
+    out = pathlib.Path(args.out or RESULTS.with_name("search_scale_small.json" if args.small else "search_scale.json"))
+    report = json.loads(out.read_text()) if out.exists() else {}
+    if report.get("queries_per_corpus") != num_queries:
+        report = {}
+    report.update({"benchmark": "the index at several corpus sizes of one generator, built shard by shard, and "
+                                "fast-plaid on the same corpora and queries", "small": args.small,
+                   "queries_per_corpus": num_queries, "goals": {**GOALS, "bytes_per_token": 160.0,
+                                                                "queries_per_s_drop_per_10x": SCALE_DROP_PER_DECADE},
+                   "cpu_count": os.cpu_count(), "machine_at_start": machine_load(), "note": args.note,
+                   "command": " ".join(sys.argv)})
+    report.setdefault("corpora", {})
+    report.setdefault("scale", {})
+    peer_state: dict = {}
+    for shape in shapes:
+        entry = report["scale"].setdefault(shape, {"sizes": {}})
+        for passages in sizes:
+            key = f"{shape}@{passages}"
+            kept = report["corpora"].get(key)
+            if not args.force and kept and isinstance(kept.get("search"), dict):
+                print(f"{key}: kept from {out}")
+                continue
+            load = os.getloadavg()
+            t0 = time.perf_counter()
+            result = bench_scale_size(shape, passages, work, num_queries, args, peer_state)
+            result.update(wall_s=time.perf_counter() - t0, load_average_at_start=load,
+                          load_average_at_end=os.getloadavg())
+            report["corpora"][key] = result
+            entry["sizes"][str(passages)] = key
+            entry["ratios"] = scale_ratios({n: report["corpora"][k] for n, k in entry["sizes"].items()})
+            verdicts = [report["corpora"][k].get("engines", {}).get("verdict") for k in entry["sizes"].values()]
+            entry["ours_at_least_fast_plaid"] = [v["holds"] for v in verdicts if v] or None
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(report, indent=1) + "\n")
+            print(json.dumps({key: {k: result.get(k) for k in ("build", "disk", "goals", "engines", "wall_s")}},
+                             indent=1, default=str))
+    checked = [r.get("engines", {}).get("verdict") for r in report["corpora"].values()]
+    checked = [v for v in checked if v]
+    report["verdict_ours_at_least_fast_plaid_on_every_corpus"] = (all(v["holds"] for v in checked) if checked
+                                                                   else "fast-plaid ran on no corpus")
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"results: {out}")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--small", action="store_true", help="a quick run (5k-passage corpora, 32 queries)")
     parser.add_argument("--passages", type=int, default=None, help="passages per corpus")
     parser.add_argument("--queries-count", type=int, default=None)
-    parser.add_argument("--corpora", default="uniform128,short64,zipf_mixed,distributed")
+    parser.add_argument("--corpora", default=None,
+                        help="default uniform128,short64,zipf_mixed,distributed (with --scale: uniform128)")
+    parser.add_argument("--scale", default=None,
+                        help="comma-separated corpus sizes (passages), e.g. 100000,1000000: each corpus of --corpora "
+                             "at each size, built shard by shard, with fast-plaid as the peer "
+                             "(bench/results/search_scale.json)")
+    parser.add_argument("--encode-shard-passages", type=int, default=20_000,
+                        help="passages generated, written and freed at a time (encoded shards)")
+    parser.add_argument("--exact-queries", type=int, default=None,
+                        help="queries exact search is timed on (default: all up to --exact-all-max-tokens, else 32)")
+    parser.add_argument("--exact-all-max-tokens", type=int, default=16_000_000)
+    parser.add_argument("--single-queries", type=int, default=16, help="queries searched one by one (latency)")
+    parser.add_argument("--child-timeout", type=int, default=6 * 3600, help="seconds for one build or search child")
+    parser.add_argument("--progress", action="store_true", help="progress bars of generation, truth, build")
+    parser.add_argument("--fast-plaid-python", default=None,
+                        help="python of an environment with fast-plaid >= 1.7 (default: the repo's .venv-fast-plaid, "
+                             "made when missing)")
+    parser.add_argument("--no-peer-install", action="store_true", help="never pip install fast-plaid")
+    parser.add_argument("--no-peer", action="store_true", help="skip fast-plaid")
+    parser.add_argument("--peer-max-tokens", type=int, default=1_500_000,
+                        help="fast-plaid is skipped on larger corpora (its build: about 320 s per million tokens on "
+                             "2 cores, for each of 2 and 4 bits)")
+    parser.add_argument("--peer-max-build-seconds", type=float, default=1200.0, help="one fast-plaid build's limit")
+    parser.add_argument("--peer-timeout", type=float, default=4 * 3600, help="seconds for fast-plaid's whole run")
+    parser.add_argument("--peer-threads", type=int, default=2)
     parser.add_argument("--out", default=None)
     parser.add_argument("--workdir", default=None, help="where shards and indexes go (default: a temp dir)")
     parser.add_argument("--force", action="store_true",
@@ -309,15 +763,26 @@ def main(argv=None) -> None:
     parser.add_argument("--pylate-python", default=None, help="python of a separate venv with pylate")
     parser.add_argument("--pylate-timeout", type=int, default=2400)
     parser.add_argument("--note", default=None)
-    for hidden in ("--search-worker", "--pylate-worker"):
+    for hidden in ("--search-worker", "--pylate-worker", "--build-worker", "--scale-search-worker"):
         parser.add_argument(hidden, action="store_true", help=argparse.SUPPRESS)
-    for hidden in ("--index", "--queries", "--corpus"):
+    for hidden in ("--index", "--queries", "--corpus", "--truth", "--config"):
         parser.add_argument(hidden, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.search_worker:
         return _search_worker(args)
     if args.pylate_worker:
         return _pylate_worker(args)
+    if args.build_worker:
+        return _build_worker(args)
+    if args.scale_search_worker:
+        return _scale_search_worker(args)
+    if args.scale:
+        sizes = [int(x) for x in args.scale.split(",")]
+        work = pathlib.Path(args.workdir or tempfile.mkdtemp(prefix="mire-bench-scale-"))
+        work.mkdir(parents=True, exist_ok=True)
+        return run_scale(args, sizes, (args.corpora or "uniform128").split(","),
+                         args.queries_count or (32 if args.small else 128), work)
+    args.corpora = args.corpora or "uniform128,short64,zipf_mixed,distributed"
 
     from mire_jax.index.synthetic import SHAPES, SyntheticCorpus
 
