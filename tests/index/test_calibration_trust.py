@@ -1,6 +1,6 @@
-"""The recall an index reports is a lower bound of what real queries get (within 0.01), or the index warns: on small
-versions of the bench shapes and on a shape calibration was never tuned on; queries that the drawn calibration queries
-cannot vouch for (a few noisy words) are warned about when they are searched."""
+"""Queries that the drawn calibration queries cannot vouch for (a few noisy words) are warned about when they are
+searched, and the drawn queries come in their kinds, easy to hard (the reported recall against held-out queries is
+checked in test_index_calibration.py)."""
 import dataclasses
 import warnings
 
@@ -9,17 +9,11 @@ import pytest
 
 from mire_jax.index import LateInteractionIndex
 from mire_jax.index import calibrate as calibrate_lib
-from mire_jax.index.synthetic import SHAPES, SyntheticCorpus, SyntheticSpec, unseen_shapes
+from mire_jax.index.synthetic import SHAPES, SyntheticCorpus, SyntheticSpec
 
-CORPORA = {
-    "short64": dataclasses.replace(SHAPES["short64"], num_passages=2000, vocab_size=8000, num_topics=160),
-    "zipf_mixed": dataclasses.replace(SHAPES["zipf_mixed"], num_passages=800, vocab_size=8000, num_topics=240),
-    # 96-d, 24-token passages, 670 topics, queries noisier than the passages (1.26 against 0.57): tuned on by nobody.
-    "unseen": next(iter(unseen_shapes(1, seed=0, num_passages=2000).values())),
-}
+SHORT64 = dataclasses.replace(SHAPES["short64"], num_passages=2000, vocab_size=8000, num_topics=160)
 # Small corpora: exact search would be the cheaper, and the approximate search is what is under test.
 CONFIG = {"mode": "scann", "exact_if_cheaper": False}
-TOLERANCE = 0.01
 
 
 def _recalls(found, truth) -> dict:
@@ -34,32 +28,6 @@ def _build(spec):
         index = LateInteractionIndex.build(corpus.embeddings(), corpus.lengths, list(range(spec.num_passages)), CONFIG,
                                            progress=False)
     return corpus, index, [str(w.message) for w in caught if "calibration" in str(w.message)]
-
-
-@pytest.mark.parametrize("name", list(CORPORA))
-def test_the_reported_recall_is_a_lower_bound_or_the_index_warns(name, tmp_path):
-    corpus, index, warned = _build(CORPORA[name])
-    report = index.calibration
-    assert report["mode"] == "scann" and report["source"] == "drawn" and report["num_queries"] == 64
-    assert report["mix"] == {kind: 16 for kind in calibrate_lib.QUERY_KINDS}
-    assert set(report["by_kind"]) == set(calibrate_lib.QUERY_KINDS)
-    assert 0 <= report["uncertainty"]["recall@10"] < 0.05 and 0 < report["uncertainty"]["recall@100"] < 0.05
-    # What the index stands behind is the hardest kind's recall, not the mix's average.
-    for k in ("recall@10", "recall@100"):
-        assert report["reported"][k] == min(entry[k] for entry in report["by_kind"].values()) <= report["measured"][k]
-    assert report["short_queries"]["queries"] == 16 and report["short_queries"]["tokens"][1] <= 8
-
-    queries, mask, _ = corpus.queries(96, seed=1000)  # held out: the corpus's own generator, long queries
-    truth, _ = index.search_positions(queries, mask, 100, exact=True)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        found, _ = index.search_positions(queries, mask, 100)
-    warned += [str(w.message) for w in caught]
-    measured = _recalls(found, truth)
-    holds = all(measured[k] >= report["reported"][k] - TOLERANCE for k in measured)
-    assert holds or warned, (measured, report["reported"])
-    index.save(tmp_path / "index")  # index.json says what the recall was measured on
-    assert LateInteractionIndex.load(tmp_path / "index").calibration == report
 
 
 def test_queries_of_a_few_noisy_words_are_warned_about():
@@ -85,7 +53,7 @@ def test_queries_of_a_few_noisy_words_are_warned_about():
 
 
 def test_the_kinds_of_drawn_queries():
-    corpus = SyntheticCorpus(CORPORA["short64"], seed=1)
+    corpus = SyntheticCorpus(SHORT64, seed=1)
     index = LateInteractionIndex.build(corpus.embeddings(), corpus.lengths, list(range(2000)),
                                        {"mode": "scann", "calibrate": False}, progress=False)
     q, mask, kinds = calibrate_lib.draw_query_mix(index, 40, 32, seed=3)
