@@ -12,6 +12,6 @@ The modules form one stack, each importing only those below it:
 from mire_jax.index.config import IndexConfig
 from mire_jax.index.exact import exact_search
 from mire_jax.index.late_interaction import LateInteractionIndex
-from mire_jax.index.storage import IndexFileError, ShardError
+from mire_jax.index.storage import IndexFileError, IndexFormatError, ShardError
 
-__all__ = ["IndexConfig", "IndexFileError", "LateInteractionIndex", "ShardError", "exact_search"]
+__all__ = ["IndexConfig", "IndexFileError", "IndexFormatError", "LateInteractionIndex", "ShardError", "exact_search"]

@@ -32,7 +32,7 @@ import numpy as np
 
 from mire_jax.files import read_json
 from mire_jax.index import storage
-from mire_jax.index.storage import IndexFileError
+from mire_jax.index.storage import IndexFileError, IndexFormatError
 from mire_jax.index.token_store import TokenStore
 
 SHARD_META = "shard.json"
@@ -202,7 +202,7 @@ class IndexShard:
         if int(offsets[-1]) != meta["num_tokens"] or len(offsets) != meta["num_passages"] + 1:
             raise IndexFileError(f"{root}: counts disagree with {SHARD_META}")
         if "tokens" not in meta:
-            raise IndexFileError(f"{root / SHARD_META}: no stored tokens recorded (an index of an older format): "
+            raise IndexFormatError(f"{root / SHARD_META}: no stored tokens recorded (an index of an older format): "
                                  "build the index again")
         try:
             store = TokenStore.open(root, np.diff(offsets), meta["tokens"])

@@ -43,7 +43,7 @@ from mire_jax.index import rerank as rerank_lib
 from mire_jax.index import storage
 from mire_jax.index.config import IndexConfig, shard_probe
 from mire_jax.index.index_shard import SHARD_META, IndexShard
-from mire_jax.index.storage import IndexFileError
+from mire_jax.index.storage import IndexFileError, IndexFormatError
 from mire_jax.index.tokens import LocalView, concat_offsets
 
 HITS_PER_CHUNK = 1 << 22  # retrieved (query token, corpus token) pairs per shard held at once
@@ -162,7 +162,7 @@ class SearchableIndex:
         layout = dist.current_layout(distributed)
         manifest = storage.read_meta(root / MANIFEST, IndexFileError)
         if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
-            raise IndexFileError(f"{root / MANIFEST}: not a {FORMAT} manifest of version {VERSION} (found "
+            raise IndexFormatError(f"{root / MANIFEST}: not a {FORMAT} manifest of version {VERSION} (found "
                                  f"{manifest.get('format')!r} version {manifest.get('version')!r}): build the "
                                  "index again")
         manifest = storage.read_manifest(root, INDEX_META, verify)  # the one index.json agrees with (recalibration)

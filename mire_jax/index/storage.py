@@ -32,6 +32,10 @@ class IndexFileError(ValueError):
     """A saved index file is missing or altered; the message names the file."""
 
 
+class IndexFormatError(IndexFileError):
+    """A saved index of another format version (an older mire-jax wrote it): it has to be built again."""
+
+
 class ShardError(ValueError):
     """An encoded-corpus shard or its manifest is missing, inconsistent or altered; the message names the file."""
 

@@ -22,6 +22,8 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import os
+import shutil
+import warnings
 from typing import Any, Iterable, Mapping, Sequence
 
 import jax
@@ -31,7 +33,7 @@ from PIL import Image
 from mire_jax import api
 from mire_jax.config import EncodingSettings, MIReConfig
 from mire_jax.files import read_json, write_json
-from mire_jax.index import IndexConfig, LateInteractionIndex
+from mire_jax.index import IndexConfig, IndexFormatError, LateInteractionIndex
 from mire_jax.index.encode import EncodeFn, encode_to_shards
 from mire_jax.index.encoded_corpus import write_manifest
 from mire_jax.models.layers import l2_normalize
@@ -411,17 +413,26 @@ class Searcher:
                     shard_size: int = 10_000, total: int | None = None, length_bucket: int | None = None,
                     progress: bool = True, extra: Mapping[str, Any] | None = None) -> LateInteractionIndex:
         """Encode `(pid, text)` and `(pid, text, image)` passages into shards (`folder/shards`, resumable) and build
-        the index
-        (`folder/index`, resumable), recording the model and the settings; opens it as this searcher's index.
+        the index (`folder/index`, resumable), recording the model and the settings; opens it as this searcher's
+        index.
 
         Collective under `jax.distributed`: every process reads the same stream and encodes and indexes its own
-        shards. A finished index in `folder/index` is opened as it is.
+        shards. A finished index in `folder/index` is opened as it is; one that an older mire-jax wrote (another
+        format version) is removed and built again from the encoded corpus, with a warning.
         """
         shards, index_dir = os.path.join(folder, "shards"), os.path.join(folder, "index")
         layout_index, layout_count = jax.process_index(), jax.process_count()
+        index = None
         if os.path.exists(os.path.join(index_dir, "manifest.json")):
-            index = LateInteractionIndex.load(index_dir)
-        else:
+            try:
+                index = LateInteractionIndex.load(index_dir)
+            except IndexFormatError as e:
+                warnings.warn(f"{e} (building it again now, from the encoded corpus in {shards})", stacklevel=2)
+                _barrier("stale index seen", layout_count)
+                if layout_index == 0:
+                    shutil.rmtree(index_dir)
+                _barrier("stale index removed", layout_count)
+        if index is None:
             record = self.encoding_record()
             summary = encode_to_shards(passages, shards, self.passage_encoder(length_bucket), shard_size=shard_size,
                                        batch_size=self.batch_size, process_index=layout_index,
