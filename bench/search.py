@@ -66,6 +66,8 @@ RESULTS = pathlib.Path(__file__).resolve().parent / "results" / "search.json"
 REPO = pathlib.Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # bench.peers, bench.exact_search
     sys.path.insert(0, str(REPO))
+from bench.peers.fast_plaid_worker import choose as choose_fastest  # noqa: E402  (one rule for both engines)
+
 GOALS = {"recall@10": 0.99, "recall@100": 0.95, "speedup": 20.0, "bytes_per_token": 64.0, "build_s_per_mtoken": 60.0}
 
 
@@ -139,19 +141,22 @@ def _run_processes(args: list[str], processes: int, timeout: int) -> tuple[dict 
 # Worker: open the saved index in a fresh process, measure memory, time the index and exact search.
 
 
-def _search_worker(args) -> None:
+def _open_index(args):
+    """The worker's queries and opened index: (queries, mask, index, load seconds, /proc status before, after)."""
     import jax.numpy as jnp
 
     from mire_jax.index import LateInteractionIndex
 
     data = np.load(args.queries)
-    queries, mask = data["queries"], data["mask"]
     jnp.zeros(8).block_until_ready()  # JAX's runtime is the process's fixed cost, not the index's
     before = _proc_status()
     t0 = time.perf_counter()
     index = LateInteractionIndex.load(args.index, verify=False)
-    load_s = time.perf_counter() - t0
-    loaded = _proc_status()
+    return data["queries"], data["mask"], index, time.perf_counter() - t0, before, _proc_status()
+
+
+def _search_worker(args) -> None:
+    queries, mask, index, load_s, before, loaded = _open_index(args)
     batch = index.config.query_batch
     index.search_positions(queries[:batch], mask[:batch], 100)  # warm-up (thread pools, compiles, first reads)
     t0 = time.perf_counter()
@@ -377,18 +382,6 @@ def truth_from_encoded(encoded_dir, queries: np.ndarray, mask: np.ndarray, k: in
     return best_pos, best_scores
 
 
-def choose_fastest(rows: list[dict]) -> dict | None:
-    """The fastest row reaching both recall targets, else the one of best recall@10 + recall@100 (the peer's rule:
-    bench/peers/fast_plaid_worker.py `choose`)."""
-    if not rows:
-        return None
-    reached = [r for r in rows if r["reaches_targets"]]
-    if reached:
-        return {**max(reached, key=lambda r: r["queries_per_s"]), "chosen_because": "fastest reaching the targets"}
-    best = max(rows, key=lambda r: (r["recall@10"] + r["recall@100"], r["queries_per_s"]))
-    return {**best, "chosen_because": "targets never reached: best recall@10 + recall@100"}
-
-
 def peer_verdict(ours: list[dict], peer_best: dict) -> dict:
     """The goal "ours >= fast-plaid's queries/s at >= its recall": our fastest row whose recall@10 and @100 are both
     at least those of fast-plaid's chosen setting, against that setting."""
@@ -423,19 +416,10 @@ def _scale_search_worker(args) -> None:
     effort ladder of ScaNN settings and exactly (on `--exact-queries` of the queries); single-query latency."""
     import dataclasses
 
-    import jax.numpy as jnp
-
-    from mire_jax.index import LateInteractionIndex
     from mire_jax.index.search import SearchSettings
 
-    data = np.load(args.queries)
-    queries, mask, truth = data["queries"], data["mask"], np.load(args.truth)
-    jnp.zeros(8).block_until_ready()  # JAX's runtime is the process's fixed cost, not the index's
-    before = _proc_status()
-    t0 = time.perf_counter()
-    index = LateInteractionIndex.load(args.index, verify=False)
-    load_s = time.perf_counter() - t0
-    loaded = _proc_status()
+    queries, mask, index, load_s, before, loaded = _open_index(args)
+    truth = np.load(args.truth)
     single = min(args.single_queries, len(queries))
 
     def measure(name, settings=None, exact=False, count=None, warm=2):
