@@ -80,10 +80,12 @@ def test_calibration_reaches_its_targets(name, tmp_path):
     assert report["settings"] == fastest["settings"]
     assert report["seconds_per_query"]["chosen"] == fastest["measured"]
 
-    # Checked here against exact search, on queries made by the corpus's own generator (not the drawn ones).
+    # Checked here against exact search, on queries made by the corpus's own generator (not the drawn ones): the
+    # targets, up to the tolerance the index promises on queries it was not calibrated on (the timed choice among
+    # the verified settings varies with the machine's load, and so does the recall they give these queries).
     queries, mask, found = built.queries, built.mask, built.found
-    assert _recall(found, built.truth, 10) >= 0.99
-    assert _recall(found, built.truth, 100) >= 0.95
+    assert _recall(found, built.truth, 10) >= 0.99 - TOLERANCE
+    assert _recall(found, built.truth, 100) >= 0.95 - TOLERANCE
     measured = index.measure_recall(queries, mask)  # what eval/evaluate.py reports beside its metrics
     assert measured["recall@100"] == pytest.approx(_recall(found, built.truth, 100)) and measured["num_queries"] == 96
 
