@@ -60,6 +60,11 @@ def encode_doc(config: MIReConfig, params, input_ids=None, attention_mask=None, 
             raise ValueError("encode_doc: give the passage's text (input_ids, attention_mask, keep_mask), its image "
                              "(pixel_values or vision_features), or both")
         return _encode_text_doc(config, params, input_ids, attention_mask, keep_mask)
+    if config.modernbert is not None:
+        # The published SentMIRe.doc projects the image features without the prompt-guided pooling of MIRe.doc;
+        # only MIRe's path is built here, so a SentMIRe model refuses image passages rather than differ silently.
+        raise ValueError("encode_doc: passages with images are not supported for SentMIRe (ModernBERT) models: "
+                         "the published SentMIRe encodes them unlike MIRe, and only MIRe's way is built here")
     if prompt_ids is None:
         raise ValueError("encode_doc: a passage image needs prompt_ids, the fixed prompt that guides its pooling "
                          "(ColbertTokenizer.encode_image_prompt())")

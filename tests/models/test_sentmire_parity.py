@@ -181,3 +181,13 @@ def test_oracle_text_tower_equals_hugging_face_sdpa(pair):
         by_hand = oracle.dense(hidden) * _t(keep)[..., None].float()
         by_hand = by_hand / by_hand.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         _close(oracle.encode_doc(_t(d_ids).long(), _t(d_mask).long(), _t(keep)).numpy(), by_hand, tol=1e-5)
+
+
+def test_passages_with_images_are_refused(pair):
+    """The published SentMIRe.doc encodes a passage's image unlike MIRe.doc (no prompt-guided pooling): a SentMIRe
+    model refuses image passages in one line instead of encoding them MIRe's way."""
+    _, config, params = pair
+    _, _, d_ids, d_mask, keep, pixels = _inputs(config, seed=4)
+    with pytest.raises(ValueError, match="passages with images are not supported for SentMIRe"):
+        mire_jax.encode_doc(config, params, d_ids, d_mask, keep, pixel_values=pixels,
+                            prompt_ids=np.array([101, 2054, 102]))
